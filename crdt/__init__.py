@@ -1,0 +1,73 @@
+"""Meridian's document engine: CRDT documents (Yjs, through pycrdt) persisted to DuckDB.
+
+No networking here; :mod:`app` builds the node on top. The public face::
+
+    async with open_store(Path("data")) as store:
+        result = await store.apply_update("notes", update)      # durable once it returns
+        document = await store.get("notes")
+        document.to_json(), document.state_vector(), document.encode_state(since)
+"""
+
+from .document import Document, render
+from .errors import (
+    CrdtError,
+    DocumentDeleted,
+    DocumentNotFound,
+    InvalidDocumentId,
+    InvalidOperation,
+    InvalidUpdate,
+    LimitExceeded,
+    StorageError,
+    StorageFormatError,
+    StorageLocked,
+)
+from .ops import apply_operations, parse_operations
+from .statevector import EMPTY_STATE_VECTOR, covers, decode_state_vector, encode_state_vector
+from .storage import FORMAT_VERSION, Storage
+from .store import (
+    DOCUMENT_ID,
+    DocumentStore,
+    StoreLimits,
+    StoreStatistics,
+    WriteResult,
+    check_document_id,
+    open_store,
+)
+from .yupdate import RootKind, parse_update
+
+__all__ = [
+    # store
+    "DOCUMENT_ID",
+    "DocumentStore",
+    "StoreLimits",
+    "StoreStatistics",
+    "WriteResult",
+    "check_document_id",
+    "open_store",
+    # documents
+    "Document",
+    "RootKind",
+    "apply_operations",
+    "parse_operations",
+    "parse_update",
+    "render",
+    # state vectors
+    "EMPTY_STATE_VECTOR",
+    "covers",
+    "decode_state_vector",
+    "encode_state_vector",
+    # storage
+    "FORMAT_VERSION",
+    "Storage",
+    # errors
+    "CrdtError",
+    "DocumentDeleted",
+    "DocumentNotFound",
+    "InvalidDocumentId",
+    "InvalidOperation",
+    "InvalidUpdate",
+    "LimitExceeded",
+    "StorageError",
+    "StorageFormatError",
+    "StorageLocked",
+]

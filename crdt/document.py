@@ -1,0 +1,242 @@
+"""One CRDT document in memory: a pycrdt ``Doc`` plus what the engine knows about it.
+
+A :class:`Document` validates every update before Yrs sees it, knows which of its updates are
+still waiting for missing dependencies, infers its roots' types for the JSON view, and
+produces state vectors and diffs. It does no I/O; :mod:`crdt.store` persists it.
+
+Updates whose dependencies have not arrived are kept by Yrs as "pending" and integrate when the
+missing part comes. Meanwhile the state vector reports only integrated changes (the pending
+ones are invisible in it and in the JSON view), while the whole-state encoding returned by
+:meth:`Document.encode_state` still carries them, so a copy made from it loses nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pycrdt
+
+from .errors import InvalidUpdate
+from .lib0 import DecodeError
+from .statevector import decode_state_vector
+from .yupdate import RootKind, classify, infer_root_kinds, parse_update
+
+__all__ = ["Document", "ROOT_TYPES", "render"]
+
+#: The pycrdt class for each root kind.
+ROOT_TYPES: dict[RootKind, type[Any]] = {
+    RootKind.MAP: pycrdt.Map,
+    RootKind.ARRAY: pycrdt.Array,
+    RootKind.TEXT: pycrdt.Text,
+    RootKind.XML: pycrdt.XmlFragment,
+}
+
+_SAFE_INTEGER = 2**53
+
+
+def _call_yrs(what: str, func: Any, *args: Any) -> Any:
+    """Calls into Yrs, turning its assorted exceptions (and Rust panics, which surface as
+    ``BaseException``) into :class:`InvalidUpdate`."""
+    try:
+        return func(*args)
+    except (KeyboardInterrupt, SystemExit, GeneratorExit):
+        raise
+    except BaseException as exc:
+        raise InvalidUpdate(f"{what}: {exc.__class__.__name__}: {exc}") from exc
+
+
+def validate_update(data: bytes) -> Any:
+    """Structural check of a Yjs v1 update; returns the :class:`~crdt.yupdate.ParsedUpdate`."""
+    if not data:
+        raise InvalidUpdate("empty body: a Yjs update has at least two bytes")
+    try:
+        return parse_update(data)
+    except DecodeError as exc:
+        raise InvalidUpdate(f"not a valid Yjs v1 update: {exc}") from exc
+
+
+def render(value: Any) -> Any:
+    """The JSON form of a value read from a document, as Yjs's ``toJSON`` would show it.
+
+    Maps become objects, arrays lists, text and XML strings; numbers that are whole are shown
+    without a fraction (JavaScript has one number type); binary content is base64.
+    """
+    if isinstance(value, pycrdt.Map):
+        return {key: render(item) for key, item in value.items()}
+    if isinstance(value, pycrdt.Array):
+        return [render(item) for item in value]
+    if isinstance(value, pycrdt.Text | pycrdt.XmlFragment | pycrdt.XmlElement | pycrdt.XmlText):
+        return str(value)
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value) and value.is_integer() and abs(value) <= _SAFE_INTEGER:
+            return int(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        return {str(key): render(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [render(item) for item in value]
+    if isinstance(value, bytes):
+        import base64
+
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, pycrdt.Doc):
+        return {"subdocument": value.guid}
+    return str(value)
+
+
+class Document:
+    """A document's live state. Not thread-safe: use it from one thread (the event loop)."""
+
+    def __init__(self, doc_id: str, *, incarnation: int = 0, client_id: int | None = None) -> None:
+        self.id = doc_id
+        #: Which life of this id the content belongs to; a delete ends one, a write after it
+        #: starts the next (see docs/design.md, "Deletion").
+        self.incarnation = incarnation
+        self._client_id = client_id
+        self._doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
+        # Root name -> evidence about its type, merged from every update applied.
+        self._evidence: dict[str, set[str]] = {}
+        # Roots already cast in ``_doc`` and the kind they were cast to.
+        self._cast: dict[str, RootKind] = {}
+        # Updates that held parts Yrs could not integrate yet (missing dependencies).
+        self._pending: list[tuple[bytes, dict[int, int]]] = []
+        # The integrated delta of the last apply, captured from Yrs' transaction event.
+        self._last_delta: bytes | None = None
+        self._doc.observe(self._on_transaction)
+        #: Bytes this document takes in storage (snapshot plus log), kept by the store.
+        self.stored_bytes = 0
+        #: Writes applied here but not yet committed; a document with any is never evicted.
+        self.uncommitted = 0
+        #: Set when Yrs failed half-way through an update: the in-memory state is suspect and
+        #: the store must reload the document from disk.
+        self.poisoned = False
+
+    def _on_transaction(self, event: Any) -> None:
+        self._last_delta = event.update
+
+    # -- reading -------------------------------------------------------------------------
+
+    def state_vector(self) -> bytes:
+        """The encoded state vector of the integrated changes."""
+        return bytes(self._doc.get_state())
+
+    def clocks(self) -> dict[int, int]:
+        return decode_state_vector(self.state_vector())
+
+    def encode_state(self, since: bytes | None = None) -> bytes:
+        """Everything this copy holds, or only what a copy at state vector ``since`` lacks,
+        as one Yjs v1 update. Pending (not yet integrable) parts are included."""
+        if since is not None:
+            try:
+                decode_state_vector(since)
+            except DecodeError as exc:
+                raise InvalidUpdate(f"invalid state vector: {exc}") from exc
+        state = bytes(self._doc.get_update())
+        if self._pending:
+            state = pycrdt.merge_updates(state, *(update for update, _ in self._pending))
+        if since is None:
+            return state
+        return bytes(_call_yrs("diff", pycrdt.get_update, state, since))
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    def root_kinds(self) -> dict[str, RootKind | None]:
+        """Each root's inferred type; None for a root whose content says nothing of it."""
+        names = list(self._doc.keys())
+        if any(name not in self._evidence for name in names):
+            # A root named only through origins (its explicit items came in a snapshot whose
+            # first items were garbage-collected): follow the origins once.
+            for name, found in infer_root_kinds(bytes(self._doc.get_update())).items():
+                self._evidence.setdefault(name, set()).update(found)
+        return {name: classify(self._evidence.get(name, set())) for name in names}
+
+    def root(self, name: str, kind: RootKind) -> Any:
+        """The root ``name`` as the pycrdt type for ``kind`` (cast on first use)."""
+        if self._cast.get(name) is not kind:
+            self._doc.get(name, type=ROOT_TYPES[kind])
+            self._cast[name] = kind
+        return self._doc[name]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON view: ``{root name: value}`` for every root that has a known type."""
+        content: dict[str, Any] = {}
+        for name, kind in sorted(self.root_kinds().items()):
+            content[name] = None if kind is None else render(self.root(name, kind))
+        return content
+
+    # -- writing -------------------------------------------------------------------------
+
+    def apply_update(self, data: bytes) -> bool:
+        """Validates and applies a Yjs v1 update; returns True when it must be stored.
+
+        It must be stored when it changed the integrated state or left parts pending. A
+        duplicate of something already integrated returns False. Raises
+        :class:`InvalidUpdate` and leaves the document unchanged when the bytes are invalid;
+        if Yrs fails half-way (a panic), the document is marked ``poisoned``.
+        """
+        parsed = validate_update(data)
+        if parsed.is_empty:
+            return False
+        before = self.clocks()
+        self._last_delta = None
+        try:
+            self._doc.apply_update(data)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:
+            # Yrs decodes before it integrates, but a panic may come half-way through: the
+            # in-memory state can no longer be trusted, the store reloads it from disk.
+            self.poisoned = True
+            raise InvalidUpdate(
+                f"Yjs refused the update: {exc.__class__.__name__}: {exc}"
+            ) from exc
+        self._absorb(parsed.root_evidence)
+        after = self.clocks()
+        pending = any(after.get(client, 0) < end for client, end in parsed.reach.items())
+        if pending:
+            self._pending.append((data, parsed.reach))
+        if self._pending and after != before:
+            self._pending = [
+                (update, reach)
+                for update, reach in self._pending
+                if any(after.get(client, 0) < end for client, end in reach.items())
+            ]
+        return pending or self._last_delta is not None
+
+    def load(self, updates: list[bytes]) -> None:
+        """Builds the state from stored updates (snapshot first). They were validated when
+        written; a failure here means a damaged store and is raised as InvalidUpdate."""
+        for data in updates:
+            _call_yrs("stored update", self._doc.apply_update, data)
+        after = self.clocks()
+        for data in updates:
+            reach = {
+                client: clock
+                for client, clock in decode_state_vector(bytes(pycrdt.get_state(data))).items()
+            }
+            if any(after.get(client, 0) < end for client, end in reach.items()):
+                self._pending.append((data, reach))
+        if updates:
+            self._absorb(infer_root_kinds(bytes(self._doc.get_update())))
+
+    def _absorb(self, evidence: dict[str, set[str]]) -> None:
+        for name, found in evidence.items():
+            self._evidence.setdefault(name, set()).update(found)
+
+    def transact(self, client_id: int) -> pycrdt.Doc[Any]:
+        """A scratch copy of this document for local edits by ``client_id``; see
+        :mod:`crdt.ops`. Its roots are cast like this document's."""
+        scratch: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
+        scratch.apply_update(self._doc.get_update())
+        return scratch
+
+    def last_delta(self) -> bytes | None:
+        """The integrated change produced by the last :meth:`apply_update`, if any."""
+        return self._last_delta

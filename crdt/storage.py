@@ -1,0 +1,556 @@
+"""Persistence to one DuckDB file: an update log, snapshots, and a single writer with group commit.
+
+All SQL of the project lives here. Layout (storage format 1)::
+
+    meta(key, value)                         format_version, client_id, created_at
+    documents(id, incarnation, deleted, ...) one row per document id ever written
+    updates(doc_id, incarnation, seq, data)  the log: Yjs updates as committed, in seq order
+    snapshots(doc_id, incarnation, seq, data) one compacted state per document, covering seq <= its seq
+
+A document's state is its snapshot plus the log rows after it. Compaction folds the log into the
+snapshot in one transaction (insert the new snapshot, delete the rows it covers), so a process
+killed at any instant leaves either the old snapshot and rows or the new snapshot: nothing is
+lost and, since Yjs updates are idempotent, nothing can be counted twice.
+
+Writes go through one thread that owns the write connection (DuckDB wants few, large
+transactions): callers enqueue jobs; the thread takes every job queued while the previous commit
+ran, runs them in one transaction, commits, then answers every caller, failures included. A
+failing batch is rolled back and its jobs retried one by one, so one bad job fails alone.
+Reads use their own cursors on a small thread pool; DuckDB never runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pycrdt
+
+from .errors import StorageError, StorageFormatError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Append",
+    "Compact",
+    "CompactResult",
+    "Delete",
+    "DocumentRecord",
+    "LoadedDocument",
+    "Storage",
+    "StorageStatistics",
+]
+
+log = logging.getLogger("meridian.storage")
+
+#: The storage format this code writes. Files with a higher version are refused.
+FORMAT_VERSION = 1
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS documents (
+        id VARCHAR PRIMARY KEY,
+        incarnation BIGINT NOT NULL,
+        deleted BOOLEAN NOT NULL,
+        created_at DOUBLE NOT NULL,
+        deleted_at DOUBLE
+    )""",
+    """CREATE TABLE IF NOT EXISTS updates (
+        doc_id VARCHAR NOT NULL,
+        incarnation BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS updates_doc ON updates (doc_id)",
+    """CREATE TABLE IF NOT EXISTS snapshots (
+        doc_id VARCHAR PRIMARY KEY,
+        incarnation BIGINT NOT NULL,
+        seq BIGINT NOT NULL,
+        data BLOB NOT NULL
+    )""",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentRecord:
+    id: str
+    incarnation: int
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedDocument:
+    """A document as stored: its record, then the snapshot (if any) and log rows in order."""
+
+    record: DocumentRecord
+    updates: list[bytes]
+    log_rows: int
+    snapshot_bytes: int
+
+
+# -- jobs for the writer -------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Append:
+    """Append an update to a document's log; ``create`` (re)creates its record first."""
+
+    doc_id: str
+    incarnation: int
+    data: bytes
+    create: bool = False
+
+
+@dataclass(slots=True)
+class Delete:
+    """Record a tombstone for ``incarnation`` and drop that incarnation's content."""
+
+    doc_id: str
+    incarnation: int
+
+
+@dataclass(slots=True)
+class Compact:
+    """Fold a document's log into its snapshot."""
+
+    doc_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CompactResult:
+    incarnation: int
+    rows_folded: int
+    snapshot_bytes: int
+
+
+Job = Append | Delete | Compact
+
+
+@dataclass(slots=True)
+class _Pending:
+    job: Job
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+    enqueued: float
+
+
+@dataclass(frozen=True, slots=True)
+class StorageStatistics:
+    """A frozen snapshot of the writer's counters."""
+
+    commits: int
+    jobs_committed: int
+    failed_jobs: int
+    batch_size_last: int
+    batch_size_max: int
+    compactions: int
+    queue_depth: int
+    commit_seconds_total: float
+
+
+@dataclass(slots=True)
+class _Counters:
+    commits: int = 0
+    jobs_committed: int = 0
+    failed_jobs: int = 0
+    batch_size_last: int = 0
+    batch_size_max: int = 0
+    compactions: int = 0
+    commit_seconds_total: float = 0.0
+    batch_sizes: list[int] = field(default_factory=list)
+
+
+_STOP = object()
+
+
+class Storage:
+    """The DuckDB file of one node. Use :meth:`open` / :meth:`close` (the store does)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_batch: int = 1024,
+        memory_limit: str = "256MB",
+        on_commit: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._max_batch = max_batch
+        self._memory_limit = memory_limit
+        # Called from the writer thread with (batch size, seconds) after each commit.
+        self._on_commit = on_commit
+        self._con: Any = None
+        # Jobs for the writer thread; _STOP ends it.
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._readers: ThreadPoolExecutor | None = None
+        self._local = threading.local()
+        self._next_seq = 1
+        self._counters = _Counters()
+        self._closing = False
+        #: This node's Yjs client id for its own edits (JSON operations), fixed at creation.
+        self.client_id = 0
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Opens (creating if needed) the file and checks its format. Blocking: call it from
+        a thread. Raises :class:`StorageFormatError` for a newer format, StorageError else."""
+        try:
+            self._con = duckdb.connect(str(self.path))
+        except duckdb.Error as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from exc
+        try:
+            con = self._con
+            con.execute(f"SET memory_limit = '{self._memory_limit}'")
+            con.execute("SET threads = 2")
+            tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            if "meta" in tables:
+                row = con.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+                version = int(row[0]) if row else 0
+                if version > FORMAT_VERSION:
+                    raise StorageFormatError(
+                        f"{self.path} uses storage format {version}, written by a newer Meridian; "
+                        f"this version reads format {FORMAT_VERSION}. Upgrade Meridian to open it."
+                    )
+                if version < 1:
+                    raise StorageFormatError(f"{self.path} has no storage format version")
+            else:
+                con.execute("BEGIN")
+                for statement in _SCHEMA:
+                    con.execute(statement)
+                con.executemany(
+                    "INSERT INTO meta VALUES (?, ?)",
+                    [
+                        ("format_version", str(FORMAT_VERSION)),
+                        ("client_id", str(random.SystemRandom().randrange(1, 2**32))),
+                        ("created_at", repr(time.time())),
+                    ],
+                )
+                con.execute("COMMIT")
+            row = con.execute("SELECT value FROM meta WHERE key = 'client_id'").fetchone()
+            self.client_id = int(row[0])
+            row = con.execute(
+                "SELECT greatest((SELECT max(seq) FROM updates), (SELECT max(seq) FROM snapshots))"
+            ).fetchone()
+            self._next_seq = (row[0] or 0) + 1
+        except StorageFormatError:
+            self._con.close()
+            raise
+        except duckdb.Error as exc:
+            self._con.close()
+            raise StorageError(f"cannot read {self.path}: {exc}") from exc
+        self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="duckdb-reader")
+        self._writer = threading.Thread(target=self._run_writer, name="duckdb-writer", daemon=True)
+        self._writer.start()
+
+    def close(self) -> None:
+        """Finishes every queued job, checkpoints and closes. Blocking."""
+        if self._writer is None:
+            return
+        self._closing = True
+        self._queue.put(_STOP)
+        self._writer.join()
+        self._writer = None
+        if self._readers is not None:
+            self._readers.shutdown(wait=True)
+        try:
+            self._con.execute("CHECKPOINT")
+        except duckdb.Error as exc:  # the data is in the WAL already; the next open replays it
+            log.warning("checkpoint at close failed: %s", exc)
+        self._con.close()
+
+    # -- writing -------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        """Queues a job; the future resolves after the transaction holding it committed (or
+        with the error that prevented it). Must be called from an event loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if self._closing or self._writer is None:
+            future.set_exception(StorageError("storage is closed"))
+            return future
+        self._queue.put(_Pending(job, future, loop, time.monotonic()))
+        return future
+
+    def _run_writer(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Pending] = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+            writes = [p for p in batch if not isinstance(p.job, Compact)]
+            if writes:
+                self._commit_batch(writes)
+            for pending in batch:
+                if isinstance(pending.job, Compact):
+                    self._commit_batch([pending])
+
+    def _commit_batch(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            results = self._transaction(batch)
+        except Exception as exc:
+            if len(batch) > 1:
+                # Find the job that failed; the others commit on their own.
+                for pending in batch:
+                    self._commit_batch([pending])
+                return
+            self._counters.failed_jobs += 1
+            log.error("storage job failed: %s: %s", type(batch[0].job).__name__, exc)
+            error = exc if isinstance(exc, StorageError) else StorageError(f"commit failed: {exc}")
+            self._answer(batch[0], error=error)
+            return
+        elapsed = time.perf_counter() - started
+        counters = self._counters
+        counters.commits += 1
+        counters.jobs_committed += len(batch)
+        counters.batch_size_last = len(batch)
+        counters.batch_size_max = max(counters.batch_size_max, len(batch))
+        counters.commit_seconds_total += elapsed
+        if self._on_commit is not None:
+            self._on_commit(len(batch), elapsed)
+        for pending, result in zip(batch, results, strict=True):
+            self._answer(pending, result=result)
+
+    def _answer(self, pending: _Pending, *, result: Any = None, error: BaseException | None = None) -> None:
+        def resolve() -> None:
+            if pending.future.done():
+                return
+            if error is not None:
+                pending.future.set_exception(error)
+            else:
+                pending.future.set_result(result)
+
+        try:
+            pending.loop.call_soon_threadsafe(resolve)
+        except RuntimeError:  # the caller's loop is gone; nobody is waiting any more
+            pass
+
+    def _transaction(self, batch: list[_Pending]) -> list[Any]:
+        con = self._con
+        con.execute("BEGIN")
+        try:
+            if len(batch) == 1 and isinstance(batch[0].job, Compact):
+                results: list[Any] = [self._compact(batch[0].job)]
+            else:
+                results = self._write(batch)
+            con.execute("COMMIT")
+        except BaseException:
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
+        return results
+
+    def _write(self, batch: list[_Pending]) -> list[Any]:
+        con = self._con
+        rows: list[Any] = []
+        results: list[Any] = []
+        creates: dict[str, int] = {}
+        now = time.time()
+        for pending in batch:
+            job = pending.job
+            if isinstance(job, Append):
+                if job.create:
+                    creates[job.doc_id] = job.incarnation
+                rows += (job.doc_id, job.incarnation, self._next_seq, job.data)
+                results.append(self._next_seq)
+                self._next_seq += 1
+            elif isinstance(job, Delete):
+                self._flush_rows(rows, creates, now)
+                rows, creates = [], {}
+                con.execute(
+                    "INSERT INTO documents VALUES (?, ?, true, ?, ?) ON CONFLICT (id) DO UPDATE "
+                    "SET incarnation = excluded.incarnation, deleted = true, deleted_at = excluded.deleted_at",
+                    [job.doc_id, job.incarnation, now, now],
+                )
+                con.execute("DELETE FROM updates WHERE doc_id = ?", [job.doc_id])
+                con.execute("DELETE FROM snapshots WHERE doc_id = ?", [job.doc_id])
+                results.append(None)
+        self._flush_rows(rows, creates, now)
+        return results
+
+    def _flush_rows(self, rows: list[Any], creates: dict[str, int], now: float) -> None:
+        con = self._con
+        if creates:
+            values = ",".join(["(?, ?, false, ?, NULL)"] * len(creates))
+            params: list[Any] = []
+            for doc_id, incarnation in creates.items():
+                params += (doc_id, incarnation, now)
+            con.execute(
+                f"INSERT INTO documents VALUES {values} ON CONFLICT (id) DO UPDATE SET "
+                "incarnation = excluded.incarnation, deleted = false, deleted_at = NULL",
+                params,
+            )
+        for start in range(0, len(rows), 4 * 500):
+            chunk = rows[start : start + 4 * 500]
+            values = ",".join(["(?, ?, ?, ?)"] * (len(chunk) // 4))
+            con.execute(f"INSERT INTO updates VALUES {values}", chunk)
+
+    def _compact(self, job: Compact) -> CompactResult | None:
+        con = self._con
+        record = con.execute(
+            "SELECT incarnation, deleted FROM documents WHERE id = ?", [job.doc_id]
+        ).fetchone()
+        if record is None or record[1]:
+            return None
+        incarnation = record[0]
+        snapshot = con.execute(
+            "SELECT data FROM snapshots WHERE doc_id = ? AND incarnation = ?", [job.doc_id, incarnation]
+        ).fetchone()
+        tail = con.execute(
+            "SELECT seq, data FROM updates WHERE doc_id = ? AND incarnation = ? ORDER BY seq",
+            [job.doc_id, incarnation],
+        ).fetchall()
+        if not tail:
+            return None
+        parts = ([bytes(snapshot[0])] if snapshot else []) + [bytes(row[1]) for row in tail]
+        state = fold_updates(parts)
+        last_seq = tail[-1][0]
+        con.execute(
+            "INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?, ?)",
+            [job.doc_id, incarnation, last_seq, state],
+        )
+        con.execute(
+            "DELETE FROM updates WHERE doc_id = ? AND (incarnation <> ? OR seq <= ?)",
+            [job.doc_id, incarnation, last_seq],
+        )
+        self._counters.compactions += 1
+        return CompactResult(incarnation, len(tail), len(state))
+
+    # -- reading -------------------------------------------------------------------------
+
+    def _cursor(self) -> Any:
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            cursor = self._con.cursor()
+            self._local.cursor = cursor
+        return cursor
+
+    async def _read(self, func: Callable[..., Any], *args: Any) -> Any:
+        if self._readers is None:
+            raise StorageError("storage is closed")
+
+        def run() -> Any:
+            try:
+                return func(self._cursor(), *args)
+            except duckdb.Error as exc:
+                raise StorageError(f"read failed: {exc}") from exc
+
+        future: Future[Any] = self._readers.submit(run)
+        return await asyncio.wrap_future(future)
+
+    async def load(self, doc_id: str) -> LoadedDocument | None:
+        """The stored document, or None when the id was never written."""
+        return await self._read(_load, doc_id)  # type: ignore[no-any-return]
+
+    async def list_documents(
+        self, prefix: str, after: str | None, limit: int
+    ) -> list[DocumentRecord]:
+        """Live documents whose id starts with ``prefix``, after ``after``, in id order."""
+        return await self._read(_list, prefix, after, limit)  # type: ignore[no-any-return]
+
+    async def count_documents(self) -> tuple[int, int]:
+        """(live documents, tombstones)."""
+        return await self._read(_count)  # type: ignore[no-any-return]
+
+    async def stored_bytes(self) -> int:
+        return await self._read(_stored_bytes)  # type: ignore[no-any-return]
+
+    def statistics(self) -> StorageStatistics:
+        c = self._counters
+        return StorageStatistics(
+            commits=c.commits,
+            jobs_committed=c.jobs_committed,
+            failed_jobs=c.failed_jobs,
+            batch_size_last=c.batch_size_last,
+            batch_size_max=c.batch_size_max,
+            compactions=c.compactions,
+            queue_depth=self._queue.qsize(),
+            commit_seconds_total=c.commit_seconds_total,
+        )
+
+
+def fold_updates(parts: Sequence[bytes]) -> bytes:
+    """One update equivalent to ``parts``: the integrated state (with deleted content
+    garbage-collected) plus whatever could not integrate yet (missing dependencies), which
+    Yrs leaves out of its state encoding and which must not be lost."""
+    merged = pycrdt.merge_updates(*parts) if len(parts) > 1 else parts[0]
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(merged)
+    state = bytes(doc.get_update())
+    residual = bytes(pycrdt.get_update(merged, doc.get_state()))
+    if _has_content(residual):
+        state = bytes(pycrdt.merge_updates(state, residual))
+    return state
+
+
+def _has_content(update: bytes) -> bool:
+    from .yupdate import parse_update
+
+    return not parse_update(update).is_empty
+
+
+def _load(cursor: Any, doc_id: str) -> LoadedDocument | None:
+    row = cursor.execute(
+        "SELECT incarnation, deleted FROM documents WHERE id = ?", [doc_id]
+    ).fetchone()
+    if row is None:
+        return None
+    record = DocumentRecord(doc_id, row[0], row[1])
+    if record.deleted:
+        return LoadedDocument(record, [], 0, 0)
+    snapshot = cursor.execute(
+        "SELECT data FROM snapshots WHERE doc_id = ? AND incarnation = ?", [doc_id, record.incarnation]
+    ).fetchone()
+    tail = cursor.execute(
+        "SELECT data FROM updates WHERE doc_id = ? AND incarnation = ? ORDER BY seq",
+        [doc_id, record.incarnation],
+    ).fetchall()
+    updates = ([bytes(snapshot[0])] if snapshot else []) + [bytes(r[0]) for r in tail]
+    return LoadedDocument(record, updates, len(tail), len(snapshot[0]) if snapshot else 0)
+
+
+def _list(cursor: Any, prefix: str, after: str | None, limit: int) -> list[DocumentRecord]:
+    rows = cursor.execute(
+        "SELECT id, incarnation, deleted FROM documents WHERE NOT deleted AND starts_with(id, ?) "
+        "AND id > ? ORDER BY id LIMIT ?",
+        [prefix, after or "", limit],
+    ).fetchall()
+    return [DocumentRecord(r[0], r[1], r[2]) for r in rows]
+
+
+def _count(cursor: Any) -> tuple[int, int]:
+    row = cursor.execute(
+        "SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE deleted) FROM documents"
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def _stored_bytes(cursor: Any) -> int:
+    row = cursor.execute(
+        "SELECT coalesce((SELECT sum(octet_length(data)) FROM updates), 0)"
+        " + coalesce((SELECT sum(octet_length(data)) FROM snapshots), 0)"
+    ).fetchone()
+    return int(row[0])

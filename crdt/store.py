@@ -1,0 +1,434 @@
+"""The document store: documents opened on demand, a bounded hot set, durable writes, deletion.
+
+The path of a write: validate and apply to the in-memory document → queue the update for the
+storage writer (group commit) → once the transaction holding it committed, answer. A duplicate
+that changes nothing is answered when the write that brought its content has committed, so an
+answer always means "on disk".
+
+Deletion (docs/design.md, "Deletion"): every document id has an *incarnation*. A delete records
+a tombstone for the current incarnation and drops its content; a later write starts the next
+incarnation from an empty document. Updates and tombstones are ordered by (incarnation,
+deleted): a copy keeps the greatest state it has seen, content only from updates of that
+incarnation while it is live. Whatever order deletes, writes and re-creations arrive in, every
+copy reaches the same outcome, and an update of a deleted incarnation never brings it back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .document import Document
+from .errors import (
+    DocumentDeleted,
+    DocumentNotFound,
+    InvalidDocumentId,
+    InvalidUpdate,
+    LimitExceeded,
+    StorageError,
+)
+from .ops import apply_operations, parse_operations
+from .storage import Append, Compact, CompactResult, Delete, DocumentRecord, Storage
+
+__all__ = [
+    "DOCUMENT_ID",
+    "DocumentStore",
+    "StoreLimits",
+    "StoreStatistics",
+    "WriteResult",
+    "check_document_id",
+    "open_store",
+]
+
+log = logging.getLogger("meridian.store")
+
+#: Document ids, as PRODUCT.md defines them.
+DOCUMENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def check_document_id(doc_id: str) -> str:
+    if not DOCUMENT_ID.fullmatch(doc_id):
+        raise InvalidDocumentId(
+            f"invalid document id {doc_id[:140]!r}: ids are 1-128 characters from "
+            "A-Z a-z 0-9 . _ : - and start with a letter or digit"
+        )
+    return doc_id
+
+
+@dataclass(frozen=True, slots=True)
+class StoreLimits:
+    """Limits and tuning of a store; every field is a documented setting (docs/configuration.md)."""
+
+    #: Largest stored size of one document (its snapshot plus log) that a write may reach.
+    max_document_bytes: int = 16 * 1024 * 1024
+    #: Most JSON operations in one request.
+    max_operations: int = 1000
+    #: Documents kept in memory at most; colder ones are evicted (their state is on disk).
+    max_hot_documents: int = 10_000
+    #: Stored bytes of the documents kept in memory at most.
+    max_hot_bytes: int = 256 * 1024 * 1024
+    #: Log rows of one document after which it is compacted into its snapshot.
+    compact_after_updates: int = 256
+    #: Jobs in one storage transaction at most (group commit).
+    max_batch: int = 1024
+    #: DuckDB's memory limit.
+    duckdb_memory_limit: str = "256MB"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What a write did: the document's new state vector, whether it changed anything, and
+    whether it created the document (or a new incarnation of it)."""
+
+    doc_id: str
+    state_vector: bytes
+    changed: bool
+    created: bool
+    incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStatistics:
+    hot_documents: int
+    hot_bytes: int
+    loads: int
+    evictions: int
+    writes: int
+    rejected_updates: int
+    compactions_queued: int
+
+
+class _Entry:
+    """A hot document and its bookkeeping."""
+
+    __slots__ = ("compacting", "deleted", "document", "inflight", "log_rows", "writers")
+
+    def __init__(self, document: Document, *, deleted: bool, log_rows: int) -> None:
+        self.document = document
+        self.deleted = deleted
+        # Rows in the log after the snapshot; compaction starts past the configured count.
+        self.log_rows = log_rows
+        self.compacting = False
+        # The commit future of the latest write to this document, while it is in flight.
+        self.inflight: asyncio.Future[Any] | None = None
+        # Writes between taking this entry and their commit; a used entry is never evicted.
+        self.writers = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.writers > 0 or self.inflight is not None or self.compacting
+
+
+class DocumentStore:
+    """Documents of one node. Create with :func:`open_store`; use from one event loop."""
+
+    def __init__(self, storage: Storage, limits: StoreLimits) -> None:
+        self.storage = storage
+        self.limits = limits
+        self._hot: OrderedDict[str, _Entry] = OrderedDict()
+        self._hot_bytes = 0
+        # Loads in progress, so concurrent requests for a cold document read it once.
+        self._loading: dict[str, asyncio.Future[_Entry | None]] = {}
+        # Latest commit of documents no longer hot (evicted while nothing was in flight, or
+        # dropped after a failure): a load waits for it before reading the disk.
+        self._settling: dict[str, asyncio.Future[Any]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loads = 0
+        self._evictions = 0
+        self._writes = 0
+        self._rejected = 0
+        self._compactions_queued = 0
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def get(self, doc_id: str) -> Document:
+        """The live document; raises DocumentNotFound / DocumentDeleted."""
+        entry = await self._entry(check_document_id(doc_id))
+        if entry is None:
+            raise DocumentNotFound(f"document {doc_id!r} does not exist")
+        if entry.deleted:
+            raise DocumentDeleted(f"document {doc_id!r} was deleted")
+        return entry.document
+
+    async def list_documents(
+        self, prefix: str = "", after: str | None = None, limit: int = 100
+    ) -> list[DocumentRecord]:
+        return await self.storage.list_documents(prefix, after, limit)
+
+    async def _entry(self, doc_id: str) -> _Entry | None:
+        entry = self._hot.get(doc_id)
+        if entry is not None:
+            self._hot.move_to_end(doc_id)
+            return entry
+        loading = self._loading.get(doc_id)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_future()
+            self._loading[doc_id] = loading
+            try:
+                entry = await self._load(doc_id)
+            except BaseException as exc:
+                loading.set_exception(exc)
+                loading.exception()  # retrieved: the waiters below re-raise it
+                raise
+            finally:
+                self._loading.pop(doc_id, None)
+            loading.set_result(entry)
+            return entry
+        return await asyncio.shield(loading)
+
+    async def _load(self, doc_id: str) -> _Entry | None:
+        settling = self._settling.pop(doc_id, None)
+        if settling is not None:
+            with contextlib.suppress(Exception):
+                await settling
+        stored = await self.storage.load(doc_id)
+        if doc_id in self._hot:  # a write created it while we read the disk
+            return self._hot[doc_id]
+        if stored is None:
+            return None
+        document = Document(
+            doc_id, incarnation=stored.record.incarnation, client_id=self.storage.client_id
+        )
+        if not stored.record.deleted:
+            document.load(stored.updates)
+            document.stored_bytes = sum(len(u) for u in stored.updates)
+        entry = _Entry(document, deleted=stored.record.deleted, log_rows=stored.log_rows)
+        self._loads += 1
+        self._admit(doc_id, entry)
+        if entry.log_rows >= self.limits.compact_after_updates:
+            self._queue_compaction(doc_id, entry)
+        return entry
+
+    def _admit(self, doc_id: str, entry: _Entry) -> None:
+        self._hot[doc_id] = entry
+        self._hot_bytes += entry.document.stored_bytes
+        self._evict()
+
+    def _evict(self) -> None:
+        limits = self.limits
+        if len(self._hot) <= limits.max_hot_documents and self._hot_bytes <= limits.max_hot_bytes:
+            return
+        for doc_id in list(self._hot):
+            if len(self._hot) <= limits.max_hot_documents and self._hot_bytes <= limits.max_hot_bytes:
+                break
+            if self._hot[doc_id].busy:
+                continue
+            self._drop(doc_id)
+            self._evictions += 1
+
+    def _drop(self, doc_id: str) -> None:
+        entry = self._hot.pop(doc_id, None)
+        if entry is None:
+            return
+        self._hot_bytes -= entry.document.stored_bytes
+        if entry.inflight is not None:
+            self._settling[doc_id] = entry.inflight
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def apply_update(self, doc_id: str, data: bytes) -> WriteResult:
+        """Applies a Yjs v1 update, creating the document (or its next incarnation) if needed,
+        and returns once it is committed. Raises InvalidUpdate (nothing changed),
+        LimitExceeded, or StorageError (the write is not durable and was undone in memory)."""
+        check_document_id(doc_id)
+        entry, created = await self._writable(doc_id)
+        try:
+            document = entry.document
+            self._check_size(document, len(data))
+            try:
+                store = document.apply_update(data)
+            except InvalidUpdate:
+                self._rejected += 1
+                if document.poisoned:
+                    self._drop(doc_id)
+                raise
+            return await self._commit(doc_id, entry, data if store else None, created)
+        finally:
+            entry.writers -= 1
+
+    async def apply_operations(self, doc_id: str, body: Any) -> WriteResult:
+        """Applies JSON operations (PRODUCT.md) atomically; see :mod:`crdt.ops`."""
+        check_document_id(doc_id)
+        ops = parse_operations(body, max_operations=self.limits.max_operations)
+        entry, created = await self._writable(doc_id)
+        try:
+            document = entry.document
+            update = apply_operations(document, ops, client_id=self.storage.client_id)
+            self._check_size(document, len(update))
+            store = document.apply_update(update)
+            return await self._commit(doc_id, entry, update if store else None, created)
+        finally:
+            entry.writers -= 1
+
+    def _check_size(self, document: Document, adding: int) -> None:
+        limit = self.limits.max_document_bytes
+        if document.stored_bytes + adding > limit:
+            raise LimitExceeded(
+                f"document {document.id!r} would exceed the {limit}-byte document size limit",
+                limit="max_document_bytes",
+            )
+
+    async def _writable(self, doc_id: str) -> tuple[_Entry, bool]:
+        """The entry to write to, creating the document or its next incarnation. The caller
+        owns one ``writers`` count on it and must give it back."""
+        await self._entry(doc_id)
+        # Look again without awaiting: a concurrent writer may have created it meanwhile, and
+        # two fresh copies written with this node's client id would reuse the same Yjs ids.
+        entry = self._hot.get(doc_id)
+        if entry is not None and not entry.deleted:
+            entry.writers += 1
+            return entry, False
+        incarnation = entry.document.incarnation + 1 if entry is not None else 1
+        if entry is not None:
+            self._drop(doc_id)
+        fresh = _Entry(
+            Document(doc_id, incarnation=incarnation, client_id=self.storage.client_id),
+            deleted=False,
+            log_rows=0,
+        )
+        if entry is not None and entry.inflight is not None:
+            fresh.inflight = entry.inflight
+        fresh.writers += 1
+        self._admit(doc_id, fresh)
+        return fresh, True
+
+    async def _commit(
+        self, doc_id: str, entry: _Entry, data: bytes | None, created: bool
+    ) -> WriteResult:
+        document = entry.document
+        if data is None and not created:
+            # Nothing new: answer once whatever brought this content is on disk.
+            if entry.inflight is not None:
+                await asyncio.shield(entry.inflight)
+            return WriteResult(doc_id, document.state_vector(), False, False, document.incarnation)
+        job = Append(doc_id, document.incarnation, data or b"\x00\x00", create=created)
+        future = self.storage.submit(job)
+        entry.inflight = future
+        document.uncommitted += 1
+        document.stored_bytes += len(job.data)
+        self._hot_bytes += len(job.data)
+        try:
+            await asyncio.shield(future)
+        except StorageError:
+            # Not durable: forget the in-memory state, the next access reloads from disk.
+            document.poisoned = True
+            self._drop(doc_id)
+            raise
+        finally:
+            document.uncommitted -= 1
+            if entry.inflight is future:
+                entry.inflight = None
+        self._writes += 1
+        entry.log_rows += 1
+        if entry.log_rows >= self.limits.compact_after_updates and not entry.compacting:
+            self._queue_compaction(doc_id, entry)
+        self._evict()
+        return WriteResult(doc_id, document.state_vector(), True, created, document.incarnation)
+
+    async def delete(self, doc_id: str) -> int:
+        """Deletes the document (a tombstone of its current incarnation); returns that
+        incarnation. Raises DocumentNotFound when it does not exist or is already deleted."""
+        entry = await self._entry(check_document_id(doc_id))
+        if entry is None:
+            raise DocumentNotFound(f"document {doc_id!r} does not exist")
+        if entry.deleted:
+            raise DocumentDeleted(f"document {doc_id!r} was already deleted")
+        incarnation = entry.document.incarnation
+        tombstone = _Entry(
+            Document(doc_id, incarnation=incarnation, client_id=self.storage.client_id),
+            deleted=True,
+            log_rows=0,
+        )
+        future = self.storage.submit(Delete(doc_id, incarnation))
+        tombstone.inflight = future
+        self._drop(doc_id)
+        self._admit(doc_id, tombstone)
+        try:
+            await asyncio.shield(future)
+        except StorageError:
+            self._drop(doc_id)
+            raise
+        finally:
+            if tombstone.inflight is future:
+                tombstone.inflight = None
+        return incarnation
+
+    # -- compaction ----------------------------------------------------------------------
+
+    def _queue_compaction(self, doc_id: str, entry: _Entry) -> None:
+        entry.compacting = True
+        self._compactions_queued += 1
+        future = self.storage.submit(Compact(doc_id))
+        task = asyncio.ensure_future(self._finish_compaction(doc_id, entry, future))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _finish_compaction(
+        self, doc_id: str, entry: _Entry, future: asyncio.Future[Any]
+    ) -> None:
+        try:
+            result: CompactResult | None = await future
+        except StorageError as exc:
+            log.error("compaction of %s failed: %s", doc_id, exc)
+            result = None
+        finally:
+            entry.compacting = False
+        if result is None or result.incarnation != entry.document.incarnation:
+            return
+        entry.log_rows = max(0, entry.log_rows - result.rows_folded)
+        if self._hot.get(doc_id) is entry:
+            self._hot_bytes -= entry.document.stored_bytes
+        # The snapshot folds every row committed before it; its size is what is stored now.
+        entry.document.stored_bytes = result.snapshot_bytes
+        if self._hot.get(doc_id) is entry:
+            self._hot_bytes += entry.document.stored_bytes
+
+    # -- statistics ----------------------------------------------------------------------
+
+    def statistics(self) -> StoreStatistics:
+        return StoreStatistics(
+            hot_documents=len(self._hot),
+            hot_bytes=self._hot_bytes,
+            loads=self._loads,
+            evictions=self._evictions,
+            writes=self._writes,
+            rejected_updates=self._rejected,
+            compactions_queued=self._compactions_queued,
+        )
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def open_store(
+    data_dir: Path, limits: StoreLimits | None = None
+) -> AsyncIterator[DocumentStore]:
+    """Opens the store of a data directory (its ``meridian.duckdb``); on exit, finishes
+    queued writes and closes the file. Raises StorageError subclasses when it cannot open."""
+    limits = limits or StoreLimits()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    storage = Storage(
+        data_dir / "meridian.duckdb",
+        max_batch=limits.max_batch,
+        memory_limit=limits.duckdb_memory_limit,
+    )
+    started = time.monotonic()
+    await asyncio.to_thread(storage.open)
+    log.info("storage open in %.3fs: %s", time.monotonic() - started, storage.path)
+    store = DocumentStore(storage, limits)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+        await asyncio.to_thread(storage.close)

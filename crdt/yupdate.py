@@ -1,0 +1,282 @@
+"""Structural reading of Yjs v1 updates: validation before Yrs sees the bytes, and root types.
+
+The format (https://github.com/yjs/yjs/blob/main/src/utils/encoding.js, ``writeStructs`` and
+``writeDeleteSet`` with ``UpdateEncoderV1``)::
+
+    update      = clients:varUint { structs:varUint client:varUint clock:varUint struct* } deleteSet
+    struct      = info:uint8 ( GC len | Skip len | Item )
+    Item        = [origin:ID] [rightOrigin:ID] [parent (if neither origin)] content
+    parent      = isKey:varUint ( key:varString | ID ) [parentSub:varString if info & 0x20]
+    deleteSet   = clients:varUint { client:varUint ranges:varUint { clock:varUint len:varUint } }
+
+:func:`parse_update` walks every field with bounded reads (see :mod:`crdt.lib0`), so truncated,
+random and hostile input ("2**50 structs follow") is refused before Yrs could misbehave on it.
+
+Root types are not in the encoding: a client calls ``doc.getMap("settings")`` and nothing says
+"map" on the wire. They are inferred from the items whose parent is the root (directly, or
+through their origins): an entry with a key means a map; strings, formats and embeds mean text;
+XML nodes mean an XML fragment; other values mean an array. See :func:`infer_root_kinds`.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from enum import Enum
+
+from .lib0 import DecodeError, Decoder
+
+__all__ = ["ParsedUpdate", "RootKind", "infer_root_kinds", "parse_update", "classify"]
+
+# Yjs type references (ContentType), https://github.com/yjs/yjs/blob/main/src/structs/ContentType.js
+_TYPE_ARRAY, _TYPE_MAP, _TYPE_TEXT = 0, 1, 2
+_TYPE_XML_ELEMENT, _TYPE_XML_FRAGMENT, _TYPE_XML_HOOK, _TYPE_XML_TEXT = 3, 4, 5, 6
+
+# Clocks are 32-bit in Yrs; a range that overflows them is hostile.
+_MAX_CLOCK = 2**32 - 1
+
+
+class RootKind(str, Enum):
+    """What a root's content shows it to be."""
+
+    MAP = "map"
+    ARRAY = "array"
+    TEXT = "text"
+    XML = "xml"
+
+
+# Evidence carried by one item about the type of its parent.
+_EVIDENCE_MAP = "map"  # it has a key (parentSub)
+_EVIDENCE_TEXT = "text"  # string, format or embed
+_EVIDENCE_XML = "xml"  # an XML element, text node or hook
+_EVIDENCE_ARRAY = "array"  # any other value
+_EVIDENCE_NONE = ""  # deleted content: says nothing
+
+
+@dataclass(slots=True)
+class _Item:
+    client: int
+    clock: int
+    length: int
+    origin: tuple[int, int] | None
+    right: tuple[int, int] | None
+    parent_key: str | None
+    has_parent_id: bool
+    evidence: str
+
+
+@dataclass(slots=True)
+class ParsedUpdate:
+    """What :func:`parse_update` learnt about an update."""
+
+    #: Number of structs (items, GC and skip ranges).
+    structs: int = 0
+    #: Number of deleted ranges in the delete set.
+    deletes: int = 0
+    #: Root name -> evidence about its type, from items that name the root explicitly.
+    root_evidence: dict[str, set[str]] = field(default_factory=dict)
+    #: Every item, when asked for (``collect_items=True``); used by :func:`infer_root_kinds`.
+    items: list[_Item] = field(default_factory=list)
+    #: Client -> the clock just past its last struct or deleted range here. A copy whose state
+    #: vector is below one of these cannot integrate all of the update yet.
+    reach: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def is_empty(self) -> bool:
+        return self.structs == 0 and self.deletes == 0
+
+
+def _read_id(dec: Decoder) -> tuple[int, int]:
+    return dec.read_var_uint(), dec.read_var_uint()
+
+
+def _content_length_and_evidence(dec: Decoder, ref: int) -> tuple[int, str]:
+    """Reads one item's content; returns its clock length and what it says of its parent."""
+    if ref == 1:  # ContentDeleted
+        return dec.read_var_uint(), _EVIDENCE_NONE
+    if ref == 2:  # ContentJSON: strings of JSON
+        count = dec.read_length("JSON values")
+        for _ in range(count):
+            dec.read_var_string()
+        return count, _EVIDENCE_ARRAY
+    if ref == 3:  # ContentBinary
+        dec.read_var_bytes()
+        return 1, _EVIDENCE_ARRAY
+    if ref == 4:  # ContentString: its clock length counts UTF-16 code units
+        text = dec.read_var_string()
+        units = len(text.encode("utf-16-le")) // 2
+        if units == 0:
+            raise DecodeError("empty string content")
+        return units, _EVIDENCE_TEXT
+    if ref == 5:  # ContentEmbed
+        dec.read_var_string()
+        return 1, _EVIDENCE_TEXT
+    if ref == 6:  # ContentFormat
+        dec.read_var_string()
+        dec.read_var_string()
+        return 1, _EVIDENCE_TEXT
+    if ref == 7:  # ContentType
+        type_ref = dec.read_var_uint()
+        if type_ref in (_TYPE_XML_ELEMENT, _TYPE_XML_HOOK):
+            dec.read_var_string()
+        elif type_ref not in (_TYPE_ARRAY, _TYPE_MAP, _TYPE_TEXT, _TYPE_XML_FRAGMENT, _TYPE_XML_TEXT):
+            raise DecodeError(f"unknown shared type {type_ref}")
+        xml = type_ref in (_TYPE_XML_ELEMENT, _TYPE_XML_HOOK, _TYPE_XML_TEXT)
+        return 1, _EVIDENCE_XML if xml else _EVIDENCE_ARRAY
+    if ref == 8:  # ContentAny
+        count = dec.read_length("values")
+        for _ in range(count):
+            dec.read_any()
+        return count, _EVIDENCE_ARRAY
+    if ref == 9:  # ContentDoc: guid and options
+        dec.read_var_string()
+        dec.read_any()
+        return 1, _EVIDENCE_ARRAY
+    raise DecodeError(f"unknown content type {ref}")
+
+
+def parse_update(data: bytes, *, collect_items: bool = False) -> ParsedUpdate:
+    """Checks that ``data`` is a complete, well-formed Yjs v1 update and summarises it.
+
+    Raises :class:`~crdt.lib0.DecodeError` (a ``ValueError``) naming the first problem.
+    Well-formedness is necessary, not sufficient: Yrs may still refuse the update.
+    """
+    dec = Decoder(data)
+    parsed = ParsedUpdate()
+    clients = dec.read_length("clients", 3)
+    for _ in range(clients):
+        count = dec.read_length("structs", 2)
+        client = dec.read_var_uint()
+        clock = dec.read_var_uint()
+        for _ in range(count):
+            info = dec.read_uint8()
+            ref = info & 0x1F
+            if ref in (0, 10):  # GC or Skip
+                length = dec.read_var_uint()
+                if length == 0:
+                    raise DecodeError("empty range")
+            else:
+                origin = _read_id(dec) if info & 0x80 else None
+                right = _read_id(dec) if info & 0x40 else None
+                parent_key: str | None = None
+                has_parent_id = False
+                has_sub = False
+                if not info & 0xC0:
+                    is_key = dec.read_var_uint()
+                    if is_key == 1:
+                        parent_key = dec.read_var_string()
+                    elif is_key == 0:
+                        _read_id(dec)
+                        has_parent_id = True
+                    else:
+                        raise DecodeError(f"invalid parent info {is_key}")
+                    if info & 0x20:
+                        dec.read_var_string()
+                        has_sub = True
+                length, evidence = _content_length_and_evidence(dec, ref)
+                if has_sub:
+                    evidence = _EVIDENCE_MAP
+                if parent_key is not None:
+                    found = parsed.root_evidence.setdefault(parent_key, set())
+                    if evidence:
+                        found.add(evidence)
+                if collect_items:
+                    parsed.items.append(
+                        _Item(client, clock, length, origin, right, parent_key, has_parent_id, evidence)
+                    )
+            clock += length
+            if clock > _MAX_CLOCK:
+                raise DecodeError(f"clock of client {client} overflows")
+            parsed.structs += 1
+        if count and parsed.reach.get(client, 0) < clock:
+            parsed.reach[client] = clock
+    ds_clients = dec.read_length("delete set clients", 2)
+    for _ in range(ds_clients):
+        client = dec.read_var_uint()
+        ranges = dec.read_length("deleted ranges", 2)
+        for _ in range(ranges):
+            start = dec.read_var_uint()
+            length = dec.read_var_uint()
+            if start + length > _MAX_CLOCK:
+                raise DecodeError("deleted range overflows the clock")
+            if length and parsed.reach.get(client, 0) < start + length:
+                parsed.reach[client] = start + length
+        parsed.deletes += ranges
+    if not dec.at_end():
+        raise DecodeError(f"{dec.remaining} unexpected bytes after the update")
+    return parsed
+
+
+def classify(evidence: set[str]) -> RootKind | None:
+    """The root type that a set of evidence implies, or None when it says nothing.
+
+    Sequence content wins over keys (a root is used as one or the other by real clients);
+    among sequences, text wins over XML over plain values.
+    """
+    if _EVIDENCE_TEXT in evidence:
+        return RootKind.TEXT
+    if _EVIDENCE_XML in evidence:
+        return RootKind.XML
+    if _EVIDENCE_ARRAY in evidence:
+        return RootKind.ARRAY
+    if _EVIDENCE_MAP in evidence:
+        return RootKind.MAP
+    return None
+
+
+def infer_root_kinds(state: bytes) -> dict[str, set[str]]:
+    """Evidence about every root of a document, given its whole state as an update.
+
+    Unlike :attr:`ParsedUpdate.root_evidence`, this follows origins, so an item inserted next
+    to another counts for the other's root: a text whose first character was deleted (its
+    content garbage-collected) is still recognised by the characters typed after it.
+    """
+    parsed = parse_update(state, collect_items=True)
+    evidence: dict[str, set[str]] = {name: set() for name in parsed.root_evidence}
+    starts: dict[int, list[int]] = {}
+    by_client: dict[int, list[_Item]] = {}
+    for item in parsed.items:
+        by_client.setdefault(item.client, []).append(item)
+    for client, items in by_client.items():
+        items.sort(key=lambda it: it.clock)
+        starts[client] = [it.clock for it in items]
+
+    def find(ident: tuple[int, int]) -> _Item | None:
+        client, clock = ident
+        items = by_client.get(client)
+        if not items:
+            return None
+        index = bisect.bisect_right(starts[client], clock) - 1
+        if index < 0:
+            return None
+        item = items[index]
+        return item if clock < item.clock + item.length else None
+
+    # Root of each item, resolved through origin chains without recursion.
+    resolved: dict[int, str | None] = {}
+    for item in parsed.items:
+        chain: list[_Item] = []
+        on_chain: set[int] = set()
+        current: _Item | None = item
+        root: str | None = None
+        while current is not None and id(current) not in resolved:
+            if id(current) in on_chain:  # a cycle of origins: only hostile input has one
+                current = None
+                break
+            on_chain.add(id(current))
+            if current.parent_key is not None:
+                root = current.parent_key
+                break
+            if current.has_parent_id:
+                root = None
+                break
+            chain.append(current)
+            link = current.origin or current.right
+            current = find(link) if link is not None else None
+        else:
+            root = resolved.get(id(current)) if current is not None else None
+        for linked in chain:
+            resolved[id(linked)] = root
+        if root is not None and item.evidence:
+            evidence.setdefault(root, set()).add(item.evidence)
+    return evidence
