@@ -1,0 +1,165 @@
+"""The ``meridian`` command.
+
+    meridian serve --region R --listen HOST:PORT --data DIR [--config regions.toml] [--node-id ID]
+    meridian demo  [--listen HOST:PORT] [--data DIR] [--exit]
+
+``serve`` runs one node until SIGTERM or SIGINT, then stops accepting connections, lets the
+requests in flight finish (their commits included) and closes the store. Errors a user can fix
+(bad configuration, a data directory in use, a newer storage format) print one line and exit
+with status 2 (usage) or 1 (runtime).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import socket
+import sys
+from pathlib import Path
+
+from crdt import CrdtError
+
+from .config import ClusterConfig, ConfigError, NodeSettings, load_config, parse_listen
+from .node import VERSION, Node
+
+__all__ = ["main"]
+
+log = logging.getLogger("meridian.cli")
+
+_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+def _fail(message: str, status: int = 1) -> int:
+    print(f"meridian: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def _default_node_id(region: str, data_dir: Path) -> str:
+    name = data_dir.resolve().name
+    return name if name else f"{region}-1"
+
+
+def _load_cluster(path: str | None) -> ClusterConfig:
+    if path is not None:
+        return load_config(Path(path))
+    default = Path("regions.toml")
+    return load_config(default) if default.exists() else ClusterConfig()
+
+
+def serve(args: argparse.Namespace) -> int:
+    try:
+        cluster = _load_cluster(args.config)
+        host, port = parse_listen(args.listen)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    if cluster.regions and args.region not in cluster.regions:
+        return _fail(
+            f"region {args.region!r} is not in {cluster.source} (regions: {', '.join(cluster.regions)})",
+            2,
+        )
+    data_dir = Path(args.data)
+    settings = NodeSettings(
+        node_id=args.node_id or _default_node_id(args.region, data_dir),
+        region=args.region,
+        host=host,
+        port=port,
+        data_dir=data_dir,
+        cluster=cluster,
+    )
+    try:
+        sock = _bind(host, port)
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.listen}: {exc.strerror}")
+    bound_port = sock.getsockname()[1]
+    return run_server(settings, sock, bound_port, log_level=args.log_level)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_level: str) -> int:
+    """Runs uvicorn on ``sock`` until a signal; returns the exit status."""
+    import uvicorn
+
+    from .api import create_app
+
+    startup_errors: list[BaseException] = []
+    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+
+    def on_ready(node: Node) -> None:
+        print(
+            f"meridian: node {node.node_id} (region {node.region}) serving http://{host}:{port}",
+            flush=True,
+        )
+
+    app = create_app(settings, on_ready=on_ready, on_startup_error=startup_errors.append)
+    config = uvicorn.Config(
+        app,
+        log_level=log_level,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+        log_config=None,
+    )
+    server = uvicorn.Server(config)
+    server.run(sockets=[sock])
+    if startup_errors:
+        error = startup_errors[0]
+        return _fail(str(error))
+    if not server.started:
+        return _fail("the node did not start")
+    print(f"meridian: node {settings.node_id} stopped", flush=True)
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(listen=args.listen, data=args.data, wait=not args.exit)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meridian", description="Meridian document store")
+    parser.add_argument("--version", action="version", version=f"meridian {VERSION}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="run one node")
+    p.add_argument("--region", required=True, help="this node's region (a [regions] name)")
+    p.add_argument("--listen", required=True, help="HOST:PORT to listen on (port 0: any)")
+    p.add_argument("--data", required=True, help="data directory (holds meridian.duckdb)")
+    p.add_argument("--config", help="topology file (default: ./regions.toml when present)")
+    p.add_argument("--node-id", help="node id (default: the data directory's name)")
+    p.add_argument(
+        "--log-level",
+        default=os.environ.get("MERIDIAN_LOG_LEVEL", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    p.set_defaults(func=serve)
+
+    p = commands.add_parser("demo", help="start a node and take a scripted tour of the API")
+    p.add_argument("--listen", default="127.0.0.1:7201", help="HOST:PORT for the demo node")
+    p.add_argument("--data", default=None, help="data directory (default: a temporary one)")
+    p.add_argument("--exit", action="store_true", help="stop after the tour instead of waiting")
+    p.set_defaults(func=demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "info").upper()
+    logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
+    try:
+        status: int = args.func(args)
+    except CrdtError as exc:
+        return _fail(str(exc))
+    except KeyboardInterrupt:
+        return 130
+    return status
+

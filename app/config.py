@@ -1,0 +1,228 @@
+"""Configuration: the cluster topology file (``regions.toml``) and a node's own settings.
+
+The file is parsed once into frozen dataclasses. Every key is documented in
+docs/configuration.md (a test fails when one is not); an unknown key, a wrong type or a
+value out of range is a :class:`ConfigError` naming the key and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from crdt import StoreLimits
+
+__all__ = [
+    "DEFAULT_SECRET_ENV",
+    "ClusterConfig",
+    "ConfigError",
+    "HttpLimits",
+    "NodeSettings",
+    "Region",
+    "load_config",
+    "parse_config",
+    "parse_listen",
+]
+
+DEFAULT_SECRET_ENV = "MERIDIAN_CLUSTER_SECRET"
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+_SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)", re.IGNORECASE)
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the file, the key and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    name: str
+    #: Seed node addresses ("host:port") of this region.
+    nodes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpLimits:
+    #: Largest request body accepted, in bytes (413 above).
+    max_body_bytes: int = 4 * 1024 * 1024
+    #: Most documents one list request returns.
+    max_list_limit: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    """The whole ``regions.toml``."""
+
+    name: str = "meridian"
+    secret_env: str = DEFAULT_SECRET_ENV
+    regions: dict[str, Region] = field(default_factory=dict)
+    #: One-way latency in milliseconds between two regions, keyed by the sorted pair.
+    latencies_ms: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: How many regions hold a document by default.
+    replicas: int = 2
+    limits: StoreLimits = field(default_factory=StoreLimits)
+    http: HttpLimits = field(default_factory=HttpLimits)
+    source: str = "<defaults>"
+
+    def latency_ms(self, a: str, b: str) -> float | None:
+        if a == b:
+            return 0.0
+        return self.latencies_ms.get((min(a, b), max(a, b)))
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    """What one ``meridian serve`` process is started with."""
+
+    node_id: str
+    region: str
+    host: str
+    port: int
+    data_dir: Path
+    cluster: ClusterConfig
+
+
+#: Section -> key -> (type, documented meaning). The source of truth for validation.
+SCHEMA: dict[str, dict[str, type]] = {
+    "cluster": {"name": str, "secret_env": str},
+    "placement": {"replicas": int},
+    "limits": {
+        "max_body_bytes": int,
+        "max_document_bytes": int,
+        "max_operations": int,
+        "max_list_limit": int,
+    },
+    "storage": {
+        "max_hot_documents": int,
+        "max_hot_bytes": int,
+        "compact_after_updates": int,
+        "max_batch": int,
+        "duckdb_memory_limit": str,
+    },
+}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:port`` for IPv6) -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"listen address {value!r} must be host:port, e.g. 127.0.0.1:7201")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _expect(source: str, key: str, value: Any, kind: type) -> Any:
+    if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+    if kind is int and value <= 0:
+        raise ConfigError(f"{source}: {key} must be positive, got {value}")
+    return value
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfig:
+    """Builds a :class:`ClusterConfig` from parsed TOML; raises :class:`ConfigError`."""
+    known = {*SCHEMA, "regions", "latency"}
+    for section in data:
+        if section not in known:
+            raise ConfigError(f"{source}: unknown section [{section}] (known: {sorted(known)})")
+    values: dict[str, dict[str, Any]] = {}
+    for section, keys in SCHEMA.items():
+        table = data.get(section, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for key, value in table.items():
+            if key not in keys:
+                raise ConfigError(f"{source}: unknown key {section}.{key} (known: {sorted(keys)})")
+            values.setdefault(section, {})[key] = _expect(source, f"{section}.{key}", value, keys[key])
+    cluster = values.get("cluster", {})
+    memory = values.get("storage", {}).get("duckdb_memory_limit")
+    if memory is not None and not _SIZE.fullmatch(memory):
+        raise ConfigError(f"{source}: storage.duckdb_memory_limit must be a size like '256MB', got {memory!r}")
+    if "name" in cluster and not _NAME.fullmatch(cluster["name"]):
+        raise ConfigError(f"{source}: cluster.name must be lowercase letters, digits and '-'")
+    if "secret_env" in cluster and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cluster["secret_env"]):
+        raise ConfigError(f"{source}: cluster.secret_env must be an environment variable name")
+
+    raw_regions = data.get("regions", {})
+    if not isinstance(raw_regions, dict):
+        raise ConfigError(f"{source}: [regions] must be a table of regions")
+    regions: dict[str, Region] = {}
+    for name, table in raw_regions.items():
+        where = f"regions.{name}"
+        if not _NAME.fullmatch(name):
+            raise ConfigError(f"{source}: region name {name!r} must be lowercase letters, digits, '-'")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{source}: [{where}] must be a table")
+        for key in table:
+            if key != "nodes":
+                raise ConfigError(f"{source}: unknown key {where}.{key} (known: ['nodes'])")
+        nodes = table.get("nodes", [])
+        if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
+            raise ConfigError(f"{source}: {where}.nodes must be a list of \"host:port\" strings")
+        for node in nodes:
+            try:
+                parse_listen(node)
+            except ConfigError as exc:
+                raise ConfigError(f"{source}: {where}.nodes: {exc}") from None
+        regions[name] = Region(name, tuple(nodes))
+
+    latencies: dict[tuple[str, str], float] = {}
+    raw_latency = data.get("latency", {})
+    if not isinstance(raw_latency, dict):
+        raise ConfigError(f"{source}: [latency] must be a table of \"a:b\" = milliseconds")
+    for pair, value in raw_latency.items():
+        a, sep, b = pair.partition(":")
+        if not sep or a not in regions or b not in regions or a == b:
+            raise ConfigError(
+                f"{source}: latency key {pair!r} must be \"region:region\" of two different "
+                f"regions defined under [regions]"
+            )
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{source}: latency.{pair} must be a non-negative number of ms")
+        latencies[(min(a, b), max(a, b))] = float(value)
+
+    limits = values.get("limits", {})
+    storage = values.get("storage", {})
+    replicas = values.get("placement", {}).get("replicas", 2)
+    return ClusterConfig(
+        name=cluster.get("name", "meridian"),
+        secret_env=cluster.get("secret_env", DEFAULT_SECRET_ENV),
+        regions=regions,
+        latencies_ms=latencies,
+        replicas=replicas,
+        limits=StoreLimits(
+            max_document_bytes=limits.get("max_document_bytes", StoreLimits.max_document_bytes),
+            max_operations=limits.get("max_operations", StoreLimits.max_operations),
+            max_hot_documents=storage.get("max_hot_documents", StoreLimits.max_hot_documents),
+            max_hot_bytes=storage.get("max_hot_bytes", StoreLimits.max_hot_bytes),
+            compact_after_updates=storage.get(
+                "compact_after_updates", StoreLimits.compact_after_updates
+            ),
+            max_batch=storage.get("max_batch", StoreLimits.max_batch),
+            duckdb_memory_limit=storage.get("duckdb_memory_limit", StoreLimits.duckdb_memory_limit),
+        ),
+        http=HttpLimits(
+            max_body_bytes=limits.get("max_body_bytes", HttpLimits.max_body_bytes),
+            max_list_limit=limits.get("max_list_limit", HttpLimits.max_list_limit),
+        ),
+        source=source,
+    )
+
+
+def load_config(path: Path) -> ClusterConfig:
+    """Reads and validates a topology file; raises :class:`ConfigError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(data, str(path))

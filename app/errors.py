@@ -1,0 +1,109 @@
+"""HTTP errors: the one place where domain errors become status codes.
+
+Every error answer is ``{"error": {"code": "<snake_case>", "message": "<human sentence>"}}``
+(PRODUCT.md). The engine raises :class:`crdt.CrdtError` subclasses; the node raises
+:class:`ApiError` for problems that only exist at the HTTP boundary (a body too large, a wrong
+content type, JSON that does not parse).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from crdt import (
+    CrdtError,
+    DocumentNotFound,
+    InvalidDocumentId,
+    InvalidOperation,
+    InvalidUpdate,
+    LimitExceeded,
+    StorageError,
+)
+
+__all__ = ["ApiError", "error_body", "install_error_handlers"]
+
+log = logging.getLogger("meridian.http")
+
+
+class ApiError(Exception):
+    """An error answer decided at the HTTP boundary."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def error_body(code: str, message: str) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}}
+
+
+def _status_and_code(exc: CrdtError) -> tuple[int, str]:
+    if isinstance(exc, LimitExceeded):
+        if exc.limit == "max_document_bytes":
+            return 413, "document_too_large"
+        return 422, "too_many_operations" if exc.limit == "max_operations" else "limit_exceeded"
+    if isinstance(exc, InvalidUpdate | InvalidDocumentId):
+        return 400, exc.code
+    if isinstance(exc, InvalidOperation):
+        return 422, exc.code
+    if isinstance(exc, DocumentNotFound):
+        return 404, exc.code
+    if isinstance(exc, StorageError):
+        return 503, "storage_unavailable"
+    return 500, "internal_error"
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+
+    @app.exception_handler(CrdtError)
+    async def _crdt_error(request: Request, exc: CrdtError) -> JSONResponse:
+        status, code = _status_and_code(exc)
+        if status >= 500:
+            log.error("%s %s failed: %s", request.method, request.url.path, exc)
+        return JSONResponse(error_body(code, str(exc)), status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+            for err in exc.errors()
+        )
+        return JSONResponse(error_body("invalid_request", problems), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+        if exc.status_code == 404 and message == "Not Found":
+            message = f"no route for {request.method} {request.url.path}"
+        return JSONResponse(
+            error_body(code, message), status_code=exc.status_code, headers=exc.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("%s %s: unexpected error", request.method, request.url.path)
+        return JSONResponse(
+            error_body("internal_error", "the node failed to answer; this is a bug"),
+            status_code=500,
+        )
