@@ -12,11 +12,16 @@ with status 2 (usage) or 1 (runtime).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from crdt import CrdtError
 
@@ -84,6 +89,31 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _server_class() -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, minus re-raising the signal after a graceful shutdown: SIGTERM
+        and SIGINT are how a node is asked to stop, and stopping cleanly exits with 0."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            originals = {sig: signal.signal(sig, self.handle_exit) for sig in _SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in originals.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
+_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_level: str) -> int:
     """Runs uvicorn on ``sock`` until a signal; returns the exit status."""
     import uvicorn
@@ -108,7 +138,7 @@ def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_le
         timeout_graceful_shutdown=10,
         log_config=None,
     )
-    server = uvicorn.Server(config)
+    server = _server_class()(config)
     server.run(sockets=[sock])
     if startup_errors:
         error = startup_errors[0]
