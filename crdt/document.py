@@ -12,6 +12,8 @@ ones are invisible in it and in the JSON view), while the whole-state encoding r
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 from typing import Any
 
@@ -20,9 +22,11 @@ import pycrdt
 from .errors import InvalidUpdate
 from .lib0 import DecodeError
 from .statevector import decode_state_vector
-from .yupdate import RootKind, classify, infer_root_kinds, parse_update
+from .yupdate import RootKind, canonical_update, classify, infer_root_kinds, parse_update
 
-__all__ = ["Document", "ROOT_TYPES", "render"]
+__all__ = ["ROOT_TYPES", "Document", "render"]
+
+log = logging.getLogger("meridian.document")
 
 #: The pycrdt class for each root kind.
 ROOT_TYPES: dict[RootKind, type[Any]] = {
@@ -143,6 +147,11 @@ class Document:
             return state
         return bytes(_call_yrs("diff", pycrdt.get_update, state, since))
 
+    def digest(self) -> str:
+        """SHA-256 of the canonical whole state (:func:`~crdt.yupdate.canonical_update`):
+        equal on two copies exactly when they hold the same content."""
+        return hashlib.sha256(canonical_update(self.encode_state())).hexdigest()
+
     @property
     def has_pending(self) -> bool:
         return bool(self._pending)
@@ -203,12 +212,40 @@ class Document:
         if pending:
             self._pending.append((data, parsed.reach))
         if self._pending and after != before:
+            self._retry_pending(after)
+        return pending or self._last_delta is not None
+
+    def _retry_pending(self, clocks: dict[int, int]) -> None:
+        """Re-applies updates still waiting for dependencies, until none makes progress.
+
+        Yrs integrates its pending structs when the missing part arrives, but not always: with
+        several pending updates from one client (a later one arrived before an earlier one),
+        some stay pending although nothing is missing any more. Applying them again integrates
+        them (Yrs ignores what it already has).
+        """
+        progressed = True
+        while progressed and self._pending:
+            progressed = False
+            waiting = []
+            for update, reach in self._pending:
+                if all(clocks.get(client, 0) >= end for client, end in reach.items()):
+                    continue
+                try:
+                    self._doc.apply_update(update)
+                except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                    raise
+                except BaseException:
+                    log.warning("re-applying a pending update of %s failed", self.id)
+                now = self.clocks()
+                if now != clocks:
+                    clocks = now
+                    progressed = True
+                waiting.append((update, reach))
             self._pending = [
                 (update, reach)
-                for update, reach in self._pending
-                if any(after.get(client, 0) < end for client, end in reach.items())
+                for update, reach in waiting
+                if any(clocks.get(client, 0) < end for client, end in reach.items())
             ]
-        return pending or self._last_delta is not None
 
     def load(self, updates: list[bytes]) -> None:
         """Builds the state from stored updates (snapshot first). They were validated when
@@ -217,12 +254,11 @@ class Document:
             _call_yrs("stored update", self._doc.apply_update, data)
         after = self.clocks()
         for data in updates:
-            reach = {
-                client: clock
-                for client, clock in decode_state_vector(bytes(pycrdt.get_state(data))).items()
-            }
+            reach = decode_state_vector(bytes(pycrdt.get_state(data)))
             if any(after.get(client, 0) < end for client, end in reach.items()):
                 self._pending.append((data, reach))
+        if self._pending:
+            self._retry_pending(after)
         if updates:
             self._absorb(infer_root_kinds(bytes(self._doc.get_update())))
 

@@ -21,12 +21,20 @@ XML nodes mean an XML fragment; other values mean an array. See :func:`infer_roo
 from __future__ import annotations
 
 import bisect
+import json
 from dataclasses import dataclass, field
 from enum import Enum
 
-from .lib0 import DecodeError, Decoder
+from .lib0 import DecodeError, Decoder, Encoder
 
-__all__ = ["ParsedUpdate", "RootKind", "infer_root_kinds", "parse_update", "classify"]
+__all__ = [
+    "ParsedUpdate",
+    "RootKind",
+    "canonical_update",
+    "classify",
+    "infer_root_kinds",
+    "parse_update",
+]
 
 # Yjs type references (ContentType), https://github.com/yjs/yjs/blob/main/src/structs/ContentType.js
 _TYPE_ARRAY, _TYPE_MAP, _TYPE_TEXT = 0, 1, 2
@@ -90,14 +98,65 @@ def _read_id(dec: Decoder) -> tuple[int, int]:
     return dec.read_var_uint(), dec.read_var_uint()
 
 
-def _content_length_and_evidence(dec: Decoder, ref: int) -> tuple[int, str]:
+_Edits = list[tuple[int, int, bytes]] | None
+
+
+def _json_string(dec: Decoder, edits: _Edits) -> None:
+    """Reads a string of JSON; with ``edits``, records its canonical form."""
+    start = dec.pos
+    text = dec.read_var_string()
+    if edits is not None:
+        try:
+            value = json.loads(text)
+        except ValueError:
+            return
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        enc = Encoder()
+        enc.write_var_string(canonical)
+        edits.append((start, dec.pos, enc.to_bytes()))
+
+
+def _any(dec: Decoder, edits: _Edits) -> None:
+    """Reads an ``any`` value; with ``edits``, records it with object keys sorted."""
+    start = dec.pos
+    dec.read_any()
+    if edits is not None:
+        canonical = _canonical_any(Decoder(dec.data, start))
+        if canonical != dec.data[start : dec.pos]:
+            edits.append((start, dec.pos, canonical))
+
+
+def _canonical_any(dec: Decoder) -> bytes:
+    start = dec.pos
+    tag = dec.data[start]
+    if tag not in (117, 118):
+        dec.read_any()
+        return dec.data[start : dec.pos]
+    dec.pos += 1
+    count = dec.read_var_uint()
+    enc = Encoder()
+    enc.write_uint8(tag)
+    enc.write_var_uint(count)
+    head = enc.to_bytes()
+    if tag == 117:
+        return head + b"".join(_canonical_any(dec) for _ in range(count))
+    entries = []
+    for _ in range(count):
+        key_start = dec.pos
+        key = dec.read_var_string()
+        entries.append((key, dec.data[key_start : dec.pos] + _canonical_any(dec)))
+    entries.sort(key=lambda entry: entry[0])
+    return head + b"".join(raw for _, raw in entries)
+
+
+def _content_length_and_evidence(dec: Decoder, ref: int, edits: _Edits = None) -> tuple[int, str]:
     """Reads one item's content; returns its clock length and what it says of its parent."""
     if ref == 1:  # ContentDeleted
         return dec.read_var_uint(), _EVIDENCE_NONE
     if ref == 2:  # ContentJSON: strings of JSON
         count = dec.read_length("JSON values")
         for _ in range(count):
-            dec.read_var_string()
+            _json_string(dec, edits)
         return count, _EVIDENCE_ARRAY
     if ref == 3:  # ContentBinary
         dec.read_var_bytes()
@@ -109,11 +168,11 @@ def _content_length_and_evidence(dec: Decoder, ref: int) -> tuple[int, str]:
             raise DecodeError("empty string content")
         return units, _EVIDENCE_TEXT
     if ref == 5:  # ContentEmbed
-        dec.read_var_string()
+        _json_string(dec, edits)
         return 1, _EVIDENCE_TEXT
     if ref == 6:  # ContentFormat
         dec.read_var_string()
-        dec.read_var_string()
+        _json_string(dec, edits)
         return 1, _EVIDENCE_TEXT
     if ref == 7:  # ContentType
         type_ref = dec.read_var_uint()
@@ -126,20 +185,23 @@ def _content_length_and_evidence(dec: Decoder, ref: int) -> tuple[int, str]:
     if ref == 8:  # ContentAny
         count = dec.read_length("values")
         for _ in range(count):
-            dec.read_any()
+            _any(dec, edits)
         return count, _EVIDENCE_ARRAY
     if ref == 9:  # ContentDoc: guid and options
         dec.read_var_string()
-        dec.read_any()
+        _any(dec, edits)
         return 1, _EVIDENCE_ARRAY
     raise DecodeError(f"unknown content type {ref}")
 
 
-def parse_update(data: bytes, *, collect_items: bool = False) -> ParsedUpdate:
+def parse_update(
+    data: bytes, *, collect_items: bool = False, edits: _Edits = None
+) -> ParsedUpdate:
     """Checks that ``data`` is a complete, well-formed Yjs v1 update and summarises it.
 
     Raises :class:`~crdt.lib0.DecodeError` (a ``ValueError``) naming the first problem.
     Well-formedness is necessary, not sufficient: Yrs may still refuse the update.
+    With ``edits``, records the (start, end, bytes) replacements :func:`canonical_update` makes.
     """
     dec = Decoder(data)
     parsed = ParsedUpdate()
@@ -173,7 +235,7 @@ def parse_update(data: bytes, *, collect_items: bool = False) -> ParsedUpdate:
                     if info & 0x20:
                         dec.read_var_string()
                         has_sub = True
-                length, evidence = _content_length_and_evidence(dec, ref)
+                length, evidence = _content_length_and_evidence(dec, ref, edits)
                 if has_sub:
                     evidence = _EVIDENCE_MAP
                 if parent_key is not None:
@@ -205,6 +267,27 @@ def parse_update(data: bytes, *, collect_items: bool = False) -> ParsedUpdate:
     if not dec.at_end():
         raise DecodeError(f"{dec.remaining} unexpected bytes after the update")
     return parsed
+
+
+def canonical_update(data: bytes) -> bytes:
+    """The update with every JSON object's keys in sorted order.
+
+    Yrs keeps ``any`` objects in hash maps and writes their keys in an arbitrary order, so two
+    copies with identical content can encode differently. This form is the same for identical
+    content; digests that prove convergence are taken over it.
+    """
+    edits: list[tuple[int, int, bytes]] = []
+    parse_update(data, edits=edits)
+    if not edits:
+        return data
+    out = bytearray()
+    position = 0
+    for start, end, replacement in edits:
+        out += data[position:start]
+        out += replacement
+        position = end
+    out += data[position:]
+    return bytes(out)
 
 
 def classify(evidence: set[str]) -> RootKind | None:
