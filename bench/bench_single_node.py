@@ -982,6 +982,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         results = asyncio.run(run_all(args, sizes, work))
     finally:
+        gc.unfreeze()
         shutil.rmtree(work, ignore_errors=True)
     text = report(results, machine, args, time.perf_counter() - started)
     print(text)

@@ -105,6 +105,8 @@ class Document:
         self._doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
         # Root name -> evidence about its type, merged from every update applied.
         self._evidence: dict[str, set[str]] = {}
+        # The state vector at the last full inference of root types (see root_kinds).
+        self._inferred_at: bytes | None = None
         # Roots already cast in ``_doc`` and the kind they were cast to.
         self._cast: dict[str, RootKind] = {}
         # Updates that held parts Yrs could not integrate yet (missing dependencies).
@@ -147,10 +149,26 @@ class Document:
             return state
         return bytes(_call_yrs("diff", pycrdt.get_update, state, since))
 
+    def canonical_state(self) -> bytes:
+        """The whole state in a form that is byte-identical on two copies holding the same
+        content, whatever order their updates came in.
+
+        Yrs' own encoding depends on history in two ways: adjacent items of one client are
+        merged or not depending on arrival order, and ``any`` objects list their keys in hash
+        order. Integrating the state into a fresh document in one transaction merges every
+        mergeable item; :func:`~crdt.yupdate.canonical_update` then sorts object keys.
+        """
+        fresh: pycrdt.Doc[Any] = pycrdt.Doc()
+        fresh.apply_update(self._doc.get_update())
+        state = bytes(fresh.get_update())
+        if self._pending:
+            state = pycrdt.merge_updates(state, *sorted(update for update, _ in self._pending))
+        return canonical_update(state)
+
     def digest(self) -> str:
-        """SHA-256 of the canonical whole state (:func:`~crdt.yupdate.canonical_update`):
-        equal on two copies exactly when they hold the same content."""
-        return hashlib.sha256(canonical_update(self.encode_state())).hexdigest()
+        """SHA-256 of :meth:`canonical_state`: equal on two copies exactly when they hold the
+        same content. This is what proves convergence across nodes."""
+        return hashlib.sha256(self.canonical_state()).hexdigest()
 
     @property
     def has_pending(self) -> bool:
@@ -159,9 +177,11 @@ class Document:
     def root_kinds(self) -> dict[str, RootKind | None]:
         """Each root's inferred type; None for a root whose content says nothing of it."""
         names = list(self._doc.keys())
-        if any(name not in self._evidence for name in names):
-            # A root named only through origins (its explicit items came in a snapshot whose
-            # first items were garbage-collected): follow the origins once.
+        unknown = any(classify(self._evidence.get(name, set())) is None for name in names)
+        if unknown and self._inferred_at != (state := self.state_vector()):
+            # A root whose explicit items say nothing (the first one inserted was deleted and
+            # its content garbage-collected): follow the origins of the others, once per state.
+            self._inferred_at = state
             for name, found in infer_root_kinds(bytes(self._doc.get_update())).items():
                 self._evidence.setdefault(name, set()).update(found)
         return {name: classify(self._evidence.get(name, set())) for name in names}

@@ -11,7 +11,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crdt import Document
-from crdt.yupdate import canonical_update
 
 # An edit a client makes: (client index, kind, position seed, payload)
 edits = st.lists(
@@ -66,7 +65,7 @@ def _view(updates: list[bytes]) -> tuple[bytes, bytes, dict[str, Any]]:
     document = Document("p")
     for update in updates:
         document.apply_update(update)
-    return canonical_update(document.encode_state()), document.state_vector(), document.to_json()
+    return document.canonical_state(), document.state_vector(), document.to_json()
 
 
 @settings(max_examples=int(os.environ.get("MERIDIAN_PROPERTY_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
