@@ -223,18 +223,28 @@ def _cpu_seconds(stat_path: str) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy (all cores) since boot."""
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = handle.readline().split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
 class CpuMeter:
-    """CPU seconds used, between two readings, by the generator (this process) and by a
-    server process, in total and in its main thread (the node's event loop)."""
+    """CPU seconds used, between two readings, by the generator (this process), by a server
+    process (in total and in its main thread: the node's event loop) and by the whole
+    machine (the rest is other load: the kernel's share of loopback traffic, other programs)."""
 
     def __init__(self, server_pid: int) -> None:
         self.pid = server_pid
 
-    def read(self) -> tuple[float, float, float]:
+    def read(self) -> tuple[float, float, float, float]:
         return (
             time.process_time(),
             _cpu_seconds(f"/proc/{self.pid}/stat"),
             _cpu_seconds(f"/proc/{self.pid}/task/{self.pid}/stat"),
+            _machine_busy_seconds(),
         )
 
 
@@ -248,6 +258,8 @@ class LoadResult:
     generator_cpu: float = 0.0
     server_cpu: float = 0.0
     server_loop_cpu: float = 0.0
+    machine_cpu: float = 0.0
+    unsent: int = 0  # paced runs: requests still unsent at the cut-off (overload)
 
     @property
     def rate(self) -> float:
@@ -304,11 +316,11 @@ async def closed_loop(
                 errors += 1
         finished.append(clock())
 
-    before = meter.read() if meter else (0.0, 0.0, 0.0)
+    before = meter.read() if meter else (0.0, 0.0, 0.0, 0.0)
     started = clock()
     await asyncio.gather(*(run(c, r, started + duration) for c, r in zip(connections, lanes, strict=True)))
     elapsed = max(finished) - started
-    after = meter.read() if meter else (0.0, 0.0, 0.0)
+    after = meter.read() if meter else (0.0, 0.0, 0.0, 0.0)
     for connection in connections:
         await connection.close()
     return LoadResult(
@@ -336,12 +348,18 @@ async def paced(
     errors = 0
     clock = time.perf_counter
 
+    unsent = 0
+
     async def run(lane: int, connection: HttpConnection, requests: Sequence[bytes], start: float) -> None:
-        nonlocal errors
+        nonlocal errors, unsent
         previous_done = start
+        cutoff = start + 2 * duration
         for k, j in enumerate(range(lane, total, count)):
             due = start + j / rate
             now = clock()
+            if now > cutoff:  # far behind schedule: the server cannot sustain the rate
+                unsent += len(range(j, total, count))
+                break
             if now < due:
                 await asyncio.sleep(due - now)
             sent = clock()
@@ -369,6 +387,7 @@ async def paced(
         errors,
         False,
         *(b - a for a, b in zip(before, after, strict=True)),
+        unsent=unsent,
     )
 
 
@@ -378,6 +397,9 @@ async def paced(
 class NodeUnderTest:
     """A ``python -m app serve`` process on a loopback port (like tests/support.NodeProcess),
     timed from process start until ``GET /v1/health`` answers 200."""
+
+    #: Start nodes through :func:`serve_node_nodelay` (see ``--tcp-nodelay-workaround``).
+    nodelay_workaround = False
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
@@ -389,8 +411,9 @@ class NodeUnderTest:
 
     def start(self, timeout: float = 120.0) -> float:
         """Starts the node; returns seconds from process start to a 200 from /v1/health."""
+        launcher = [__file__, "--serve-node-nodelay"] if self.nodelay_workaround else ["-m", "app"]
         command = [
-            sys.executable, "-m", "app", "serve", "--region", "eu-west",
+            sys.executable, *launcher, "serve", "--region", "eu-west",
             "--listen", f"{HOST}:0", "--data", str(self.data_dir), "--log-level", "warning",
         ]  # fmt: skip
         started = time.perf_counter()
@@ -546,10 +569,12 @@ def log(message: str) -> None:
 
 
 def _load_details(result: LoadResult, stats: tuple[int, int, int] | None = None) -> str:
+    other = result.machine_cpu - result.server_cpu - result.generator_cpu
     cpu = (
         f"server CPU {result.server_cpu / result.elapsed:.0%} of a core "
         f"(event-loop thread {result.server_loop_cpu / result.elapsed:.0%}), "
-        f"generator CPU {result.generator_cpu / result.elapsed:.0%}"
+        f"generator {result.generator_cpu / result.elapsed:.0%}, "
+        f"rest of machine {max(other, 0) / result.elapsed:.0%}"
     )
     text = (
         f"{result.completed:,} ok in {result.elapsed:.2f}s, latency p50 "
@@ -560,6 +585,8 @@ def _load_details(result: LoadResult, stats: tuple[int, int, int] | None = None)
         text += f"; {commits:,} commits, {jobs / max(commits, 1):.1f} jobs/commit, {compactions} compactions"
     if result.errors:
         text += f"; {result.errors} ERRORS"
+    if result.unsent:
+        text += f"; OVERLOADED: {result.unsent:,} requests unsent at the cut-off"
     if result.exhausted:
         text += "; RAN OUT of pre-generated updates (rate under-reported)"
     return text
@@ -708,6 +735,28 @@ def serve_trivial() -> None:
         await server.serve_forever()
 
     asyncio.run(main())
+
+
+def serve_node_nodelay(argv: list[str]) -> int:
+    """``--serve-node-nodelay serve ...``: ``meridian serve`` with one change, for comparison
+    only: its listening socket is created with ``proto=IPPROTO_TCP``. The CLI creates it with
+    proto 0, so asyncio does not set TCP_NODELAY on the accepted connections (it checks
+    ``sock.proto == IPPROTO_TCP``), and uvicorn's two writes per response (head, then body)
+    meet Nagle's algorithm and the client's delayed ACK: ~40 ms per keep-alive request."""
+    import socket
+
+    import app.cli
+
+    def bind(host: str, port: int) -> socket.socket:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.set_inheritable(True)
+        return sock
+
+    app.cli._bind = bind
+    return app.cli.main(argv)
 
 
 async def bench_http_floor(results: Results, streams: Streams, work: Path, runs: int) -> None:
@@ -966,11 +1015,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="where data directories go (default: system temp)")
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
     parser.add_argument("--markdown", default=None, help="also write the machine and table as Markdown here")
+    parser.add_argument(
+        "--tcp-nodelay-workaround",
+        action="store_true",
+        help="start nodes with TCP_NODELAY on their connections (a comparison, not the product)",
+    )
     parser.add_argument("--serve-trivial", action="store_true", help=argparse.SUPPRESS)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--serve-node-nodelay"]:
+        return serve_node_nodelay(argv[1:])
     args = parser.parse_args(argv)
     if args.serve_trivial:
         serve_trivial()
         return 0
+    NodeUnderTest.nodelay_workaround = args.tcp_nodelay_workaround
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if args.runs < 1:

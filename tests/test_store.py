@@ -1,0 +1,204 @@
+"""The store and its DuckDB file: group commit, compaction, restart, deletion, limits, format."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pycrdt
+import pytest
+
+from crdt import (
+    DocumentDeleted,
+    DocumentNotFound,
+    LimitExceeded,
+    StorageError,
+    StorageFormatError,
+    StoreLimits,
+    open_store,
+)
+from crdt.storage import Append
+
+
+def _append(value: Any) -> dict[str, Any]:
+    return {"ops": [{"op": "append", "path": ["items"], "values": [value]}]}
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_concurrent_writes_share_commits_and_survive_restart(tmp_path: Path) -> None:
+    async def write() -> None:
+        async with open_store(tmp_path) as store:
+            await asyncio.gather(*(store.apply_operations(f"d{i % 7}", _append(i)) for i in range(700)))
+            stats = store.storage.statistics()
+            assert stats.jobs_committed == 700
+            assert stats.batch_size_max > 1, "group commit put several writes in one transaction"
+            assert stats.commits < 700
+
+    async def read() -> None:
+        async with open_store(tmp_path) as store:
+            for d in range(7):
+                document = await store.get(f"d{d}")
+                assert sorted(document.to_json()["items"]) == list(range(d, 700, 7))
+
+    run(write())
+    run(read())
+
+
+def test_compaction_folds_the_log_and_keeps_everything(tmp_path: Path) -> None:
+    limits = StoreLimits(compact_after_updates=5)
+
+    async def write() -> str:
+        async with open_store(tmp_path, limits) as store:
+            for i in range(23):
+                await store.apply_operations("doc", _append(i))
+            document = await store.get("doc")
+            return document.digest()
+
+    digest = run(write())
+    con = duckdb.connect(str(tmp_path / "meridian.duckdb"))
+    snapshots = con.execute("SELECT count(*) FROM snapshots").fetchone()
+    rows = con.execute("SELECT count(*) FROM updates").fetchone()
+    con.close()
+    assert snapshots == (1,)
+    assert rows is not None and rows[0] < 5
+
+    async def read() -> None:
+        async with open_store(tmp_path, limits) as store:
+            document = await store.get("doc")
+            assert document.to_json() == {"items": list(range(23))}
+            assert document.digest() == digest
+
+    run(read())
+
+
+def test_cold_documents_are_evicted_and_reloaded(tmp_path: Path) -> None:
+    limits = StoreLimits(max_hot_documents=3, max_hot_bytes=10_000_000)
+
+    async def scenario() -> None:
+        async with open_store(tmp_path, limits) as store:
+            for i in range(10):
+                await store.apply_operations(f"d{i}", _append(i))
+            stats = store.statistics()
+            assert stats.hot_documents <= 3
+            assert stats.evictions >= 7
+            for i in range(10):
+                assert (await store.get(f"d{i}")).to_json() == {"items": [i]}
+            assert store.statistics().loads >= 7
+
+    run(scenario())
+
+
+def test_hot_set_is_bounded_by_bytes(tmp_path: Path) -> None:
+    limits = StoreLimits(max_hot_documents=1000, max_hot_bytes=2_000)
+
+    async def scenario() -> None:
+        async with open_store(tmp_path, limits) as store:
+            for i in range(20):
+                await store.apply_operations(f"d{i}", _append("x" * 300))
+            assert store.statistics().hot_bytes <= 2_000 + 400
+
+    run(scenario())
+
+
+def test_delete_then_recreate_starts_a_new_incarnation(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_store(tmp_path) as store:
+            first = await store.apply_operations("doc", _append("old"))
+            assert first.created and first.incarnation == 1
+            assert await store.delete("doc") == 1
+            with pytest.raises(DocumentDeleted):
+                await store.get("doc")
+            with pytest.raises(DocumentDeleted):
+                await store.delete("doc")
+            again = await store.apply_operations("doc", _append("new"))
+            assert again.created and again.incarnation == 2
+            assert (await store.get("doc")).to_json() == {"items": ["new"]}
+            with pytest.raises(DocumentNotFound):
+                await store.get("never")
+        async with open_store(tmp_path) as store:
+            document = await store.get("doc")
+            assert document.incarnation == 2
+            assert document.to_json() == {"items": ["new"]}
+            listed = await store.list_documents()
+            assert [(r.id, r.incarnation) for r in listed] == [("doc", 2)]
+
+    run(scenario())
+
+
+def test_document_size_limit(tmp_path: Path) -> None:
+    limits = StoreLimits(max_document_bytes=1_000)
+
+    async def scenario() -> None:
+        async with open_store(tmp_path, limits) as store:
+            await store.apply_operations("doc", _append("x" * 500))
+            before = (await store.get("doc")).digest()
+            with pytest.raises(LimitExceeded) as info:
+                await store.apply_operations("doc", _append("y" * 600))
+            assert info.value.limit == "max_document_bytes"
+            assert (await store.get("doc")).digest() == before
+
+    run(scenario())
+
+
+def test_a_failing_job_fails_alone_and_the_others_commit(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_store(tmp_path) as store:
+            update = pycrdt.Doc(client_id=5)
+            update.get("m", type=pycrdt.Map)["k"] = "v"
+            good = [store.storage.submit(Append(f"ok{i}", 1, update.get_update(), create=True)) for i in range(5)]
+            bad = store.storage.submit(Append(None, 1, b"\x00\x00", create=True))  # type: ignore[arg-type]
+            results = await asyncio.gather(*good, bad, return_exceptions=True)
+            assert all(isinstance(r, int) for r in results[:5])
+            assert isinstance(results[5], StorageError)
+            listed = await store.list_documents(prefix="ok")
+            assert len(listed) == 5
+
+    run(scenario())
+
+
+def test_newer_storage_format_is_refused(tmp_path: Path) -> None:
+    run(_touch(tmp_path))
+    con = duckdb.connect(str(tmp_path / "meridian.duckdb"))
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'format_version'")
+    con.close()
+
+    async def reopen() -> None:
+        async with open_store(tmp_path):
+            pass
+
+    with pytest.raises(StorageFormatError, match="storage format 99, written by a newer Meridian"):
+        run(reopen())
+
+
+def test_not_a_duckdb_file_is_a_clear_storage_error(tmp_path: Path) -> None:
+    (tmp_path / "meridian.duckdb").write_bytes(b"this is not a database" * 100)
+
+    async def reopen() -> None:
+        async with open_store(tmp_path):
+            pass
+
+    with pytest.raises(StorageError, match="cannot open"):
+        run(reopen())
+
+
+async def _touch(path: Path) -> None:
+    async with open_store(path) as store:
+        await store.apply_operations("doc", _append(1))
+
+
+def test_list_pages_by_prefix(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_store(tmp_path) as store:
+            for name in ["a1", "a2", "a3", "b1"]:
+                await store.apply_operations(name, _append(name))
+            first = await store.list_documents(prefix="a", limit=2)
+            assert [r.id for r in first] == ["a1", "a2"]
+            rest = await store.list_documents(prefix="a", after="a2", limit=2)
+            assert [r.id for r in rest] == ["a3"]
+
+    run(scenario())
