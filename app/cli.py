@@ -114,6 +114,23 @@ def _server_class() -> Any:
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class _QuietStartupFailure(logging.Filter):
+    """Drops uvicorn's traceback for a startup failure the CLI reports as one line (a data
+    directory in use, a newer storage format: things the user fixes, not bugs)."""
+
+    def __init__(self, errors: list[BaseException]) -> None:
+        super().__init__()
+        self.errors = errors
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.errors or not isinstance(self.errors[0], CrdtError):
+            return True
+        message = record.getMessage()
+        return not (
+            record.exc_info or message.startswith("Traceback") or "startup failed" in message
+        )
+
+
 def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_level: str) -> int:
     """Runs uvicorn on ``sock`` until a signal; returns the exit status."""
     import uvicorn
@@ -139,7 +156,16 @@ def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_le
         log_config=None,
     )
     server = _server_class()(config)
-    server.run(sockets=[sock])
+    quiet = _QuietStartupFailure(startup_errors)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(quiet)
+    try:
+        server.run(sockets=[sock])
+    except SystemExit:
+        if not startup_errors:
+            raise
+    finally:
+        uvicorn_log.removeFilter(quiet)
     if startup_errors:
         error = startup_errors[0]
         return _fail(str(error))
