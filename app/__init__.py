@@ -2,8 +2,10 @@
 
 Public face::
 
-    settings = NodeSettings(node_id="eu-west-1", region="eu-west", host="127.0.0.1", port=7201,
-                            data_dir=Path("data/eu-west-1"), cluster=load_config(Path("regions.toml")))
+    settings = NodeSettings(
+        node_id="eu-west-1", region="eu-west", host="127.0.0.1", port=7201,
+        data_dir=Path("data/eu-west-1"), cluster=load_config(Path("regions.toml")),
+    )
     app = create_app(settings)        # an ASGI app; its lifespan opens and closes the node
 """
 

@@ -60,7 +60,9 @@ class WriteResponse(BaseModel):
     )
     changed: bool = Field(description="False when the write brought nothing new (a duplicate)")
     created: bool = Field(description="True when the write created the document (or re-created it)")
-    incarnation: int = Field(description="Which life of the id the document is in (see docs/design.md)")
+    incarnation: int = Field(
+        description="Which life of the id the document is in (see docs/design.md)"
+    )
     durability: str = Field(examples=["local"], description="The durability level reached")
 
 
@@ -87,7 +89,9 @@ class DocumentSummary(BaseModel):
 
 class DocumentList(BaseModel):
     documents: list[DocumentSummary]
-    next_cursor: str | None = Field(description="Pass as cursor= for the next page; null at the end")
+    next_cursor: str | None = Field(
+        description="Pass as cursor= for the next page; null at the end"
+    )
 
 
 class DeleteResponse(BaseModel):
@@ -133,7 +137,9 @@ async def _read_body(request: Request, limit: int) -> bytes:
         if not declared.isdigit():
             raise ApiError(400, "invalid_content_length", "Content-Length must be a number")
         if int(declared) > limit:
-            raise ApiError(413, "body_too_large", f"body of {declared} bytes exceeds the {limit}-byte limit")
+            raise ApiError(
+                413, "body_too_large", f"body of {declared} bytes exceeds the {limit}-byte limit"
+            )
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -249,8 +255,12 @@ async def cluster(request: Request) -> dict[str, Any]:
 async def list_documents(
     request: Request,
     prefix: Annotated[str, Query(max_length=128, description="Only ids starting with this")] = "",
-    limit: Annotated[int, Query(ge=1, description="Page size (at most limits.max_list_limit)")] = 100,
-    cursor: Annotated[str | None, Query(max_length=256, description="next_cursor of the previous page")] = None,
+    limit: Annotated[
+        int, Query(ge=1, description="Page size (at most limits.max_list_limit)")
+    ] = 100,
+    cursor: Annotated[
+        str | None, Query(max_length=256, description="next_cursor of the previous page")
+    ] = None,
 ) -> dict[str, Any]:
     """Documents held by this node, in id order, a page at a time."""
     node = _node(request)
@@ -291,7 +301,8 @@ async def get_update(
     request: Request,
     doc_id: str,
     since: Annotated[
-        str | None, Query(max_length=65536, description="A state vector (base64): return only what it lacks")
+        str | None,
+        Query(max_length=65536, description="A state vector (base64): return only what it lacks"),
     ] = None,
 ) -> Response:
     """The document as a binary Yjs update: all of it, or the diff since a state vector."""
@@ -315,11 +326,13 @@ async def get_update(
         "requestBody": {
             "required": True,
             "content": {OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
-            "description": "A Yjs v1 update (Y.encodeStateAsUpdate / the 'update' event of a Y.Doc)",
+            "description": "A Yjs v1 update (Y.encodeStateAsUpdate, or a Y.Doc 'update' event)",
         }
     },
 )
-async def post_update(request: Request, doc_id: str, durability: Durability = "local") -> dict[str, Any]:
+async def post_update(
+    request: Request, doc_id: str, durability: Durability = "local"
+) -> dict[str, Any]:
     """Apply a binary Yjs update; creates the document if new. Answers once committed."""
     node = _node(request)
     _doc_id(doc_id)
@@ -347,7 +360,9 @@ async def post_update(request: Request, doc_id: str, durability: Durability = "l
         }
     },
 )
-async def patch_document(request: Request, doc_id: str, durability: Durability = "local") -> dict[str, Any]:
+async def patch_document(
+    request: Request, doc_id: str, durability: Durability = "local"
+) -> dict[str, Any]:
     """Apply JSON operations atomically; creates the document if new."""
     node = _node(request)
     _doc_id(doc_id)
@@ -366,7 +381,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-@router.delete("/v1/docs/{doc_id}", response_model=DeleteResponse, responses=_ERRORS, tags=["documents"])
+@router.delete(
+    "/v1/docs/{doc_id}", response_model=DeleteResponse, responses=_ERRORS, tags=["documents"]
+)
 async def delete_document(request: Request, doc_id: str) -> dict[str, Any]:
     """Delete a document: a tombstone for its current incarnation (see docs/design.md)."""
     node = _node(request)

@@ -60,7 +60,8 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
     if cluster.regions and args.region not in cluster.regions:
         return _fail(
-            f"region {args.region!r} is not in {cluster.source} (regions: {', '.join(cluster.regions)})",
+            f"region {args.region!r} is not in {cluster.source} "
+            f"(regions: {', '.join(cluster.regions)})",
             2,
         )
     data_dir = Path(args.data)
@@ -218,4 +219,3 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return status
-

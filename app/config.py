@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -139,14 +139,20 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
         for key, value in table.items():
             if key not in keys:
                 raise ConfigError(f"{source}: unknown key {section}.{key} (known: {sorted(keys)})")
-            values.setdefault(section, {})[key] = _expect(source, f"{section}.{key}", value, keys[key])
+            values.setdefault(section, {})[key] = _expect(
+                source, f"{section}.{key}", value, keys[key]
+            )
     cluster = values.get("cluster", {})
     memory = values.get("storage", {}).get("duckdb_memory_limit")
     if memory is not None and not _SIZE.fullmatch(memory):
-        raise ConfigError(f"{source}: storage.duckdb_memory_limit must be a size like '256MB', got {memory!r}")
+        raise ConfigError(
+            f"{source}: storage.duckdb_memory_limit must be a size like '256MB', got {memory!r}"
+        )
     if "name" in cluster and not _NAME.fullmatch(cluster["name"]):
         raise ConfigError(f"{source}: cluster.name must be lowercase letters, digits and '-'")
-    if "secret_env" in cluster and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", cluster["secret_env"]):
+    if "secret_env" in cluster and not re.fullmatch(
+        r"[A-Za-z_][A-Za-z0-9_]*", cluster["secret_env"]
+    ):
         raise ConfigError(f"{source}: cluster.secret_env must be an environment variable name")
 
     raw_regions = data.get("regions", {})
@@ -156,7 +162,9 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
     for name, table in raw_regions.items():
         where = f"regions.{name}"
         if not _NAME.fullmatch(name):
-            raise ConfigError(f"{source}: region name {name!r} must be lowercase letters, digits, '-'")
+            raise ConfigError(
+                f"{source}: region name {name!r} must be lowercase letters, digits, '-'"
+            )
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{where}] must be a table")
         for key in table:
@@ -164,7 +172,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
                 raise ConfigError(f"{source}: unknown key {where}.{key} (known: ['nodes'])")
         nodes = table.get("nodes", [])
         if not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes):
-            raise ConfigError(f"{source}: {where}.nodes must be a list of \"host:port\" strings")
+            raise ConfigError(f'{source}: {where}.nodes must be a list of "host:port" strings')
         for node in nodes:
             try:
                 parse_listen(node)
@@ -175,12 +183,12 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
     latencies: dict[tuple[str, str], float] = {}
     raw_latency = data.get("latency", {})
     if not isinstance(raw_latency, dict):
-        raise ConfigError(f"{source}: [latency] must be a table of \"a:b\" = milliseconds")
+        raise ConfigError(f'{source}: [latency] must be a table of "a:b" = milliseconds')
     for pair, value in raw_latency.items():
         a, sep, b = pair.partition(":")
         if not sep or a not in regions or b not in regions or a == b:
             raise ConfigError(
-                f"{source}: latency key {pair!r} must be \"region:region\" of two different "
+                f'{source}: latency key {pair!r} must be "region:region" of two different '
                 f"regions defined under [regions]"
             )
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
@@ -189,28 +197,17 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
 
     limits = values.get("limits", {})
     storage = values.get("storage", {})
-    replicas = values.get("placement", {}).get("replicas", 2)
+    store_keys = {f.name for f in fields(StoreLimits)}
+    http_keys = {f.name for f in fields(HttpLimits)}
+    given = {**limits, **storage}
     return ClusterConfig(
         name=cluster.get("name", "meridian"),
         secret_env=cluster.get("secret_env", DEFAULT_SECRET_ENV),
         regions=regions,
         latencies_ms=latencies,
-        replicas=replicas,
-        limits=StoreLimits(
-            max_document_bytes=limits.get("max_document_bytes", StoreLimits.max_document_bytes),
-            max_operations=limits.get("max_operations", StoreLimits.max_operations),
-            max_hot_documents=storage.get("max_hot_documents", StoreLimits.max_hot_documents),
-            max_hot_bytes=storage.get("max_hot_bytes", StoreLimits.max_hot_bytes),
-            compact_after_updates=storage.get(
-                "compact_after_updates", StoreLimits.compact_after_updates
-            ),
-            max_batch=storage.get("max_batch", StoreLimits.max_batch),
-            duckdb_memory_limit=storage.get("duckdb_memory_limit", StoreLimits.duckdb_memory_limit),
-        ),
-        http=HttpLimits(
-            max_body_bytes=limits.get("max_body_bytes", HttpLimits.max_body_bytes),
-            max_list_limit=limits.get("max_list_limit", HttpLimits.max_list_limit),
-        ),
+        replicas=values.get("placement", {}).get("replicas", 2),
+        limits=StoreLimits(**{k: v for k, v in given.items() if k in store_keys}),
+        http=HttpLimits(**{k: v for k, v in given.items() if k in http_keys}),
         source=source,
     )
 

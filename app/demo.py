@@ -7,6 +7,7 @@ talks to it over HTTP only, printing each request and what came back, with timin
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -15,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -67,7 +69,9 @@ def _wait_healthy(base: str, process: subprocess.Popen[bytes], deadline: float) 
 def tour(base: str) -> None:
     """The scripted tour against a running node at ``base``."""
 
-    def call(title: str, method: str, path: str, body: Any = None, binary: bytes | None = None) -> Any:
+    def call(
+        title: str, method: str, path: str, body: Any = None, binary: bytes | None = None
+    ) -> Any:
         data, ctype = None, None
         if body is not None:
             data, ctype = json.dumps(body).encode(), "application/json"
@@ -84,13 +88,15 @@ def tour(base: str) -> None:
             {"op": "append", "path": ["items"], "values": ["milk", {"qty": 2}]},
         ]
     }
-    written = call("Write JSON operations (one durable transaction)", "PATCH", "/v1/docs/notes", ops)
+    written = call(
+        "Write JSON operations (one durable transaction)", "PATCH", "/v1/docs/notes", ops
+    )
     call("Read the JSON view", "GET", "/v1/docs/notes")
 
     # A Yjs client (pycrdt here; JavaScript Yjs works the same) edits its own copy and sends
     # the binary update.
     status, state, _ = _request("GET", base + "/v1/docs/notes/update")
-    client = pycrdt.Doc()
+    client: pycrdt.Doc[Any] = pycrdt.Doc()
     client.apply_update(state)
     before = client.get_state()
     text = client.get("body", type=pycrdt.Text)
@@ -99,19 +105,40 @@ def tour(base: str) -> None:
     print(f"\n(a Yjs client made a {len(update)}-byte update)")
     call("Send a binary Yjs update", "POST", "/v1/docs/notes/update", binary=update)
     since = base64.urlsafe_b64encode(bytes.fromhex("00")).decode()
-    call("Diff since an empty state vector (the whole document)", "GET", f"/v1/docs/notes/update?since={since}")
+    call(
+        "Diff since an empty state vector (the whole document)",
+        "GET",
+        f"/v1/docs/notes/update?since={since}",
+    )
     if written:
         sv = written["state_vector"]
-        status, diff, seconds = _request("GET", f"{base}/v1/docs/notes/update?since={urllib.request.quote(sv)}")
+        status, diff, _seconds = _request(
+            "GET", f"{base}/v1/docs/notes/update?since={urllib.parse.quote(sv)}"
+        )
         print(f"\n== Diff since the first write's state vector\n-> {status}, {len(diff)} bytes")
 
-    call("Bad input is refused and changes nothing", "POST", "/v1/docs/notes/update", binary=os.urandom(24))
-    call("...an invalid operation too", "PATCH", "/v1/docs/notes", {"ops": [{"op": "insert_text", "path": ["settings"], "index": 0, "text": "x"}]})
+    call(
+        "Bad input is refused and changes nothing",
+        "POST",
+        "/v1/docs/notes/update",
+        binary=os.urandom(24),
+    )
+    call(
+        "...an invalid operation too",
+        "PATCH",
+        "/v1/docs/notes",
+        {"ops": [{"op": "insert_text", "path": ["settings"], "index": 0, "text": "x"}]},
+    )
     call("The document is unchanged", "GET", "/v1/docs/notes")
     call("List documents", "GET", "/v1/docs?prefix=no&limit=10")
     call("Delete (a tombstone)", "DELETE", "/v1/docs/notes")
     call("Gone", "GET", "/v1/docs/notes")
-    call("Writing again starts a new incarnation", "PATCH", "/v1/docs/notes", {"ops": [{"op": "set", "path": ["settings", "theme"], "value": "light"}]})
+    call(
+        "Writing again starts a new incarnation",
+        "PATCH",
+        "/v1/docs/notes",
+        {"ops": [{"op": "set", "path": ["settings", "theme"], "value": "light"}]},
+    )
     call("Cluster view of this node", "GET", "/v1/cluster")
 
 
@@ -136,10 +163,8 @@ def run_demo(*, listen: str, data: str | None, wait: bool) -> int:
         print(f"\nThe node is running: {base}/v1/health  ·  API docs: {base}/docs")
         if wait:
             print("Press Ctrl-C to stop it.", flush=True)
-            try:
+            with contextlib.suppress(KeyboardInterrupt):
                 process.wait()
-            except KeyboardInterrupt:
-                pass
         return 0
     except RuntimeError as exc:
         print(f"meridian demo: {exc}", file=sys.stderr)

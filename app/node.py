@@ -67,7 +67,6 @@ def lock_data_dir(data_dir: Path) -> Iterator[IO[str]]:
         handle.close()
 
 
-
 @contextlib.asynccontextmanager
 async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
     """Locks the data directory and opens the store; raises StorageError subclasses."""

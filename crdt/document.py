@@ -223,9 +223,7 @@ class Document:
             # Yrs decodes before it integrates, but a panic may come half-way through: the
             # in-memory state can no longer be trusted, the store reloads it from disk.
             self.poisoned = True
-            raise InvalidUpdate(
-                f"Yjs refused the update: {exc.__class__.__name__}: {exc}"
-            ) from exc
+            raise InvalidUpdate(f"Yjs refused the update: {exc.__class__.__name__}: {exc}") from exc
         self._absorb(parsed.root_evidence)
         after = self.clocks()
         pending = any(after.get(client, 0) < end for client, end in parsed.reach.items())

@@ -91,13 +91,16 @@ class Decoder:
         count = self.read_var_uint()
         if count * min_bytes_each > self.remaining:
             raise DecodeError(
-                f"declared {count} {what} at byte {self.pos}, but only {self.remaining} bytes remain"
+                f"declared {count} {what} at byte {self.pos}, "
+                f"but only {self.remaining} bytes remain"
             )
         return count
 
     def read_bytes(self, length: int) -> bytes:
         if length > self.remaining:
-            raise DecodeError(f"declared {length} bytes at byte {self.pos}, only {self.remaining} remain")
+            raise DecodeError(
+                f"declared {length} bytes at byte {self.pos}, only {self.remaining} remain"
+            )
         start = self.pos
         self.pos += length
         return self.data[start : self.pos]

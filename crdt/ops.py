@@ -78,7 +78,7 @@ def parse_operations(body: Any, *, max_operations: int) -> list[dict[str, Any]]:
         )
     for index, op in enumerate(ops):
         _check_shape(op, index)
-    return ops
+    return list(ops)
 
 
 def _check_shape(op: Any, index: int) -> None:
@@ -168,10 +168,9 @@ class _Applier:
     def container(self, path: list[Any], implied: RootKind | None, index: int) -> Any:
         """The value at ``path``, creating missing maps (and the missing last value as
         ``implied``) along the way."""
+        root_kind: RootKind | None = implied
         if len(path) > 1:
             root_kind = RootKind.MAP if isinstance(path[1], str) else RootKind.ARRAY
-        else:
-            root_kind = implied
         current = self.root(path[0], root_kind, index)
         for position, step in enumerate(path[1:], start=1):
             last = position == len(path) - 1
@@ -224,14 +223,17 @@ class _Applier:
                     parent.insert(key, _prelim_at(op["value"], index))
             else:
                 raise InvalidOperation(
-                    f"{path[:-1]} is {_article(_kind_name(parent))}, not a map or array", index=index
+                    f"{path[:-1]} is {_article(_kind_name(parent))}, not a map or array",
+                    index=index,
                 )
             return
         _, implied = OPERATIONS[name]
         target = self.container(path, implied, index)
         if name in ("insert_text", "delete_text"):
             if not isinstance(target, pycrdt.Text):
-                raise InvalidOperation(f"{path} is {_article(_kind_name(target))}, not text", index=index)
+                raise InvalidOperation(
+                    f"{path} is {_article(_kind_name(target))}, not text", index=index
+                )
             current = str(target)
             length = op.get("length", 0)
             if op["index"] + length > len(current):
@@ -249,7 +251,9 @@ class _Applier:
                 del target[start:end]
             return
         if not isinstance(target, pycrdt.Array):
-            raise InvalidOperation(f"{path} is {_article(_kind_name(target))}, not an array", index=index)
+            raise InvalidOperation(
+                f"{path} is {_article(_kind_name(target))}, not an array", index=index
+            )
         size = len(target)
         if name == "append":
             for value in op["values"]:

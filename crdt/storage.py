@@ -5,7 +5,7 @@ All SQL of the project lives here. Layout (storage format 1)::
     meta(key, value)                         format_version, client_id, created_at
     documents(id, incarnation, deleted, ...) one row per document id ever written
     updates(doc_id, incarnation, seq, data)  the log: Yjs updates as committed, in seq order
-    snapshots(doc_id, incarnation, seq, data) one compacted state per document, covering seq <= its seq
+    snapshots(doc_id, incarnation, seq, data) per document, one state covering log rows <= seq
 
 A document's state is its snapshot plus the log rows after it. Compaction folds the log into the
 snapshot in one transaction (insert the new snapshot, delete the rows it covers), so a process
@@ -22,6 +22,7 @@ Reads use their own cursors on a small thread pool; DuckDB never runs on the eve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import random
@@ -213,7 +214,9 @@ class Storage:
             con = self._con
             con.execute(f"SET memory_limit = '{self._memory_limit}'")
             con.execute("SET threads = 2")
-            tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+            tables = {
+                row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+            }
             if "meta" in tables:
                 row = con.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
                 version = int(row[0]) if row else 0
@@ -332,7 +335,9 @@ class Storage:
         for pending, result in zip(batch, results, strict=True):
             self._answer(pending, result=result)
 
-    def _answer(self, pending: _Pending, *, result: Any = None, error: BaseException | None = None) -> None:
+    def _answer(
+        self, pending: _Pending, *, result: Any = None, error: BaseException | None = None
+    ) -> None:
         def resolve() -> None:
             if pending.future.done():
                 return
@@ -341,10 +346,9 @@ class Storage:
             else:
                 pending.future.set_result(result)
 
-        try:
+        # RuntimeError: the caller's loop is gone; nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
             pending.loop.call_soon_threadsafe(resolve)
-        except RuntimeError:  # the caller's loop is gone; nobody is waiting any more
-            pass
 
     def _transaction(self, batch: list[_Pending]) -> list[Any]:
         con = self._con
@@ -356,10 +360,8 @@ class Storage:
                 results = self._write(batch)
             con.execute("COMMIT")
         except BaseException:
-            try:
+            with contextlib.suppress(duckdb.Error):
                 con.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
             raise
         return results
 
@@ -382,7 +384,8 @@ class Storage:
                 rows, creates = [], {}
                 con.execute(
                     "INSERT INTO documents VALUES (?, ?, true, ?, ?) ON CONFLICT (id) DO UPDATE "
-                    "SET incarnation = excluded.incarnation, deleted = true, deleted_at = excluded.deleted_at",
+                    "SET incarnation = excluded.incarnation, deleted = true, "
+                    "deleted_at = excluded.deleted_at",
                     [job.doc_id, job.incarnation, now, now],
                 )
                 con.execute("DELETE FROM updates WHERE doc_id = ?", [job.doc_id])
@@ -417,7 +420,8 @@ class Storage:
             return None
         incarnation = record[0]
         snapshot = con.execute(
-            "SELECT data FROM snapshots WHERE doc_id = ? AND incarnation = ?", [job.doc_id, incarnation]
+            "SELECT data FROM snapshots WHERE doc_id = ? AND incarnation = ?",
+            [job.doc_id, incarnation],
         ).fetchone()
         tail = con.execute(
             "SELECT seq, data FROM updates WHERE doc_id = ? AND incarnation = ? ORDER BY seq",
@@ -522,7 +526,8 @@ def _load(cursor: Any, doc_id: str) -> LoadedDocument | None:
     if record.deleted:
         return LoadedDocument(record, [], 0, 0)
     snapshot = cursor.execute(
-        "SELECT data FROM snapshots WHERE doc_id = ? AND incarnation = ?", [doc_id, record.incarnation]
+        "SELECT data FROM snapshots WHERE doc_id = ? AND incarnation = ?",
+        [doc_id, record.incarnation],
     ).fetchone()
     tail = cursor.execute(
         "SELECT data FROM updates WHERE doc_id = ? AND incarnation = ? ORDER BY seq",

@@ -217,7 +217,10 @@ class DocumentStore:
         if len(self._hot) <= limits.max_hot_documents and self._hot_bytes <= limits.max_hot_bytes:
             return
         for doc_id in list(self._hot):
-            if len(self._hot) <= limits.max_hot_documents and self._hot_bytes <= limits.max_hot_bytes:
+            if (
+                len(self._hot) <= limits.max_hot_documents
+                and self._hot_bytes <= limits.max_hot_bytes
+            ):
                 break
             if self._hot[doc_id].busy:
                 continue
@@ -417,7 +420,7 @@ async def open_store(
     """Opens the store of a data directory (its ``meridian.duckdb``); on exit, finishes
     queued writes and closes the file. Raises StorageError subclasses when it cannot open."""
     limits = limits or StoreLimits()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     storage = Storage(
         data_dir / "meridian.duckdb",
         max_batch=limits.max_batch,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import bisect
 import json
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 from .lib0 import DecodeError, Decoder, Encoder
 
@@ -44,7 +44,7 @@ _TYPE_XML_ELEMENT, _TYPE_XML_FRAGMENT, _TYPE_XML_HOOK, _TYPE_XML_TEXT = 3, 4, 5,
 _MAX_CLOCK = 2**32 - 1
 
 
-class RootKind(str, Enum):
+class RootKind(StrEnum):
     """What a root's content shows it to be."""
 
     MAP = "map"
@@ -178,7 +178,13 @@ def _content_length_and_evidence(dec: Decoder, ref: int, edits: _Edits = None) -
         type_ref = dec.read_var_uint()
         if type_ref in (_TYPE_XML_ELEMENT, _TYPE_XML_HOOK):
             dec.read_var_string()
-        elif type_ref not in (_TYPE_ARRAY, _TYPE_MAP, _TYPE_TEXT, _TYPE_XML_FRAGMENT, _TYPE_XML_TEXT):
+        elif type_ref not in (
+            _TYPE_ARRAY,
+            _TYPE_MAP,
+            _TYPE_TEXT,
+            _TYPE_XML_FRAGMENT,
+            _TYPE_XML_TEXT,
+        ):
             raise DecodeError(f"unknown shared type {type_ref}")
         xml = type_ref in (_TYPE_XML_ELEMENT, _TYPE_XML_HOOK, _TYPE_XML_TEXT)
         return 1, _EVIDENCE_XML if xml else _EVIDENCE_ARRAY
@@ -194,9 +200,7 @@ def _content_length_and_evidence(dec: Decoder, ref: int, edits: _Edits = None) -
     raise DecodeError(f"unknown content type {ref}")
 
 
-def parse_update(
-    data: bytes, *, collect_items: bool = False, edits: _Edits = None
-) -> ParsedUpdate:
+def parse_update(data: bytes, *, collect_items: bool = False, edits: _Edits = None) -> ParsedUpdate:
     """Checks that ``data`` is a complete, well-formed Yjs v1 update and summarises it.
 
     Raises :class:`~crdt.lib0.DecodeError` (a ``ValueError``) naming the first problem.
@@ -244,7 +248,16 @@ def parse_update(
                         found.add(evidence)
                 if collect_items:
                     parsed.items.append(
-                        _Item(client, clock, length, origin, right, parent_key, has_parent_id, evidence)
+                        _Item(
+                            client,
+                            clock,
+                            length,
+                            origin,
+                            right,
+                            parent_key,
+                            has_parent_id,
+                            evidence,
+                        )
                     )
             clock += length
             if clock > _MAX_CLOCK:

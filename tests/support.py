@@ -42,7 +42,9 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, what: str = "
         if value:
             return value
         if time.monotonic() > end:
-            raise AssertionError(f"timed out after {timeout * TIMEOUT_FACTOR:.1f}s waiting for {what}")
+            raise AssertionError(
+                f"timed out after {timeout * TIMEOUT_FACTOR:.1f}s waiting for {what}"
+            )
         time.sleep(delay)
         delay = min(delay * 2, 0.1)
 
@@ -50,23 +52,35 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, what: str = "
 class ThreadedNode:
     """A node served by uvicorn in a background thread, on 127.0.0.1 and a free port."""
 
-    def __init__(self, data_dir: Path, *, region: str = "eu-west", node_id: str = "eu-west-1",
-                 cluster: ClusterConfig | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        region: str = "eu-west",
+        node_id: str = "eu-west-1",
+        cluster: ClusterConfig | None = None,
+    ) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.settings = NodeSettings(
-            node_id=node_id, region=region, host="127.0.0.1", port=self.port,
-            data_dir=data_dir, cluster=cluster or ClusterConfig(),
+            node_id=node_id,
+            region=region,
+            host="127.0.0.1",
+            port=self.port,
+            data_dir=data_dir,
+            cluster=cluster or ClusterConfig(),
         )
         self.app = create_app(self.settings)
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="on",
-                                log_config=None)
+        config = uvicorn.Config(
+            self.app, log_level="warning", access_log=False, lifespan="on", log_config=None
+        )
         self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
+        )
 
     def start(self) -> ThreadedNode:
         self.thread.start()
@@ -92,8 +106,15 @@ class NodeProcess:
 
     READY = re.compile(r"serving (http://\S+)")
 
-    def __init__(self, data_dir: Path, *, region: str = "eu-west", extra: list[str] | None = None,
-                 config: Path | None = None, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        region: str = "eu-west",
+        extra: list[str] | None = None,
+        config: Path | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.region = region
         self.extra = extra or []
@@ -105,8 +126,20 @@ class NodeProcess:
         self._drainer: threading.Thread | None = None
 
     def command(self) -> list[str]:
-        command = [sys.executable, "-m", "app", "serve", "--region", self.region,
-                   "--listen", "127.0.0.1:0", "--data", str(self.data_dir), "--log-level", "warning"]
+        command = [
+            sys.executable,
+            "-m",
+            "app",
+            "serve",
+            "--region",
+            self.region,
+            "--listen",
+            "127.0.0.1:0",
+            "--data",
+            str(self.data_dir),
+            "--log-level",
+            "warning",
+        ]
         if self.config is not None:
             command += ["--config", str(self.config)]
         return command + self.extra
@@ -114,8 +147,12 @@ class NodeProcess:
     def start(self, timeout: float = 30) -> NodeProcess:
         env = {**os.environ, **(self.env or {})}
         self.process = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            cwd=REPO, env=env,
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=REPO,
+            env=env,
         )
         end = deadline(timeout)
         assert self.process.stdout is not None

@@ -12,21 +12,49 @@ from .support import REPO, NodeProcess
 
 
 def _meridian(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "app", *args], capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[limits]\nmax_body_bytes = -5\n")
-    result = _meridian("serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "d"), "--config", str(config))
+    result = _meridian(
+        "serve",
+        "--region",
+        "eu-west",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        str(tmp_path / "d"),
+        "--config",
+        str(config),
+    )
     assert result.returncode == 2
     assert "limits.max_body_bytes must be positive" in result.stderr
 
 
 def test_unknown_region_and_bad_listen(tmp_path: Path) -> None:
-    result = _meridian("serve", "--region", "mars", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "d"), "--config", str(REPO / "regions.toml"))
+    result = _meridian(
+        "serve",
+        "--region",
+        "mars",
+        "--listen",
+        "127.0.0.1:0",
+        "--data",
+        str(tmp_path / "d"),
+        "--config",
+        str(REPO / "regions.toml"),
+    )
     assert result.returncode == 2 and "region 'mars' is not in" in result.stderr
-    result = _meridian("serve", "--region", "eu-west", "--listen", "localhost", "--data", str(tmp_path / "d"))
+    result = _meridian(
+        "serve", "--region", "eu-west", "--listen", "localhost", "--data", str(tmp_path / "d")
+    )
     assert result.returncode == 2 and "must be host:port" in result.stderr
 
 
@@ -34,12 +62,19 @@ def test_newer_storage_format_is_refused_clearly(tmp_path: Path) -> None:
     data = tmp_path / "eu-west-1"
     node = NodeProcess(data).start()
     with node.client() as client:
-        assert client.patch("/v1/docs/d", json={"ops": [{"op": "set", "path": ["m", "k"], "value": 1}]}).status_code == 200
+        assert (
+            client.patch(
+                "/v1/docs/d", json={"ops": [{"op": "set", "path": ["m", "k"], "value": 1}]}
+            ).status_code
+            == 200
+        )
     assert node.terminate() == 0
     con = duckdb.connect(str(data / "meridian.duckdb"))
     con.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
     con.close()
-    result = _meridian("serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(data))
+    result = _meridian(
+        "serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(data)
+    )
     assert result.returncode == 1
     assert "storage format 2, written by a newer Meridian" in result.stderr
 
@@ -49,7 +84,12 @@ def test_sigterm_finishes_and_data_survives(tmp_path: Path) -> None:
     node = NodeProcess(data).start()
     with node.client() as client:
         for i in range(20):
-            assert client.patch("/v1/docs/d", json={"ops": [{"op": "append", "path": ["l"], "values": [i]}]}).status_code == 200
+            assert (
+                client.patch(
+                    "/v1/docs/d", json={"ops": [{"op": "append", "path": ["l"], "values": [i]}]}
+                ).status_code
+                == 200
+            )
     assert node.terminate() == 0
     assert any("stopped" in line for line in node.output)
     again = NodeProcess(data).start()
@@ -66,7 +106,15 @@ def test_demo_runs_the_tour_and_exits(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = _meridian("demo", "--listen", f"127.0.0.1:{port}", "--data", str(tmp_path / "demo"), "--exit", timeout=120)
+    result = _meridian(
+        "demo",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--data",
+        str(tmp_path / "demo"),
+        "--exit",
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "Writing again starts a new incarnation" in result.stdout
     assert '"incarnation": 2' in result.stdout

@@ -30,14 +30,20 @@ def test_sample_topology_parses() -> None:
         ({"limits": {"max_body_byte": 1}}, "unknown key limits.max_body_byte"),
         ({"limits": {"max_body_bytes": "big"}}, "limits.max_body_bytes must be an integer"),
         ({"limits": {"max_body_bytes": 0}}, "limits.max_body_bytes must be positive"),
-        ({"storage": {"duckdb_memory_limit": "lots"}}, "storage.duckdb_memory_limit must be a size"),
+        (
+            {"storage": {"duckdb_memory_limit": "lots"}},
+            "storage.duckdb_memory_limit must be a size",
+        ),
         ({"cluster": {"name": "Bad Name"}}, "cluster.name must be lowercase"),
         ({"cluster": {"secret_env": "1X"}}, "cluster.secret_env must be an environment variable"),
         ({"regions": {"eu": {"nodes": "127.0.0.1:1"}}}, "regions.eu.nodes must be a list"),
         ({"regions": {"eu": {"nodes": ["nowhere"]}}}, "regions.eu.nodes: listen address 'nowhere'"),
         ({"regions": {"eu": {"nodes": [], "extra": 1}}}, "unknown key regions.eu.extra"),
         ({"regions": {"eu": {}}, "latency": {"eu:us": 3}}, "latency key 'eu:us'"),
-        ({"regions": {"eu": {}, "us": {}}, "latency": {"eu:us": -1}}, "latency.eu:us must be a non-negative"),
+        (
+            {"regions": {"eu": {}, "us": {}}, "latency": {"eu:us": -1}},
+            "latency.eu:us must be a non-negative",
+        ),
     ],
 )
 def test_bad_config_names_the_key(data: dict[str, Any], message: str) -> None:
@@ -60,7 +66,9 @@ def test_every_setting_is_documented() -> None:
     documented = set(re.findall(r"`([a-z_]+\.[a-z_]+)`", docs))
     for section, keys in SCHEMA.items():
         for key in keys:
-            assert f"{section}.{key}" in documented, f"{section}.{key} is not in docs/configuration.md"
+            assert f"{section}.{key}" in documented, (
+                f"{section}.{key} is not in docs/configuration.md"
+            )
     for extra in ("regions.<name>.nodes", "latency"):
         assert extra in docs
     # every environment variable the code reads is documented

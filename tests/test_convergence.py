@@ -16,7 +16,9 @@ from crdt import Document
 edits = st.lists(
     st.tuples(
         st.integers(0, 2),
-        st.sampled_from(["text_insert", "text_delete", "map_set", "map_delete", "array_push", "array_remove"]),
+        st.sampled_from(
+            ["text_insert", "text_delete", "map_set", "map_delete", "array_push", "array_remove"]
+        ),
         st.integers(0, 1000),
         st.text(alphabet="ab😀é", min_size=1, max_size=3),
     ),
@@ -68,9 +70,15 @@ def _view(updates: list[bytes]) -> tuple[bytes, bytes, dict[str, Any]]:
     return document.canonical_state(), document.state_vector(), document.to_json()
 
 
-@settings(max_examples=int(os.environ.get("MERIDIAN_PROPERTY_EXAMPLES", "150")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=int(os.environ.get("MERIDIAN_PROPERTY_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 @given(script=edits, data=st.data())
-def test_any_order_with_duplicates_converges(script: list[tuple[int, str, int, str]], data: st.DataObject) -> None:
+def test_any_order_with_duplicates_converges(
+    script: list[tuple[int, str, int, str]], data: st.DataObject
+) -> None:
     updates = _make_updates(script)
     if not updates:  # every edit was a no-op (e.g. deleting from an empty text)
         return

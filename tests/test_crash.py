@@ -569,13 +569,9 @@ def test_second_node_on_the_same_data_directory_is_refused(tmp_path: Path) -> No
         run.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: uvicorn's startup calls sys.exit(3) when the lifespan fails, so app.cli never "
-    "prints its one-line 'meridian: error: ...' nor exits with status 1 (it logs a traceback)",
-)
 def test_second_node_refusal_is_one_line_with_status_1(tmp_path: Path) -> None:
-    """What app/cli.py documents for a data directory in use: one line, status 1."""
+    """What app/cli.py documents for a data directory in use: one line, status 1 (uvicorn's
+    startup exits with status 3 and a logged traceback unless the CLI catches it)."""
     first = NodeProcess(tmp_path / "eu-west-1").start()
     try:
         result = subprocess.run(

@@ -29,7 +29,7 @@ def _sample_updates() -> list[bytes]:
     items = doc.get("items", type=pycrdt.Array)
     items.append({"a": 1, "b": [True, None]})
     del text[0:1]  # pycrdt indexes UTF-8 bytes: never cut inside a character
-    return updates + [doc.get_update()]
+    return [*updates, doc.get_update()]
 
 
 def _ops(*ops: dict[str, Any]) -> list[dict[str, Any]]:
@@ -49,7 +49,10 @@ def test_hostile_bytes_are_refused_and_change_nothing() -> None:
     before = _snapshot(document)
     cases: list[bytes] = [b"", b"\x00", b"\xff" * 20, b"\x01\xff\xff\xff\xff\xff\xff\xff\xff\x0f"]
     # huge declared counts and lengths at the start and inside a valid update
-    cases += [b"\x01" + b"\xff\xff\xff\xff\x0f" + b"\x00" * 8, b"\x01\x01\x01\x00\x04\x01\xff\xff\xff\x7f"]
+    cases += [
+        b"\x01" + b"\xff\xff\xff\xff\x0f" + b"\x00" * 8,
+        b"\x01\x01\x01\x00\x04\x01\xff\xff\xff\x7f",
+    ]
     for _ in range(400):
         kind = rng.randrange(4)
         base = rng.choice(valid)
@@ -217,7 +220,10 @@ def test_operations_create_roots_and_count_code_points() -> None:
 @pytest.mark.parametrize(
     ("op", "message"),
     [
-        ({"op": "insert_text", "path": ["settings"], "index": 0, "text": "x"}, "is a map, not a text"),
+        (
+            {"op": "insert_text", "path": ["settings"], "index": 0, "text": "x"},
+            "is a map, not a text",
+        ),
         ({"op": "append", "path": ["body"], "values": [1]}, "is a text, not an array"),
         ({"op": "insert_text", "path": ["body"], "index": 99, "text": "x"}, "outside the text"),
         ({"op": "delete_text", "path": ["body"], "index": 2, "length": 5}, "outside the text"),

@@ -33,7 +33,9 @@ def run(coro: Any) -> Any:
 def test_concurrent_writes_share_commits_and_survive_restart(tmp_path: Path) -> None:
     async def write() -> None:
         async with open_store(tmp_path) as store:
-            await asyncio.gather(*(store.apply_operations(f"d{i % 7}", _append(i)) for i in range(700)))
+            await asyncio.gather(
+                *(store.apply_operations(f"d{i % 7}", _append(i)) for i in range(700))
+            )
             stats = store.storage.statistics()
             assert stats.jobs_committed == 700
             assert stats.batch_size_max > 1, "group commit put several writes in one transaction"
@@ -150,7 +152,10 @@ def test_a_failing_job_fails_alone_and_the_others_commit(tmp_path: Path) -> None
         async with open_store(tmp_path) as store:
             update = pycrdt.Doc(client_id=5)
             update.get("m", type=pycrdt.Map)["k"] = "v"
-            good = [store.storage.submit(Append(f"ok{i}", 1, update.get_update(), create=True)) for i in range(5)]
+            good = [
+                store.storage.submit(Append(f"ok{i}", 1, update.get_update(), create=True))
+                for i in range(5)
+            ]
             bad = store.storage.submit(Append(None, 1, b"\x00\x00", create=True))  # type: ignore[arg-type]
             results = await asyncio.gather(*good, bad, return_exceptions=True)
             assert all(isinstance(r, int) for r in results[:5])

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Sets up what the tests need (idempotent) and runs every gate:
+# ruff format, ruff check, mypy on app/ and crdt/, then pytest with warnings as errors.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[test]'
+
+# JavaScript Yjs, for the interop tests (versions pinned by tests/js/package-lock.json).
+if [ -f tests/js/package.json ] && [ ! -d tests/js/node_modules ]; then
+    (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+echo "== ruff format";  .venv/bin/ruff format --check .
+echo "== ruff check";   .venv/bin/ruff check .
+echo "== mypy";         .venv/bin/mypy
+echo "== pytest";       .venv/bin/python -m pytest -W error "$@"
