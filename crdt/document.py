@@ -101,7 +101,6 @@ class Document:
         #: Which life of this id the content belongs to; a delete ends one, a write after it
         #: starts the next (see docs/design.md, "Deletion").
         self.incarnation = incarnation
-        self._client_id = client_id
         self._doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=client_id)
         # Root name -> evidence about its type, merged from every update applied.
         self._evidence: dict[str, set[str]] = {}

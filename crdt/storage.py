@@ -2,7 +2,7 @@
 
 All SQL of the project lives here. Layout (storage format 1)::
 
-    meta(key, value)                         format_version, client_id, created_at
+    meta(key, value)                         format_version, created_at
     documents(id, incarnation, deleted, ...) one row per document id ever written
     updates(doc_id, incarnation, seq, data)  the log: Yjs updates as committed, in seq order
     snapshots(doc_id, incarnation, seq, data) per document, one state covering log rows <= seq
@@ -198,7 +198,7 @@ class Storage:
         self._next_seq = 1
         self._counters = _Counters()
         self._closing = False
-        #: This node's Yjs client id for its own edits (JSON operations), fixed at creation.
+        #: The Yjs client id of this node's own edits (JSON operations); see new_client_id.
         self.client_id = 0
 
     # -- life cycle ----------------------------------------------------------------------
@@ -235,13 +235,11 @@ class Storage:
                     "INSERT INTO meta VALUES (?, ?)",
                     [
                         ("format_version", str(FORMAT_VERSION)),
-                        ("client_id", str(random.SystemRandom().randrange(1, 2**32))),
                         ("created_at", repr(time.time())),
                     ],
                 )
                 con.execute("COMMIT")
-            row = con.execute("SELECT value FROM meta WHERE key = 'client_id'").fetchone()
-            self.client_id = int(row[0])
+            self.new_client_id()
             row = con.execute(
                 "SELECT greatest((SELECT max(seq) FROM updates), (SELECT max(seq) FROM snapshots))"
             ).fetchone()
@@ -271,6 +269,16 @@ class Storage:
         except duckdb.Error as exc:  # the data is in the WAL already; the next open replays it
             log.warning("checkpoint at close failed: %s", exc)
         self._con.close()
+
+    def new_client_id(self) -> int:
+        """Picks a fresh random Yjs client id for this node's own edits.
+
+        Called at every open and after a failed commit: readers may have seen edits that were
+        applied in memory but never committed, and a (client, clock) pair must never be reused
+        for different content, or copies would disagree while reporting the same state vector.
+        """
+        self.client_id = random.SystemRandom().randrange(1, 2**32)
+        return self.client_id
 
     # -- writing -------------------------------------------------------------------------
 

@@ -321,9 +321,11 @@ class DocumentStore:
         try:
             await asyncio.shield(future)
         except StorageError:
-            # Not durable: forget the in-memory state, the next access reloads from disk.
+            # Not durable: forget the in-memory state, the next access reloads from disk, and
+            # never reuse the ids of edits that readers may have seen.
             document.poisoned = True
             self._drop(doc_id)
+            self.storage.new_client_id()
             raise
         finally:
             document.uncommitted -= 1

@@ -277,4 +277,16 @@ function buildText (doc, deleteFirst) {
   addCase('map_overwrites_and_delete_incremental', { config: 'map' }, updates, [doc])
 }
 
+// -- the same, beside a text whose first character was deleted -----------------------------------
+{
+  const { doc } = newDoc(1010)
+  const map = doc.getMap('config')
+  map.set('mode', 'a')
+  map.set('mode', 'b')
+  const text = doc.getText('body')
+  text.insert(0, 'Xhi')
+  text.delete(0, 1)
+  addCase('map_overwrite_beside_text_first_deleted', { config: 'map', body: 'text' }, whole(doc), [doc])
+}
+
 process.stdout.write(JSON.stringify(cases))
