@@ -70,7 +70,9 @@ def render(value: Any) -> Any:
         return {key: render(item) for key, item in value.items()}
     if isinstance(value, pycrdt.Array):
         return [render(item) for item in value]
-    if isinstance(value, pycrdt.Text | pycrdt.XmlFragment | pycrdt.XmlElement | pycrdt.XmlText):
+    if isinstance(value, pycrdt.XmlFragment | pycrdt.XmlElement | pycrdt.XmlText):
+        return xml_string(value)
+    if isinstance(value, pycrdt.Text):
         return str(value)
     if isinstance(value, bool) or value is None or isinstance(value, str):
         return value
@@ -91,6 +93,34 @@ def render(value: Any) -> Any:
     if isinstance(value, pycrdt.Doc):
         return {"subdocument": value.guid}
     return str(value)
+
+
+def xml_string(node: Any) -> str:
+    """XML as Yjs' ``toString`` writes it, so every copy shows the same string: lower-case tag
+    names, attributes sorted by name (Yrs keeps them in hash order), formatted text wrapped in
+    one element per attribute, sorted too. Values are not escaped, as in Yjs."""
+    if isinstance(node, pycrdt.XmlText):
+        parts = []
+        for chunk, attributes in node.diff():
+            nested = sorted((attributes or {}).items())
+            opening = "".join(
+                f"<{name}" + "".join(f' {k}="{v}"' for k, v in sorted(_attrs(value))) + ">"
+                for name, value in nested
+            )
+            closing = "".join(f"</{name}>" for name, _ in reversed(nested))
+            parts.append(f"{opening}{chunk if isinstance(chunk, str) else render(chunk)}{closing}")
+        return "".join(parts)
+    children = "".join(xml_string(child) for child in node.children)
+    if isinstance(node, pycrdt.XmlElement):
+        tag = (node.tag or "").lower()
+        pairs: list[tuple[str, Any]] = list(node.attributes)  # type: ignore[call-overload]
+        attribute_text = "".join(f' {key}="{value}"' for key, value in sorted(pairs))
+        return f"<{tag}{attribute_text}>{children}</{tag}>"
+    return children
+
+
+def _attrs(value: Any) -> list[tuple[str, Any]]:
+    return list(value.items()) if isinstance(value, dict) else []
 
 
 class Document:
@@ -271,7 +301,8 @@ class Document:
             _call_yrs("stored update", self._doc.apply_update, data)
         after = self.clocks()
         for data in updates:
-            reach = decode_state_vector(bytes(pycrdt.get_state(data)))
+            # pycrdt.get_state says nothing of an update that does not start at clock 0
+            reach = parse_update(data).reach
             if any(after.get(client, 0) < end for client, end in reach.items()):
                 self._pending.append((data, reach))
         if self._pending:

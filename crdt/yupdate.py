@@ -348,31 +348,36 @@ def infer_root_kinds(state: bytes) -> dict[str, set[str]]:
         item = items[index]
         return item if clock < item.clock + item.length else None
 
-    # Root of each item, resolved through origin chains without recursion.
-    resolved: dict[int, str | None] = {}
+    # Root of each item, and whether it is a map entry, resolved through origin chains
+    # without recursion. A new value for an existing key links to the old value and names
+    # neither parent nor key, so it inherits both from the item that started the chain.
+    resolved: dict[int, tuple[str | None, bool]] = {}
     for item in parsed.items:
         chain: list[_Item] = []
         on_chain: set[int] = set()
         current: _Item | None = item
-        root: str | None = None
-        while current is not None and id(current) not in resolved:
+        found: tuple[str | None, bool] = (None, False)
+        while current is not None:
+            known = resolved.get(id(current))
+            if known is not None:
+                found = known
+                break
             if id(current) in on_chain:  # a cycle of origins: only hostile input has one
-                current = None
                 break
             on_chain.add(id(current))
+            chain.append(current)
             if current.parent_key is not None:
-                root = current.parent_key
+                found = (current.parent_key, current.evidence == _EVIDENCE_MAP)
                 break
             if current.has_parent_id:
-                root = None
                 break
-            chain.append(current)
             link = current.origin or current.right
             current = find(link) if link is not None else None
-        else:
-            root = resolved.get(id(current)) if current is not None else None
         for linked in chain:
-            resolved[id(linked)] = root
-        if root is not None and item.evidence:
-            evidence.setdefault(root, set()).add(item.evidence)
+            resolved[id(linked)] = found
+        root, keyed = found
+        if root is not None:
+            kind = _EVIDENCE_MAP if keyed else item.evidence
+            if kind:
+                evidence.setdefault(root, set()).add(kind)
     return evidence

@@ -27,52 +27,27 @@ from .support import TIMEOUT_FACTOR, ThreadedNode
 JS_DIR = Path(__file__).resolve().parent / "js"
 OCTET_STREAM = {"Content-Type": "application/octet-stream"}
 
-# Known Meridian bugs, pinned with strict xfails: each flips to a failure once fixed.
-_ATTRIBUTE_ORDER = (
-    "Meridian bug: XML attributes are rendered in Yrs hash order (random per process), "
-    "not sorted by name as Yjs's toString does"
-)
-_NODE_NAME_CASE = "Meridian bug: XML node names are not lower-cased as Yjs's toString does"
-_RELOADED_PENDING = (
-    "Meridian bug: Document.load finds pending updates with pycrdt.get_state(update), which "
-    "is empty for an update not starting at clock 0, so updates that arrived before their "
-    "dependencies are never re-applied after a reload (view and served state lack them)"
-)
-_MAP_AS_ARRAY = (
-    "Meridian bug: where root types are inferred by following origins (after a reload, or "
-    "live when another root's explicit items are all deleted), a map root with an "
-    "overwritten key is taken for an array (infer_root_kinds counts the new value's "
-    "content as array evidence)"
-)
-
-#: Every case of gen_updates.js -> why it fails (live, after a restart), if it does.
-CASES: dict[str, tuple[str | None, str | None]] = {
-    "map_root_values": (None, None),
-    "array_root": (None, None),
-    "array_first_item_deleted": (None, None),
-    "text_root_unicode": (None, None),
-    "text_first_char_deleted": (None, None),
-    "text_formatted": (None, None),
-    "xml_fragment": (None, None),
-    "xml_attribute_order": (_ATTRIBUTE_ORDER, _ATTRIBUTE_ORDER),
-    "xml_upper_case_name": (_NODE_NAME_CASE, _NODE_NAME_CASE),
-    "several_roots": (None, None),
-    "incremental_updates": (None, None),
-    "incremental_updates_reversed": (None, _RELOADED_PENDING),
-    "concurrent_clients": (None, _MAP_AS_ARRAY),
-    "map_overwrites_and_delete": (None, _MAP_AS_ARRAY),
-    "map_overwrites_and_delete_incremental": (None, _MAP_AS_ARRAY),
-    "map_overwrite_beside_text_first_deleted": (_MAP_AS_ARRAY, _MAP_AS_ARRAY),
-}
-
-
-def _params(which: int) -> list[Any]:
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(reason=bugs[which], strict=True))
-        if bugs[which]
-        else name
-        for name, bugs in CASES.items()
-    ]
+#: Every case of gen_updates.js. The last ones reproduce bugs found by these tests (map roots
+#: read as arrays through overwritten keys, pending updates lost on reload, XML attribute order
+#: and tag case): they stay as regression tests.
+CASES = [
+    "map_root_values",
+    "array_root",
+    "array_first_item_deleted",
+    "text_root_unicode",
+    "text_first_char_deleted",
+    "text_formatted",
+    "xml_fragment",
+    "xml_attribute_order",
+    "xml_upper_case_name",
+    "several_roots",
+    "incremental_updates",
+    "incremental_updates_reversed",
+    "concurrent_clients",
+    "map_overwrites_and_delete",
+    "map_overwrites_and_delete_incremental",
+    "map_overwrite_beside_text_first_deleted",
+]
 
 
 # -- running the JS side ---------------------------------------------------------------------
@@ -174,7 +149,7 @@ def test_generator_makes_the_listed_cases(js_cases: dict[str, dict[str, Any]]) -
     assert sorted(js_cases) == sorted(CASES)
 
 
-@pytest.mark.parametrize("name", _params(0))
+@pytest.mark.parametrize("name", CASES)
 def test_js_document_reads_back(
     node: ThreadedNode, js_cases: dict[str, dict[str, Any]], name: str
 ) -> None:
@@ -184,7 +159,7 @@ def test_js_document_reads_back(
         assert view(client, name)["content"] == case["expected"]
 
 
-@pytest.mark.parametrize("name", _params(1))
+@pytest.mark.parametrize("name", CASES)
 def test_js_document_survives_restart(
     tmp_path: Path, node_js: str, js_cases: dict[str, dict[str, Any]], name: str
 ) -> None:
