@@ -9,8 +9,8 @@ Every node under test is a real ``python -m app serve`` process on loopback, sta
 data directory. The load generator is this process: plain asyncio streams speaking hand-written
 HTTP/1.1 over keep-alive connections, sending request bytes built before the clock starts, so
 it spends little CPU per request. Its own ceiling is measured against a trivial HTTP server.
-The machine has few cores and the generator competes with the node for them: the table shows
-the CPU each side used.
+The machine has few cores and the generator competes with the node for them: the details under
+the table show the CPU each side used.
 
 Measured, each the median of ``--runs`` runs:
 
@@ -127,6 +127,7 @@ def machine_info(data_root: Path) -> dict[str, str]:
         "uvicorn HTTP parser": "httptools" if has("httptools") else "h11 (httptools not installed)",
         "uvicorn event loop": "uvloop" if has("uvloop") else "asyncio (uvloop not installed)",
         "data directory": f"{data_root} ({filesystem or 'unknown fs'})",
+        "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
 
 
@@ -318,7 +319,9 @@ async def closed_loop(
 
     before = meter.read() if meter else (0.0, 0.0, 0.0, 0.0)
     started = clock()
-    await asyncio.gather(*(run(c, r, started + duration) for c, r in zip(connections, lanes, strict=True)))
+    await asyncio.gather(
+        *(run(c, r, started + duration) for c, r in zip(connections, lanes, strict=True))
+    )
     elapsed = max(finished) - started
     after = meter.read() if meter else (0.0, 0.0, 0.0, 0.0)
     for connection in connections:
@@ -340,7 +343,9 @@ async def paced(
     (each lane is one document and one keep-alive connection, so a document's updates stay
     in order). A request sent late because its lane was still waiting for the previous answer
     is timed from when it was due (no coordinated omission); one sent on time is timed from
-    when it was sent, so the generator's timer slack does not count as server latency."""
+    when it was sent, so the generator's timer slack does not count as server latency.
+    A node that cannot sustain the rate is cut off at twice the planned duration; the requests
+    not sent by then are counted in ``unsent``."""
     connections = [await HttpConnection.open(port) for _ in lanes]
     count = len(lanes)
     total = int(rate * duration)
@@ -350,7 +355,9 @@ async def paced(
 
     unsent = 0
 
-    async def run(lane: int, connection: HttpConnection, requests: Sequence[bytes], start: float) -> None:
+    async def run(
+        lane: int, connection: HttpConnection, requests: Sequence[bytes], start: float
+    ) -> None:
         nonlocal errors, unsent
         previous_done = start
         cutoff = start + 2 * duration
@@ -375,7 +382,9 @@ async def paced(
         raise ValueError(f"paced run needs {needed} requests per lane")
     before = meter.read()
     started = clock() + 0.05
-    await asyncio.gather(*(run(i, c, r, started) for i, (c, r) in enumerate(zip(connections, lanes, strict=True))))
+    await asyncio.gather(
+        *(run(i, c, r, started) for i, (c, r) in enumerate(zip(connections, lanes, strict=True)))
+    )
     elapsed = clock() - started
     after = meter.read()
     for connection in connections:
@@ -540,7 +549,9 @@ class Results:
         for f in self.figures.values():
             runs = ", ".join(f.fmt(v) for v in f.values)
             target = f.target.removeprefix("sized:")
-            rows.append([f.name, f"{f.fmt(f.median)} {f.unit}", runs, target, f.verdict(self.sizes.full)])
+            rows.append(
+                [f.name, f"{f.fmt(f.median)} {f.unit}", runs, target, f.verdict(self.sizes.full)]
+            )
         return rows
 
     def table(self) -> str:
@@ -582,7 +593,8 @@ def _load_details(result: LoadResult, stats: tuple[int, int, int] | None = None)
     )
     if stats is not None:
         commits, jobs, compactions = stats
-        text += f"; {commits:,} commits, {jobs / max(commits, 1):.1f} jobs/commit, {compactions} compactions"
+        per_commit = jobs / max(commits, 1)
+        text += f"; {commits:,} commits, {per_commit:.1f} jobs/commit, {compactions} compactions"
     if result.errors:
         text += f"; {result.errors} ERRORS"
     if result.unsent:
@@ -590,6 +602,10 @@ def _load_details(result: LoadResult, stats: tuple[int, int, int] | None = None)
     if result.exhausted:
         text += "; RAN OUT of pre-generated updates (rate under-reported)"
     return text
+
+
+def _delta(before: tuple[int, int, int], after: tuple[int, int, int]) -> tuple[int, int, int]:
+    return (after[0] - before[0], after[1] - before[1], after[2] - before[2])
 
 
 async def _storage_counters(port: int) -> tuple[int, int, int]:
@@ -612,7 +628,8 @@ def make_streams(sizes: Sizes) -> Streams:
     single = typing_stream(999, sizes.single_stream_length)
     count = sum(map(len, lanes)) + len(single)
     mean = statistics.mean(len(u) for u in lanes[0])
-    log(f"pre-generated {count:,} updates (mean {mean:.0f} bytes) in {time.perf_counter() - started:.1f}s")
+    seconds = time.perf_counter() - started
+    log(f"pre-generated {count:,} updates (mean {mean:.0f} bytes) in {seconds:.1f}s")
     return Streams(lanes, single)
 
 
@@ -652,12 +669,13 @@ async def bench_writes(results: Results, streams: Streams, work: Path, runs: int
                 await _warm_up(node.port, streams)
                 before = await _storage_counters(node.port)
                 gc.collect()
-                result = await closed_loop(node.port, lanes, sizes.write_seconds, CpuMeter(node.pid))
+                result = await closed_loop(
+                    node.port, lanes, sizes.write_seconds, CpuMeter(node.pid)
+                )
                 after = await _storage_counters(node.port)
             shutil.rmtree(data_dir, ignore_errors=True)
-            stats = tuple(b - a for a, b in zip(before, after, strict=True))
             figure.values.append(result.rate)
-            figure.details.append(f"run {run + 1}: " + _load_details(result, stats))  # type: ignore[arg-type]
+            figure.details.append(f"run {run + 1}: " + _load_details(result, _delta(before, after)))
             log(f"  {name}, run {run + 1}: {result.rate:,.0f} writes/s ({figure.details[-1]})")
 
 
@@ -683,11 +701,10 @@ async def bench_latency(results: Results, streams: Streams, work: Path, runs: in
             result = await paced(node.port, lanes, rate, sizes.latency_seconds, CpuMeter(node.pid))
             after = await _storage_counters(node.port)
         shutil.rmtree(data_dir, ignore_errors=True)
-        stats = tuple(b - a for a, b in zip(before, after, strict=True))
         p50.values.append(result.percentile(50) * 1e3)
         p99.values.append(result.percentile(99) * 1e3)
         achieved.values.append(result.rate)
-        detail = f"run {run + 1}: " + _load_details(result, stats)  # type: ignore[arg-type]
+        detail = f"run {run + 1}: " + _load_details(result, _delta(before, after))
         detail += f", max {max(result.latencies) * 1e3:.1f} ms"
         p99.details.append(detail)
         log(f"  paced {rate}/s, run {run + 1}: {detail}")
@@ -695,7 +712,9 @@ async def bench_latency(results: Results, streams: Streams, work: Path, runs: in
 
 # -- generator ceiling and HTTP floor ----------------------------------------------------------
 
-_TRIVIAL_RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
+_TRIVIAL_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-type: application/json\r\n\r\n{}"
+)
 
 
 class _TrivialProtocol(asyncio.Protocol):
@@ -759,6 +778,14 @@ def serve_node_nodelay(argv: list[str]) -> int:
     return app.cli.main(argv)
 
 
+def start_trivial_server() -> tuple[subprocess.Popen[str], int]:
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve-trivial"], stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdout is not None
+    return process, int(process.stdout.readline())
+
+
 async def bench_http_floor(results: Results, streams: Streams, work: Path, runs: int) -> None:
     sizes = results.sizes
     ceiling = results.figure("gen", "load generator ceiling, 16 clients, trivial server", "req/s")
@@ -766,25 +793,27 @@ async def bench_http_floor(results: Results, streams: Streams, work: Path, runs:
     post_lanes = lane_requests([f"t{i}" for i in range(CLIENTS)], [s[:1000] for s in streams.lanes])
     health_lanes = [[get_request("/v1/health")] for _ in range(CLIENTS)]
     for run in range(runs):
-        trivial = subprocess.Popen(
-            [sys.executable, __file__, "--serve-trivial"], stdout=subprocess.PIPE, text=True
-        )
+        trivial, port = start_trivial_server()
         try:
-            assert trivial.stdout is not None
-            port = int(trivial.stdout.readline())
-            result = await closed_loop(port, post_lanes, sizes.write_seconds, CpuMeter(trivial.pid), cycle=True)
+            result = await closed_loop(
+                port, post_lanes, sizes.write_seconds, CpuMeter(trivial.pid), cycle=True
+            )
         finally:
             trivial.kill()
             trivial.wait()
             if trivial.stdout is not None:
                 trivial.stdout.close()
         ceiling.values.append(result.rate)
-        ceiling.details.append(f"run {run + 1}: " + _load_details(result).replace("server CPU", "trivial server CPU"))
+        ceiling.details.append(
+            f"run {run + 1}: " + _load_details(result).replace("server CPU", "trivial server CPU")
+        )
         log(f"  generator ceiling, run {run + 1}: {result.rate:,.0f} req/s ({ceiling.details[-1]})")
         data_dir = work / f"health-{run}"
         with running_node(data_dir) as (node, _):
             await closed_loop(node.port, health_lanes, 0.5, None, cycle=True)
-            result = await closed_loop(node.port, health_lanes, sizes.write_seconds, CpuMeter(node.pid), cycle=True)
+            result = await closed_loop(
+                node.port, health_lanes, sizes.write_seconds, CpuMeter(node.pid), cycle=True
+            )
         shutil.rmtree(data_dir, ignore_errors=True)
         floor.values.append(result.rate)
         floor.details.append(f"run {run + 1}: " + _load_details(result))
@@ -856,26 +885,33 @@ async def engine_writes(data_dir: Path, lanes: Sequence[Sequence[bytes]], second
         return count / (clock() - started)
 
 
+def remove(*paths: Path) -> None:
+    for path in paths:
+        path.unlink(missing_ok=True)
+
+
 async def bench_references(results: Results, streams: Streams, work: Path, runs: int) -> None:
     seconds = results.sizes.reference_seconds
     raw = results.figure("duckdb", "reference: raw DuckDB 1-row INSERT, 1 commit each", "commits/s")
     ystore = results.figure("ystore", "reference: pycrdt-store SQLiteYStore writes", "updates/s")
-    engine = results.figure("engine", "reference: crdt engine in-process, 16 writers, 16 docs", "writes/s")
+    engine = results.figure(
+        "engine", "reference: crdt engine in-process, 16 writers, 16 docs", "writes/s"
+    )
     for run in range(runs):
         path = work / f"raw-{run}.duckdb"
         raw.values.append(duckdb_commits(path, seconds))
-        path.unlink(missing_ok=True)
-        Path(f"{path}.wal").unlink(missing_ok=True)
+        remove(path, Path(f"{path}.wal"))
         db_path = work / f"ystore-{run}.db"
         ystore.values.append(await ystore_updates(db_path, streams.single, seconds))
-        db_path.unlink(missing_ok=True)
+        remove(db_path)
         data_dir = work / f"engine-{run}"
         gc.collect()
         engine.values.append(await engine_writes(data_dir, streams.lanes, seconds))
         shutil.rmtree(data_dir, ignore_errors=True)
         log(
             f"  references, run {run + 1}: DuckDB {raw.values[-1]:,.0f} commits/s, "
-            f"SQLiteYStore {ystore.values[-1]:,.0f} updates/s, engine {engine.values[-1]:,.0f} writes/s"
+            f"SQLiteYStore {ystore.values[-1]:,.0f} updates/s, "
+            f"engine {engine.values[-1]:,.0f} writes/s"
         )
 
 
@@ -917,7 +953,8 @@ async def bench_memory(results: Results, work: Path, runs: int) -> None:
     size = sum(p.stat().st_size for p in data_dir.iterdir() if p.is_file())
     results.notes.append(
         f"populate: {stored:,} documents stored through crdt.open_store in {seconds:.1f}s "
-        f"({stored / seconds:,.0f} docs/s, 512 concurrent writers); data directory {size / 2**20:.1f} MiB"
+        f"({stored / seconds:,.0f} docs/s, 512 concurrent writers); "
+        f"data directory {size / 2**20:.1f} MiB"
     )
     startup = results.figure(
         "startup", f"start-up to /v1/health with {stored:,} docs stored", "s", digits=2,
@@ -929,7 +966,9 @@ async def bench_memory(results: Results, work: Path, runs: int) -> None:
         "rss", f"RSS with {stored:,} stored, {hot:,} hot (read)", "MiB", digits=1,
         target="sized:<= 250 MB", check=lambda v: v * 2**20 <= 250e6,
     )  # fmt: skip
-    reads = results.figure("reads", f"cold reads of {hot:,} docs (GET /v1/docs/{{id}}), 16 clients", "reads/s")
+    reads = results.figure(
+        "reads", f"cold reads of {hot:,} docs (GET /v1/docs/{{id}}), 16 clients", "reads/s"
+    )
     step = max(1, stored // hot)
     hot_ids = [f"doc-{i:06d}" for i in range(0, stored, step)][:hot]
     for run in range(runs):
@@ -941,17 +980,18 @@ async def bench_memory(results: Results, work: Path, runs: int) -> None:
             await asyncio.sleep(0.5)
             idle.values.append(node.memory_kib()["VmRSS"] / 1024)
             reads.values.append(await read_documents(node.port, hot_ids))
-            cluster = await get_json(node.port, "/v1/cluster")
+            documents = (await get_json(node.port, "/v1/cluster"))["documents"]
             await asyncio.sleep(0.5)
             memory = node.memory_kib()
             rss.values.append(memory["VmRSS"] / 1024)
         rss.details.append(
             f"run {run + 1}: peak RSS {memory['VmHWM'] / 1024:.1f} MiB, "
-            f"hot {cluster['documents']['hot']:,} docs ({cluster['documents']['hot_bytes']:,} bytes), "
-            f"live {cluster['documents']['live']:,}"
+            f"hot {documents['hot']:,} docs ({documents['hot_bytes']:,} bytes), "
+            f"live {documents['live']:,}"
         )
         log(
-            f"  memory, run {run + 1}: start-up {startup.values[-1]:.2f}s (empty {empty.values[-1]:.2f}s), "
+            f"  memory, run {run + 1}: start-up {startup.values[-1]:.2f}s "
+            f"(empty {empty.values[-1]:.2f}s), "
             f"RSS idle {idle.values[-1]:.1f} MiB, with {hot} hot {rss.values[-1]:.1f} MiB, "
             f"{reads.values[-1]:,.0f} reads/s"
         )
@@ -965,7 +1005,9 @@ SECTIONS = ("floor", "writes", "latency", "references", "memory")
 async def run_all(args: argparse.Namespace, sizes: Sizes, work: Path) -> Results:
     results = Results(sizes)
     sections = set(args.sections.split(",")) if args.sections else set(SECTIONS)
-    streams = make_streams(sizes) if sections & {"floor", "writes", "latency", "references"} else None
+    streams = (
+        make_streams(sizes) if sections & {"floor", "writes", "latency", "references"} else None
+    )
     gc.collect()
     gc.freeze()  # the pre-generated updates: keep the collector from walking them mid-run
     for section in SECTIONS:
@@ -989,7 +1031,9 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, work: Path) -> Results
     return results
 
 
-def report(results: Results, machine: dict[str, str], args: argparse.Namespace, seconds: float) -> str:
+def report(
+    results: Results, machine: dict[str, str], args: argparse.Namespace, seconds: float
+) -> str:
     lines = ["Machine:"]
     lines += [f"  {key}: {value}" for key, value in machine.items()]
     lines += [
@@ -1007,14 +1051,49 @@ def report(results: Results, machine: dict[str, str], args: argparse.Namespace, 
     return "\n".join(lines)
 
 
+def results_json(
+    results: Results, machine: dict[str, str], args: argparse.Namespace
+) -> dict[str, Any]:
+    figures = {
+        key: {
+            "name": f.name,
+            "unit": f.unit,
+            "median": f.median,
+            "values": f.values,
+            "target": f.target.removeprefix("sized:"),
+            "result": f.verdict(results.sizes.full),
+            "details": f.details,
+        }
+        for key, f in results.figures.items()
+    }
+    return {
+        "date": datetime.date.today().isoformat(),
+        "machine": machine,
+        "runs": args.runs,
+        "quick": args.quick,
+        "figures": figures,
+        "notes": results.notes,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="small sizes for a smoke run (1 run by default)")
-    parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; 1 with --quick)")
-    parser.add_argument("--sections", default="", help=f"comma-separated subset of {','.join(SECTIONS)}")
-    parser.add_argument("--data-root", default=None, help="where data directories go (default: system temp)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes for a smoke run (1 run by default)"
+    )
+    parser.add_argument(
+        "--runs", type=int, default=None, help="runs per figure (default 3; 1 with --quick)"
+    )
+    parser.add_argument(
+        "--sections", default="", help=f"comma-separated subset of {','.join(SECTIONS)}"
+    )
+    parser.add_argument(
+        "--data-root", default=None, help="where data directories go (default: system temp)"
+    )
     parser.add_argument("--json", default=None, help="also write the results as JSON to this file")
-    parser.add_argument("--markdown", default=None, help="also write the machine and table as Markdown here")
+    parser.add_argument(
+        "--markdown", default=None, help="also write the machine and table as Markdown here"
+    )
     parser.add_argument(
         "--tcp-nodelay-workaround",
         action="store_true",
@@ -1045,26 +1124,8 @@ def main(argv: list[str] | None = None) -> int:
     text = report(results, machine, args, time.perf_counter() - started)
     print(text)
     if args.json:
-        Path(args.json).write_text(
-            json.dumps(
-                {
-                    "date": datetime.date.today().isoformat(),
-                    "machine": machine,
-                    "runs": args.runs,
-                    "quick": args.quick,
-                    "figures": {
-                        key: {"name": f.name, "unit": f.unit, "median": f.median, "values": f.values,
-                              "target": f.target.removeprefix("sized:"), "result": f.verdict(sizes.full),
-                              "details": f.details}
-                        for key, f in results.figures.items()
-                    },
-                    "notes": results.notes,
-                },
-                indent=2,
-            )
-            + "\n",
-            encoding="utf-8",
-        )  # fmt: skip
+        payload = results_json(results, machine, args)
+        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     if args.markdown:
         machine_md = "\n".join(f"- {key}: {value}" for key, value in machine.items())
         Path(args.markdown).write_text(f"{machine_md}\n\n{results.markdown()}\n", encoding="utf-8")

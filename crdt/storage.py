@@ -134,6 +134,7 @@ class CompactResult:
 
 
 Job = Append | Delete | Compact
+_Row = tuple[str, int, int, bytes]
 
 
 @dataclass(slots=True)
@@ -169,6 +170,8 @@ class _Counters:
     commit_seconds_total: float = 0.0
     batch_sizes: list[int] = field(default_factory=list)
 
+
+_Answer = tuple[_Pending, Any, BaseException | None]
 
 _STOP = object()
 
@@ -340,23 +343,20 @@ class Storage:
         counters.commit_seconds_total += elapsed
         if self._on_commit is not None:
             self._on_commit(len(batch), elapsed)
-        for pending, result in zip(batch, results, strict=True):
-            self._answer(pending, result=result)
+        self._answer_all([(p, result, None) for p, result in zip(batch, results, strict=True)])
 
-    def _answer(
-        self, pending: _Pending, *, result: Any = None, error: BaseException | None = None
-    ) -> None:
-        def resolve() -> None:
-            if pending.future.done():
-                return
-            if error is not None:
-                pending.future.set_exception(error)
-            else:
-                pending.future.set_result(result)
+    def _answer(self, pending: _Pending, *, error: BaseException) -> None:
+        self._answer_all([(pending, None, error)])
 
-        # RuntimeError: the caller's loop is gone; nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            pending.loop.call_soon_threadsafe(resolve)
+    def _answer_all(self, answers: list[_Answer]) -> None:
+        """Resolves callers' futures with one wake-up per event loop for the whole batch."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Answer]] = {}
+        for answer in answers:
+            by_loop.setdefault(answer[0].loop, []).append(answer)
+        for loop, group in by_loop.items():
+            # RuntimeError: the caller's loop is gone; nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_resolve, group)
 
     def _transaction(self, batch: list[_Pending]) -> list[Any]:
         con = self._con
@@ -375,7 +375,7 @@ class Storage:
 
     def _write(self, batch: list[_Pending]) -> list[Any]:
         con = self._con
-        rows: list[Any] = []
+        rows: list[_Row] = []
         results: list[Any] = []
         creates: dict[str, int] = {}
         now = time.time()
@@ -384,7 +384,7 @@ class Storage:
             if isinstance(job, Append):
                 if job.create:
                     creates[job.doc_id] = job.incarnation
-                rows += (job.doc_id, job.incarnation, self._next_seq, job.data)
+                rows.append((job.doc_id, job.incarnation, self._next_seq, job.data))
                 results.append(self._next_seq)
                 self._next_seq += 1
             elif isinstance(job, Delete):
@@ -402,7 +402,7 @@ class Storage:
         self._flush_rows(rows, creates, now)
         return results
 
-    def _flush_rows(self, rows: list[Any], creates: dict[str, int], now: float) -> None:
+    def _flush_rows(self, rows: list[_Row], creates: dict[str, int], now: float) -> None:
         con = self._con
         if creates:
             values = ",".join(["(?, ?, false, ?, NULL)"] * len(creates))
@@ -414,10 +414,14 @@ class Storage:
                 "incarnation = excluded.incarnation, deleted = false, deleted_at = NULL",
                 params,
             )
-        for start in range(0, len(rows), 4 * 500):
-            chunk = rows[start : start + 4 * 500]
-            values = ",".join(["(?, ?, ?, ?)"] * (len(chunk) // 4))
-            con.execute(f"INSERT INTO updates VALUES {values}", chunk)
+        if rows:
+            # Four lists, one statement: DuckDB unnests them far faster than it binds a
+            # multi-row VALUES list (1.8 ms instead of 3.8 ms for 64 rows here).
+            con.execute(
+                "INSERT INTO updates SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[]), "
+                "unnest($3::BIGINT[]), unnest($4::BLOB[])",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
 
     def _compact(self, job: Compact) -> CompactResult | None:
         con = self._con
@@ -502,6 +506,16 @@ class Storage:
             queue_depth=self._queue.qsize(),
             commit_seconds_total=c.commit_seconds_total,
         )
+
+
+def _resolve(answers: list[_Answer]) -> None:
+    for pending, result, error in answers:
+        if pending.future.done():
+            continue
+        if error is not None:
+            pending.future.set_exception(error)
+        else:
+            pending.future.set_result(result)
 
 
 def fold_updates(parts: Sequence[bytes]) -> bytes:

@@ -216,16 +216,20 @@ class DocumentStore:
         limits = self.limits
         if len(self._hot) <= limits.max_hot_documents and self._hot_bytes <= limits.max_hot_bytes:
             return
-        for doc_id in list(self._hot):
-            if (
-                len(self._hot) <= limits.max_hot_documents
-                and self._hot_bytes <= limits.max_hot_bytes
-            ):
+        # Pick victims from the least recently used end without copying the whole hot set.
+        count, size = len(self._hot), self._hot_bytes
+        victims = []
+        for doc_id, entry in self._hot.items():
+            if count <= limits.max_hot_documents and size <= limits.max_hot_bytes:
                 break
-            if self._hot[doc_id].busy:
+            if entry.busy:
                 continue
+            victims.append(doc_id)
+            count -= 1
+            size -= entry.document.stored_bytes
+        for doc_id in victims:
             self._drop(doc_id)
-            self._evictions += 1
+        self._evictions += len(victims)
 
     def _drop(self, doc_id: str) -> None:
         entry = self._hot.pop(doc_id, None)
