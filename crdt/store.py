@@ -36,7 +36,7 @@ from .errors import (
     StorageError,
 )
 from .ops import apply_operations, parse_operations
-from .storage import Append, Compact, CompactResult, Delete, DocumentRecord, Storage
+from .storage import Append, CompactResult, Delete, DocumentRecord, Storage
 
 __all__ = [
     "DOCUMENT_ID",
@@ -104,6 +104,7 @@ class StoreStatistics:
     writes: int
     rejected_updates: int
     compactions_queued: int
+    compaction_failures: int
 
 
 class _Entry:
@@ -146,6 +147,7 @@ class DocumentStore:
         self._writes = 0
         self._rejected = 0
         self._compactions_queued = 0
+        self._compaction_failures = 0
 
     # -- reading -------------------------------------------------------------------------
 
@@ -375,18 +377,20 @@ class DocumentStore:
     def _queue_compaction(self, doc_id: str, entry: _Entry) -> None:
         entry.compacting = True
         self._compactions_queued += 1
-        future = self.storage.submit(Compact(doc_id))
-        task = asyncio.ensure_future(self._finish_compaction(doc_id, entry, future))
+        task = asyncio.ensure_future(self._compact(doc_id, entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _finish_compaction(
-        self, doc_id: str, entry: _Entry, future: asyncio.Future[Any]
-    ) -> None:
+    async def _compact(self, doc_id: str, entry: _Entry) -> None:
+        """Folds on a reader thread, then has the writer install the snapshot."""
+        result: CompactResult | None = None
         try:
-            result: CompactResult | None = await future
-        except StorageError as exc:
+            prepared = await self.storage.prepare_compaction(doc_id)
+            if prepared is not None:
+                result = await self.storage.submit(prepared)
+        except Exception as exc:  # logged and counted; the log stays, a later write retries
             log.error("compaction of %s failed: %s", doc_id, exc)
+            self._compaction_failures += 1
             result = None
         finally:
             entry.compacting = False
@@ -395,8 +399,11 @@ class DocumentStore:
         entry.log_rows = max(0, entry.log_rows - result.rows_folded)
         if self._hot.get(doc_id) is entry:
             self._hot_bytes -= entry.document.stored_bytes
-        # The snapshot folds every row committed before it; its size is what is stored now.
-        entry.document.stored_bytes = result.snapshot_bytes
+        # Rows committed after the fold read its input stay in the log.
+        entry.document.stored_bytes = max(
+            result.snapshot_bytes,
+            entry.document.stored_bytes - result.bytes_folded + result.snapshot_bytes,
+        )
         if self._hot.get(doc_id) is entry:
             self._hot_bytes += entry.document.stored_bytes
 
@@ -411,6 +418,7 @@ class DocumentStore:
             writes=self._writes,
             rejected_updates=self._rejected,
             compactions_queued=self._compactions_queued,
+            compaction_failures=self._compaction_failures,
         )
 
     async def aclose(self) -> None:
