@@ -75,8 +75,9 @@ def main() -> None:
         p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
         p50s.append(p50)
         p99s.append(p99)
+        worst = lat[-1] * 1000
         print(
-            f"run {run}: {len(lat)} writes, p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {lat[-1] * 1000:.1f} ms"
+            f"run {run}: {len(lat)} writes, p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.1f} ms"
         )
     print(
         f"\nengine, paced {args.rate}/s over {args.docs} docs, median of {args.runs}: "
