@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pycrdt
@@ -24,7 +25,7 @@ from .lib0 import DecodeError
 from .statevector import decode_state_vector
 from .yupdate import RootKind, canonical_update, classify, infer_root_kinds, parse_update
 
-__all__ = ["ROOT_TYPES", "Document", "render"]
+__all__ = ["ROOT_TYPES", "Document", "fold_updates", "render", "xml_string"]
 
 log = logging.getLogger("meridian.document")
 
@@ -324,3 +325,17 @@ class Document:
     def last_delta(self) -> bytes | None:
         """The integrated change produced by the last :meth:`apply_update`, if any."""
         return self._last_delta
+
+
+def fold_updates(parts: Sequence[bytes]) -> bytes:
+    """One update equivalent to ``parts``: the integrated state (with deleted content
+    garbage-collected) plus whatever could not integrate yet (missing dependencies), which
+    Yrs leaves out of its state encoding and which must not be lost."""
+    merged = pycrdt.merge_updates(*parts) if len(parts) > 1 else parts[0]
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc.apply_update(merged)
+    state = bytes(doc.get_update())
+    residual = bytes(pycrdt.get_update(merged, doc.get_state()))
+    if not parse_update(residual).is_empty:
+        state = bytes(pycrdt.merge_updates(state, residual))
+    return state

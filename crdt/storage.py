@@ -29,15 +29,15 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pycrdt
 
+from .document import fold_updates
 from .errors import StorageError, StorageFormatError
 
 __all__ = [
@@ -545,26 +545,6 @@ def _resolve(answers: list[_Answer]) -> None:
             pending.future.set_exception(error)
         else:
             pending.future.set_result(result)
-
-
-def fold_updates(parts: Sequence[bytes]) -> bytes:
-    """One update equivalent to ``parts``: the integrated state (with deleted content
-    garbage-collected) plus whatever could not integrate yet (missing dependencies), which
-    Yrs leaves out of its state encoding and which must not be lost."""
-    merged = pycrdt.merge_updates(*parts) if len(parts) > 1 else parts[0]
-    doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    doc.apply_update(merged)
-    state = bytes(doc.get_update())
-    residual = bytes(pycrdt.get_update(merged, doc.get_state()))
-    if _has_content(residual):
-        state = bytes(pycrdt.merge_updates(state, residual))
-    return state
-
-
-def _has_content(update: bytes) -> bool:
-    from .yupdate import parse_update
-
-    return not parse_update(update).is_empty
 
 
 def _prepare_compaction(cursor: Any, doc_id: str) -> Compact | None:

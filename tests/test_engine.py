@@ -10,8 +10,8 @@ import pycrdt
 import pytest
 
 from crdt import Document, InvalidOperation, InvalidUpdate, LimitExceeded, parse_operations
+from crdt.document import fold_updates
 from crdt.ops import apply_operations
-from crdt.storage import fold_updates
 from crdt.yupdate import RootKind, canonical_update, parse_update
 
 SEED = int(os.environ.get("MERIDIAN_TEST_SEED", random.randrange(2**32)))
