@@ -406,6 +406,9 @@ class DocumentStore:
         )
         if self._hot.get(doc_id) is entry:
             self._hot_bytes += entry.document.stored_bytes
+            if entry.log_rows >= self.limits.compact_after_updates:
+                # Rows committed while this compaction ran are due too.
+                self._queue_compaction(doc_id, entry)
 
     # -- statistics ----------------------------------------------------------------------
 
@@ -421,7 +424,15 @@ class DocumentStore:
             compaction_failures=self._compaction_failures,
         )
 
-    async def aclose(self) -> None:
+    async def aclose(self, timeout: float = 5.0) -> None:
+        """Lets compactions in progress finish (up to ``timeout`` seconds), then cancels the
+        rest; a cancelled compaction loses nothing (the log stays)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._tasks:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(list(self._tasks), timeout=remaining)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
