@@ -424,10 +424,10 @@ class DocumentStore:
             compaction_failures=self._compaction_failures,
         )
 
-    async def aclose(self, timeout: float = 5.0) -> None:
-        """Lets compactions in progress finish (up to ``timeout`` seconds), then cancels the
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Lets compactions in progress finish (up to ``grace`` seconds), then cancels the
         rest; a cancelled compaction loses nothing (the log stays)."""
-        deadline = asyncio.get_running_loop().time() + timeout
+        deadline = asyncio.get_running_loop().time() + grace
         while self._tasks:
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
