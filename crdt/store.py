@@ -33,7 +33,6 @@ from .errors import (
     InvalidDocumentId,
     InvalidUpdate,
     LimitExceeded,
-    StorageError,
 )
 from .ops import apply_operations, parse_operations
 from .storage import Append, CompactResult, Delete, DocumentRecord, Storage
@@ -172,19 +171,20 @@ class DocumentStore:
             return entry
         loading = self._loading.get(doc_id)
         if loading is None:
-            loading = asyncio.get_running_loop().create_future()
+            # A task of the store's, not of the first caller: cancelling one request must not
+            # fail the others waiting for the same document.
+            loading = asyncio.ensure_future(self._load(doc_id))
             self._loading[doc_id] = loading
-            try:
-                entry = await self._load(doc_id)
-            except BaseException as exc:
-                loading.set_exception(exc)
-                loading.exception()  # retrieved: the waiters below re-raise it
-                raise
-            finally:
-                self._loading.pop(doc_id, None)
-            loading.set_result(entry)
-            return entry
+            self._tasks.add(loading)
+            loading.add_done_callback(lambda task: self._loaded(doc_id, task))
         return await asyncio.shield(loading)
+
+    def _loaded(self, doc_id: str, task: asyncio.Future[_Entry | None]) -> None:
+        self._tasks.discard(task)
+        if self._loading.get(doc_id) is task:
+            del self._loading[doc_id]
+        if not task.cancelled():
+            task.exception()  # retrieved: the waiters re-raise it
 
     async def _load(self, doc_id: str) -> _Entry | None:
         settling = self._settling.pop(doc_id, None)
@@ -212,9 +212,11 @@ class DocumentStore:
     def _admit(self, doc_id: str, entry: _Entry) -> None:
         self._hot[doc_id] = entry
         self._hot_bytes += entry.document.stored_bytes
-        self._evict()
+        self._evict(protect=doc_id)
 
-    def _evict(self) -> None:
+    def _evict(self, protect: str | None = None) -> None:
+        """Drops least recently used documents that are not busy; never ``protect`` (the one
+        just admitted, which its caller is about to use)."""
         limits = self.limits
         if len(self._hot) <= limits.max_hot_documents and self._hot_bytes <= limits.max_hot_bytes:
             return
@@ -224,7 +226,7 @@ class DocumentStore:
         for doc_id, entry in self._hot.items():
             if count <= limits.max_hot_documents and size <= limits.max_hot_bytes:
                 break
-            if entry.busy:
+            if entry.busy or doc_id == protect:
                 continue
             victims.append(doc_id)
             count -= 1
@@ -248,7 +250,7 @@ class DocumentStore:
         and returns once it is committed. Raises InvalidUpdate (nothing changed),
         LimitExceeded, or StorageError (the write is not durable and was undone in memory)."""
         check_document_id(doc_id)
-        entry, created = await self._writable(doc_id)
+        entry, created, replaced = await self._writable(doc_id)
         try:
             document = entry.document
             self._check_size(document, len(data))
@@ -256,9 +258,11 @@ class DocumentStore:
                 store = document.apply_update(data)
             except InvalidUpdate:
                 self._rejected += 1
-                if document.poisoned:
+                if document.poisoned and not created:
                     self._drop(doc_id)
                 raise
+            if created:
+                self._install_fresh(doc_id, entry, replaced)
             return await self._commit(doc_id, entry, data if store else None, created)
         finally:
             entry.writers -= 1
@@ -267,12 +271,14 @@ class DocumentStore:
         """Applies JSON operations (PRODUCT.md) atomically; see :mod:`crdt.ops`."""
         check_document_id(doc_id)
         ops = parse_operations(body, max_operations=self.limits.max_operations)
-        entry, created = await self._writable(doc_id)
+        entry, created, replaced = await self._writable(doc_id)
         try:
             document = entry.document
             update = apply_operations(document, ops, client_id=self.storage.client_id)
             self._check_size(document, len(update))
             store = document.apply_update(update)
+            if created:
+                self._install_fresh(doc_id, entry, replaced)
             return await self._commit(doc_id, entry, update if store else None, created)
         finally:
             entry.writers -= 1
@@ -285,29 +291,41 @@ class DocumentStore:
                 limit="max_document_bytes",
             )
 
-    async def _writable(self, doc_id: str) -> tuple[_Entry, bool]:
-        """The entry to write to, creating the document or its next incarnation. The caller
-        owns one ``writers`` count on it and must give it back."""
+    async def _writable(self, doc_id: str) -> tuple[_Entry, bool, _Entry | None]:
+        """The entry to write to: (entry, created, the tombstone it replaces).
+
+        A created entry (a new document, or the next incarnation of a deleted one) is not in
+        the hot set yet: the caller admits it with :meth:`_install_fresh` once the first write
+        applied, so a rejected write creates nothing. The caller owns one ``writers`` count on
+        the entry and must give it back. Nothing awaits between the checks below and the
+        caller's apply: two fresh copies written with this node's client id would reuse Yjs ids.
+        """
         await self._entry(doc_id)
-        # Look again without awaiting: a concurrent writer may have created it meanwhile, and
-        # two fresh copies written with this node's client id would reuse the same Yjs ids.
         entry = self._hot.get(doc_id)
+        if entry is None:
+            # Loaded, then evicted before this coroutine resumed (or it does not exist): read
+            # it again; nothing yields between this load's admission and the check.
+            await self._load(doc_id)
+            entry = self._hot.get(doc_id)
         if entry is not None and not entry.deleted:
             entry.writers += 1
-            return entry, False
+            return entry, False, None
         incarnation = entry.document.incarnation + 1 if entry is not None else 1
-        if entry is not None:
-            self._drop(doc_id)
         fresh = _Entry(
             Document(doc_id, incarnation=incarnation, client_id=self.storage.client_id),
             deleted=False,
             log_rows=0,
         )
-        if entry is not None and entry.inflight is not None:
-            fresh.inflight = entry.inflight
         fresh.writers += 1
+        return fresh, True, entry
+
+    def _install_fresh(self, doc_id: str, fresh: _Entry, replaced: _Entry | None) -> None:
+        if replaced is not None:
+            # Writes of the new incarnation commit after the tombstone (queue order); a load
+            # must still wait for the tombstone's commit.
+            fresh.inflight = replaced.inflight
+            self._drop(doc_id)
         self._admit(doc_id, fresh)
-        return fresh, True
 
     async def _commit(
         self, doc_id: str, entry: _Entry, data: bytes | None, created: bool
@@ -324,25 +342,30 @@ class DocumentStore:
         document.uncommitted += 1
         document.stored_bytes += len(job.data)
         self._hot_bytes += len(job.data)
-        try:
-            await asyncio.shield(future)
-        except StorageError:
-            # Not durable: forget the in-memory state, the next access reloads from disk, and
-            # never reuse the ids of edits that readers may have seen.
-            document.poisoned = True
-            self._drop(doc_id)
-            self.storage.new_client_id()
-            raise
-        finally:
-            document.uncommitted -= 1
-            if entry.inflight is future:
-                entry.inflight = None
+        # Bookkeeping belongs to the commit, not to this coroutine: a cancelled request does
+        # not cancel its queued write, and the entry must stay busy until that commits.
+        future.add_done_callback(lambda done: self._settled(doc_id, entry, done))
+        await asyncio.shield(future)
         self._writes += 1
         entry.log_rows += 1
         if entry.log_rows >= self.limits.compact_after_updates and not entry.compacting:
             self._queue_compaction(doc_id, entry)
         self._evict()
         return WriteResult(doc_id, document.state_vector(), True, created, document.incarnation)
+
+    def _settled(self, doc_id: str, entry: _Entry, future: asyncio.Future[Any]) -> None:
+        entry.document.uncommitted -= 1
+        if entry.inflight is future:
+            entry.inflight = None
+        if self._settling.get(doc_id) is future:
+            del self._settling[doc_id]
+        if not future.cancelled() and future.exception() is not None:
+            # Not durable: forget the in-memory state (the next access reloads from disk) and
+            # never reuse the ids of edits that readers may have seen.
+            entry.document.poisoned = True
+            if self._hot.get(doc_id) is entry:
+                self._drop(doc_id)
+            self.storage.new_client_id()
 
     async def delete(self, doc_id: str) -> int:
         """Deletes the document (a tombstone of its current incarnation); returns that
@@ -360,16 +383,13 @@ class DocumentStore:
         )
         future = self.storage.submit(Delete(doc_id, incarnation))
         tombstone.inflight = future
+        # The next incarnation starts from clock 0 again: give this node's edits a new id.
+        self.storage.new_client_id()
         self._drop(doc_id)
         self._admit(doc_id, tombstone)
-        try:
-            await asyncio.shield(future)
-        except StorageError:
-            self._drop(doc_id)
-            raise
-        finally:
-            if tombstone.inflight is future:
-                tombstone.inflight = None
+        tombstone.document.uncommitted += 1
+        future.add_done_callback(lambda done: self._settled(doc_id, tombstone, done))
+        await asyncio.shield(future)
         return incarnation
 
     # -- compaction ----------------------------------------------------------------------

@@ -207,3 +207,85 @@ def test_list_pages_by_prefix(tmp_path: Path) -> None:
             assert [r.id for r in rest] == ["a3"]
 
     run(scenario())
+
+
+def test_write_after_eviction_race_keeps_the_incarnation(tmp_path: Path) -> None:
+    """Regression: a document loaded and evicted at once used to be re-created empty as
+    incarnation 1, hiding (and later compacting away) acknowledged writes."""
+    limits = StoreLimits(max_hot_bytes=1, compact_after_updates=2)
+
+    async def scenario() -> None:
+        async with open_store(tmp_path, limits) as store:
+            await store.apply_operations("x", _append("first life"))
+            await store.delete("x")
+            await store.apply_operations("x", _append("second life"))
+            await store.apply_operations("y", _append("other"))
+            result = await store.apply_operations("x", _append("more"))
+            assert (result.incarnation, result.created) == (2, False)
+            await asyncio.gather(*(store.apply_operations("x", _append(i)) for i in range(20)))
+        async with open_store(tmp_path, limits) as store:
+            document = await store.get("x")
+            assert document.incarnation == 2
+            items = document.to_json()["items"]
+            assert items[:2] == ["second life", "more"] and sorted(items[2:]) == list(range(20))
+
+    run(scenario())
+
+
+def test_a_rejected_write_creates_nothing(tmp_path: Path) -> None:
+    from crdt import InvalidOperation, InvalidUpdate
+
+    async def scenario() -> None:
+        async with open_store(tmp_path) as store:
+            with pytest.raises(InvalidUpdate):
+                await store.apply_update("new", b"\x01\x02")
+            with pytest.raises(DocumentNotFound):
+                await store.get("new")
+            await store.apply_operations("gone", _append(1))
+            await store.delete("gone")
+            with pytest.raises(InvalidOperation):
+                await store.apply_operations(
+                    "gone", {"ops": [{"op": "remove", "path": ["x"], "index": 0, "length": 1}]}
+                )
+            with pytest.raises(DocumentDeleted):
+                await store.get("gone")
+            again = await store.apply_operations("gone", _append(2))
+            assert again.incarnation == 2
+
+    run(scenario())
+
+
+def test_a_cancelled_request_still_commits_and_duplicates_wait_for_it(tmp_path: Path) -> None:
+    doc = pycrdt.Doc(client_id=9)
+    doc.get("m", type=pycrdt.Map)["k"] = "v"
+    update = doc.get_update()
+
+    async def scenario() -> None:
+        async with open_store(tmp_path) as store:
+            await store.apply_operations("d", _append(0))
+            first = asyncio.ensure_future(store.apply_update("d", update))
+            while store.storage.statistics().queue_depth == 0 and not first.done():
+                await asyncio.sleep(0)
+            first.cancel()
+            committed_before = store.storage.statistics().jobs_committed
+            duplicate = await store.apply_update("d", update)
+            assert duplicate.changed is False
+            assert store.storage.statistics().jobs_committed > committed_before
+        async with open_store(tmp_path) as store:
+            assert (await store.get("d")).to_json()["m"] == {"k": "v"}
+
+    run(scenario())
+
+
+def test_cancelling_one_reader_does_not_fail_the_others(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with open_store(tmp_path, StoreLimits(max_hot_documents=1)) as store:
+            await store.apply_operations("a", _append(1))
+            await store.apply_operations("b", _append(2))  # evicts a
+            first = asyncio.ensure_future(store.get("a"))
+            second = asyncio.ensure_future(store.get("a"))
+            await asyncio.sleep(0)
+            first.cancel()
+            assert (await second).to_json() == {"items": [1]}
+
+    run(scenario())
