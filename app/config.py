@@ -94,6 +94,7 @@ SCHEMA: dict[str, dict[str, type]] = {
         "max_document_bytes": int,
         "max_operations": int,
         "max_list_limit": int,
+        "max_pending_bytes": int,
     },
     "storage": {
         "max_hot_documents": int,

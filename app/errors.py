@@ -49,6 +49,8 @@ def _status_and_code(exc: CrdtError) -> tuple[int, str]:
     if isinstance(exc, LimitExceeded):
         if exc.limit == "max_document_bytes":
             return 413, "document_too_large"
+        if exc.limit == "max_pending_bytes":
+            return 422, "missing_dependencies"
         return 422, "too_many_operations" if exc.limit == "max_operations" else "limit_exceeded"
     if isinstance(exc, InvalidUpdate | InvalidDocumentId):
         return 400, exc.code

@@ -12,6 +12,7 @@ ones are invisible in it and in the JSON view), while the whole-state encoding r
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import math
@@ -20,7 +21,7 @@ from typing import Any
 
 import pycrdt
 
-from .errors import InvalidUpdate
+from .errors import InvalidUpdate, LimitExceeded
 from .lib0 import DecodeError
 from .statevector import decode_state_vector
 from .yupdate import RootKind, canonical_update, classify, infer_root_kinds, parse_update
@@ -87,9 +88,7 @@ def render(value: Any) -> Any:
         return {str(key): render(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [render(item) for item in value]
-    if isinstance(value, bytes):
-        import base64
-
+    if isinstance(value, bytes | bytearray):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, pycrdt.Doc):
         return {"subdocument": value.guid}
@@ -124,10 +123,25 @@ def _attrs(value: Any) -> list[tuple[str, Any]]:
     return list(value.items()) if isinstance(value, dict) else []
 
 
+def _infer(doc_id: str, state: bytes) -> dict[str, set[str]]:
+    try:
+        return infer_root_kinds(state)
+    except DecodeError as exc:  # Yrs' own encoding: should not happen, must not break reads
+        log.warning("document %s: cannot infer root types: %s", doc_id, exc)
+        return {}
+
+
 class Document:
     """A document's live state. Not thread-safe: use it from one thread (the event loop)."""
 
-    def __init__(self, doc_id: str, *, incarnation: int = 0, client_id: int | None = None) -> None:
+    def __init__(
+        self,
+        doc_id: str,
+        *,
+        incarnation: int = 0,
+        client_id: int | None = None,
+        max_pending_bytes: int = 64 * 1024,
+    ) -> None:
         self.id = doc_id
         #: Which life of this id the content belongs to; a delete ends one, a write after it
         #: starts the next (see docs/design.md, "Deletion").
@@ -141,6 +155,9 @@ class Document:
         self._cast: dict[str, RootKind] = {}
         # Updates that held parts Yrs could not integrate yet (missing dependencies).
         self._pending: list[tuple[bytes, dict[int, int]]] = []
+        #: Bytes of the updates in ``_pending``, and how many may wait at most.
+        self.pending_bytes = 0
+        self.max_pending_bytes = max_pending_bytes
         # The integrated delta of the last apply, captured from Yrs' transaction event.
         self._last_delta: bytes | None = None
         self._doc.observe(self._on_transaction)
@@ -212,8 +229,7 @@ class Document:
             # A root whose explicit items say nothing (the first one inserted was deleted and
             # its content garbage-collected): follow the origins of the others, once per state.
             self._inferred_at = state
-            for name, found in infer_root_kinds(bytes(self._doc.get_update())).items():
-                self._evidence.setdefault(name, set()).update(found)
+            self._absorb(_infer(self.id, bytes(self._doc.get_update())))
         return {name: classify(self._evidence.get(name, set())) for name in names}
 
     def root(self, name: str, kind: RootKind) -> Any:
@@ -227,7 +243,13 @@ class Document:
         """The JSON view: ``{root name: value}`` for every root that has a known type."""
         content: dict[str, Any] = {}
         for name, kind in sorted(self.root_kinds().items()):
-            content[name] = None if kind is None else render(self.root(name, kind))
+            try:
+                content[name] = None if kind is None else render(self.root(name, kind))
+            except (Exception, RecursionError) as exc:
+                # Content no real client makes (a format mark with a map key, nesting past
+                # Python's recursion limit): show the root as null rather than fail the view.
+                log.warning("document %s: root %r cannot be rendered: %r", self.id, name, exc)
+                content[name] = None
         return content
 
     # -- writing -------------------------------------------------------------------------
@@ -243,22 +265,37 @@ class Document:
         parsed = validate_update(data)
         if parsed.is_empty:
             return False
+        if any(update == data for update, _ in self._pending):
+            return False  # already stored and waiting for the same dependencies
         before = self.clocks()
+        if self.pending_bytes + len(data) > self.max_pending_bytes and any(
+            before.get(client, 0) < end for client, end in parsed.reach.items()
+        ):
+            # Yrs' cost of merging pending updates grows faster than their size: bound it.
+            raise LimitExceeded(
+                f"this update depends on changes this copy does not have, and "
+                f"{self.pending_bytes} bytes already wait for missing changes (limit "
+                f"{self.max_pending_bytes}); send the missing changes first",
+                limit="max_pending_bytes",
+            )
         self._last_delta = None
         try:
             self._doc.apply_update(data)
         except (KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
         except BaseException as exc:
-            # Yrs decodes before it integrates, but a panic may come half-way through: the
-            # in-memory state can no longer be trusted, the store reloads it from disk.
-            self.poisoned = True
+            # Yrs decodes the whole update before it integrates; a decoding refusal (a
+            # ValueError) changed nothing. A panic may come half-way through integration: the
+            # in-memory state can no longer be trusted and the store reloads it from disk.
+            if not isinstance(exc, ValueError):
+                self.poisoned = True
             raise InvalidUpdate(f"Yjs refused the update: {exc.__class__.__name__}: {exc}") from exc
         self._absorb(parsed.root_evidence)
         after = self.clocks()
         pending = any(after.get(client, 0) < end for client, end in parsed.reach.items())
         if pending:
             self._pending.append((data, parsed.reach))
+            self.pending_bytes += len(data)
         if self._pending and after != before:
             self._retry_pending(after)
         return pending or self._last_delta is not None
@@ -294,6 +331,7 @@ class Document:
                 for update, reach in waiting
                 if any(clocks.get(client, 0) < end for client, end in reach.items())
             ]
+            self.pending_bytes = sum(len(update) for update, _ in self._pending)
 
     def load(self, updates: list[bytes]) -> None:
         """Builds the state from stored updates (snapshot first). They were validated when
@@ -306,10 +344,11 @@ class Document:
             reach = parse_update(data).reach
             if any(after.get(client, 0) < end for client, end in reach.items()):
                 self._pending.append((data, reach))
+                self.pending_bytes += len(data)
         if self._pending:
             self._retry_pending(after)
         if updates:
-            self._absorb(infer_root_kinds(bytes(self._doc.get_update())))
+            self._absorb(_infer(self.id, bytes(self._doc.get_update())))
 
     def _absorb(self, evidence: dict[str, set[str]]) -> None:
         for name, found in evidence.items():
@@ -331,11 +370,15 @@ def fold_updates(parts: Sequence[bytes]) -> bytes:
     """One update equivalent to ``parts``: the integrated state (with deleted content
     garbage-collected) plus whatever could not integrate yet (missing dependencies), which
     Yrs leaves out of its state encoding and which must not be lost."""
-    merged = pycrdt.merge_updates(*parts) if len(parts) > 1 else parts[0]
+    # Applied one by one, as they were when written: Yrs refuses some merged logs whose
+    # parts it accepted separately.
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
-    doc.apply_update(merged)
+    for part in parts:
+        _call_yrs("fold", doc.apply_update, part)
     state = bytes(doc.get_update())
-    residual = bytes(pycrdt.get_update(merged, doc.get_state()))
-    if not parse_update(residual).is_empty:
-        state = bytes(pycrdt.merge_updates(state, residual))
+    clocks = doc.get_state()
+    residuals = [bytes(pycrdt.get_update(part, clocks)) for part in parts]
+    residuals = [r for r in residuals if not parse_update(r).is_empty]
+    if residuals:
+        state = bytes(pycrdt.merge_updates(state, *residuals))
     return state

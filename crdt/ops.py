@@ -91,6 +91,8 @@ def _check_shape(op: Any, index: int) -> None:
     path = op.get("path")
     if not isinstance(path, list) or not path:
         raise InvalidOperation('"path" must be a non-empty list', index=index)
+    if len(path) > _MAX_VALUE_DEPTH:
+        raise InvalidOperation(f"paths are at most {_MAX_VALUE_DEPTH} elements", index=index)
     if not isinstance(path[0], str) or not path[0]:
         raise InvalidOperation("the first path element must name a root", index=index)
     for step in path[1:]:

@@ -278,6 +278,7 @@ class Storage:
         self._writer = None
         if self._readers is not None:
             self._readers.shutdown(wait=True)
+            self._readers = None
         try:
             self._con.execute("CHECKPOINT")
         except duckdb.Error as exc:  # the data is in the WAL already; the next open replays it
@@ -308,6 +309,14 @@ class Storage:
         return future
 
     def _run_writer(self) -> None:
+        try:
+            self._write_loop()
+        except BaseException:  # answer nobody wrongly, but never die silently
+            log.critical("the storage writer stopped", exc_info=True)
+            self._closing = True
+            raise
+
+    def _write_loop(self) -> None:
         # Snapshot installs waiting their turn: one per round, between group commits, so a
         # burst of compactions never stalls writes for more than one install (~5-10 ms).
         installs: collections.deque[_Pending] = collections.deque()

@@ -74,6 +74,8 @@ class StoreLimits:
     max_hot_documents: int = 10_000
     #: Stored bytes of the documents kept in memory at most.
     max_hot_bytes: int = 256 * 1024 * 1024
+    #: Bytes of updates waiting for missing dependencies that one document may hold.
+    max_pending_bytes: int = 64 * 1024
     #: Log rows of one document after which it is compacted into its snapshot.
     compact_after_updates: int = 256
     #: Jobs in one storage transaction at most (group commit).
@@ -109,7 +111,15 @@ class StoreStatistics:
 class _Entry:
     """A hot document and its bookkeeping."""
 
-    __slots__ = ("compacting", "deleted", "document", "inflight", "log_rows", "writers")
+    __slots__ = (
+        "compact_at",
+        "compacting",
+        "deleted",
+        "document",
+        "inflight",
+        "log_rows",
+        "writers",
+    )
 
     def __init__(self, document: Document, *, deleted: bool, log_rows: int) -> None:
         self.document = document
@@ -117,6 +127,8 @@ class _Entry:
         # Rows in the log after the snapshot; compaction starts past the configured count.
         self.log_rows = log_rows
         self.compacting = False
+        # Log rows at which the next compaction is due (0: the configured count).
+        self.compact_at = 0
         # The commit future of the latest write to this document, while it is in flight.
         self.inflight: asyncio.Future[Any] | None = None
         # Writes between taking this entry and their commit; a used entry is never evicted.
@@ -196,18 +208,24 @@ class DocumentStore:
             return self._hot[doc_id]
         if stored is None:
             return None
-        document = Document(
-            doc_id, incarnation=stored.record.incarnation, client_id=self.storage.client_id
-        )
+        document = self._new_document(doc_id, stored.record.incarnation)
         if not stored.record.deleted:
             document.load(stored.updates)
             document.stored_bytes = sum(len(u) for u in stored.updates)
         entry = _Entry(document, deleted=stored.record.deleted, log_rows=stored.log_rows)
         self._loads += 1
         self._admit(doc_id, entry)
-        if entry.log_rows >= self.limits.compact_after_updates:
+        if self._compaction_due(entry):
             self._queue_compaction(doc_id, entry)
         return entry
+
+    def _new_document(self, doc_id: str, incarnation: int) -> Document:
+        return Document(
+            doc_id,
+            incarnation=incarnation,
+            client_id=self.storage.client_id,
+            max_pending_bytes=self.limits.max_pending_bytes,
+        )
 
     def _admit(self, doc_id: str, entry: _Entry) -> None:
         self._hot[doc_id] = entry
@@ -312,7 +330,7 @@ class DocumentStore:
             return entry, False, None
         incarnation = entry.document.incarnation + 1 if entry is not None else 1
         fresh = _Entry(
-            Document(doc_id, incarnation=incarnation, client_id=self.storage.client_id),
+            self._new_document(doc_id, incarnation),
             deleted=False,
             log_rows=0,
         )
@@ -348,7 +366,7 @@ class DocumentStore:
         await asyncio.shield(future)
         self._writes += 1
         entry.log_rows += 1
-        if entry.log_rows >= self.limits.compact_after_updates and not entry.compacting:
+        if self._compaction_due(entry):
             self._queue_compaction(doc_id, entry)
         self._evict()
         return WriteResult(doc_id, document.state_vector(), True, created, document.incarnation)
@@ -377,7 +395,7 @@ class DocumentStore:
             raise DocumentDeleted(f"document {doc_id!r} was already deleted")
         incarnation = entry.document.incarnation
         tombstone = _Entry(
-            Document(doc_id, incarnation=incarnation, client_id=self.storage.client_id),
+            self._new_document(doc_id, incarnation),
             deleted=True,
             log_rows=0,
         )
@@ -394,6 +412,10 @@ class DocumentStore:
 
     # -- compaction ----------------------------------------------------------------------
 
+    def _compaction_due(self, entry: _Entry) -> bool:
+        due = max(entry.compact_at, self.limits.compact_after_updates)
+        return not entry.compacting and entry.log_rows >= due
+
     def _queue_compaction(self, doc_id: str, entry: _Entry) -> None:
         entry.compacting = True
         self._compactions_queued += 1
@@ -408,15 +430,23 @@ class DocumentStore:
             prepared = await self.storage.prepare_compaction(doc_id)
             if prepared is not None:
                 result = await self.storage.submit(prepared)
-        except Exception as exc:  # logged and counted; the log stays, a later write retries
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # pycrdt panics are BaseExceptions
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                raise
+            # Logged and counted; the log stays (nothing is lost) and the next attempt waits
+            # until the log has grown by another compact_after_updates rows.
             log.error("compaction of %s failed: %s", doc_id, exc)
             self._compaction_failures += 1
+            entry.compact_at = entry.log_rows + self.limits.compact_after_updates
             result = None
         finally:
             entry.compacting = False
         if result is None or result.incarnation != entry.document.incarnation:
             return
         entry.log_rows = max(0, entry.log_rows - result.rows_folded)
+        entry.compact_at = 0
         if self._hot.get(doc_id) is entry:
             self._hot_bytes -= entry.document.stored_bytes
         # Rows committed after the fold read its input stay in the log.
@@ -426,7 +456,7 @@ class DocumentStore:
         )
         if self._hot.get(doc_id) is entry:
             self._hot_bytes += entry.document.stored_bytes
-            if entry.log_rows >= self.limits.compact_after_updates:
+            if self._compaction_due(entry):
                 # Rows committed while this compaction ran are due too.
                 self._queue_compaction(doc_id, entry)
 

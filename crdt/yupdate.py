@@ -40,6 +40,9 @@ __all__ = [
 _TYPE_ARRAY, _TYPE_MAP, _TYPE_TEXT = 0, 1, 2
 _TYPE_XML_ELEMENT, _TYPE_XML_FRAGMENT, _TYPE_XML_HOOK, _TYPE_XML_TEXT = 3, 4, 5, 6
 
+#: Deepest nesting of shared types accepted within one update.
+MAX_NESTING = 256
+
 # Clocks are 32-bit in Yrs; a range that overflows them is hostile.
 _MAX_CLOCK = 2**32 - 1
 
@@ -162,11 +165,10 @@ def _content_length_and_evidence(dec: Decoder, ref: int, edits: _Edits = None) -
         dec.read_var_bytes()
         return 1, _EVIDENCE_ARRAY
     if ref == 4:  # ContentString: its clock length counts UTF-16 code units
+        # Yrs itself writes an empty string where an origin split a surrogate pair; its clock
+        # length is then 0. Accept what Yrs writes, or its own state could not be re-read.
         text = dec.read_var_string()
-        units = len(text.encode("utf-16-le")) // 2
-        if units == 0:
-            raise DecodeError("empty string content")
-        return units, _EVIDENCE_TEXT
+        return len(text.encode("utf-16-le")) // 2, _EVIDENCE_TEXT
     if ref == 5:  # ContentEmbed
         _json_string(dec, edits)
         return 1, _EVIDENCE_TEXT
@@ -209,6 +211,9 @@ def parse_update(data: bytes, *, collect_items: bool = False, edits: _Edits = No
     """
     dec = Decoder(data)
     parsed = ParsedUpdate()
+    # Nesting depth of the items seen, by first and last id: Yrs frees nested types
+    # recursively, and a hostile chain of many thousand nested maps overflows its stack.
+    depths: dict[tuple[int, int], int] = {}
     clients = dec.read_length("clients", 3)
     for _ in range(clients):
         count = dec.read_length("structs", 2)
@@ -232,7 +237,7 @@ def parse_update(data: bytes, *, collect_items: bool = False, edits: _Edits = No
                     if is_key == 1:
                         parent_key = dec.read_var_string()
                     elif is_key == 0:
-                        _read_id(dec)
+                        parent_id = _read_id(dec)
                         has_parent_id = True
                     else:
                         raise DecodeError(f"invalid parent info {is_key}")
@@ -240,6 +245,17 @@ def parse_update(data: bytes, *, collect_items: bool = False, edits: _Edits = No
                         dec.read_var_string()
                         has_sub = True
                 length, evidence = _content_length_and_evidence(dec, ref, edits)
+                if has_parent_id:
+                    depth = depths.get(parent_id, 0) + 1
+                elif origin is not None or right is not None:
+                    depth = depths.get(origin or right or (0, 0), 0)
+                else:
+                    depth = 0
+                if depth > MAX_NESTING:
+                    raise DecodeError(f"shared types nested deeper than {MAX_NESTING} levels")
+                if depth:
+                    depths[(client, clock)] = depth
+                    depths[(client, clock + max(length, 1) - 1)] = depth
                 if has_sub:
                     evidence = _EVIDENCE_MAP
                 if parent_key is not None:
