@@ -190,6 +190,17 @@ def _check_durability(durability: str) -> str:
     return durability
 
 
+async def _write_request(
+    request: Request, doc_id: str, durability: str, content_type: str
+) -> tuple[Node, bytes]:
+    """What every write checks first (id, durability, content type), then its body."""
+    node = _node(request)
+    _doc_id(doc_id)
+    _check_durability(durability)
+    _require_content_type(request, content_type)
+    return node, await _read_body(request, node.settings.cluster.http.max_body_bytes)
+
+
 Durability = Annotated[
     Literal["local", "region", "quorum", "all"],
     Query(description="Wait until the write is durable at this level (default: on this node)"),
@@ -334,11 +345,7 @@ async def post_update(
     request: Request, doc_id: str, durability: Durability = "local"
 ) -> dict[str, Any]:
     """Apply a binary Yjs update; creates the document if new. Answers once committed."""
-    node = _node(request)
-    _doc_id(doc_id)
-    _check_durability(durability)
-    _require_content_type(request, OCTET_STREAM)
-    body = await _read_body(request, node.settings.cluster.http.max_body_bytes)
+    node, body = await _write_request(request, doc_id, durability, OCTET_STREAM)
     result = await node.store.apply_update(doc_id, body)
     return _write_response(result, durability)
 
@@ -364,11 +371,7 @@ async def patch_document(
     request: Request, doc_id: str, durability: Durability = "local"
 ) -> dict[str, Any]:
     """Apply JSON operations atomically; creates the document if new."""
-    node = _node(request)
-    _doc_id(doc_id)
-    _check_durability(durability)
-    _require_content_type(request, "application/json")
-    raw = await _read_body(request, node.settings.cluster.http.max_body_bytes)
+    node, raw = await _write_request(request, doc_id, durability, "application/json")
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:

@@ -407,9 +407,6 @@ class NodeUnderTest:
     """A ``python -m app serve`` process on a loopback port (like tests/support.NodeProcess),
     timed from process start until ``GET /v1/health`` answers 200."""
 
-    #: Start nodes through :func:`serve_node_nodelay` (see ``--tcp-nodelay-workaround``).
-    nodelay_workaround = False
-
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.process: subprocess.Popen[str] | None = None
@@ -420,7 +417,7 @@ class NodeUnderTest:
 
     def start(self, timeout: float = 120.0) -> float:
         """Starts the node; returns seconds from process start to a 200 from /v1/health."""
-        launcher = [__file__, "--serve-node-nodelay"] if self.nodelay_workaround else ["-m", "app"]
+        launcher = ["-m", "app"]
         command = [
             sys.executable, *launcher, "serve", "--region", "eu-west",
             "--listen", f"{HOST}:0", "--data", str(self.data_dir), "--log-level", "warning",
@@ -756,28 +753,6 @@ def serve_trivial() -> None:
     asyncio.run(main())
 
 
-def serve_node_nodelay(argv: list[str]) -> int:
-    """``--serve-node-nodelay serve ...``: ``meridian serve`` with one change, for comparison
-    only: its listening socket is created with ``proto=IPPROTO_TCP``. The CLI creates it with
-    proto 0, so asyncio does not set TCP_NODELAY on the accepted connections (it checks
-    ``sock.proto == IPPROTO_TCP``), and uvicorn's two writes per response (head, then body)
-    meet Nagle's algorithm and the client's delayed ACK: ~40 ms per keep-alive request."""
-    import socket
-
-    import app.cli
-
-    def bind(host: str, port: int) -> socket.socket:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.set_inheritable(True)
-        return sock
-
-    app.cli._bind = bind
-    return app.cli.main(argv)
-
-
 def start_trivial_server() -> tuple[subprocess.Popen[str], int]:
     process = subprocess.Popen(
         [sys.executable, __file__, "--serve-trivial"], stdout=subprocess.PIPE, text=True
@@ -1094,20 +1069,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--markdown", default=None, help="also write the machine and table as Markdown here"
     )
-    parser.add_argument(
-        "--tcp-nodelay-workaround",
-        action="store_true",
-        help="start nodes with TCP_NODELAY on their connections (a comparison, not the product)",
-    )
     parser.add_argument("--serve-trivial", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["--serve-node-nodelay"]:
-        return serve_node_nodelay(argv[1:])
     args = parser.parse_args(argv)
     if args.serve_trivial:
         serve_trivial()
         return 0
-    NodeUnderTest.nodelay_workaround = args.tcp_nodelay_workaround
     if args.runs is None:
         args.runs = 1 if args.quick else 3
     if args.runs < 1:

@@ -361,10 +361,6 @@ class Document:
         scratch.apply_update(self._doc.get_update())
         return scratch
 
-    def last_delta(self) -> bytes | None:
-        """The integrated change produced by the last :meth:`apply_update`, if any."""
-        return self._last_delta
-
 
 def fold_updates(parts: Sequence[bytes]) -> bytes:
     """One update equivalent to ``parts``: the integrated state (with deleted content

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,6 @@ class _Counters:
     batch_size_max: int = 0
     compactions: int = 0
     commit_seconds_total: float = 0.0
-    batch_sizes: list[int] = field(default_factory=list)
 
 
 _Answer = tuple[_Pending, Any, BaseException | None]
@@ -196,13 +195,10 @@ class Storage:
         *,
         max_batch: int = 1024,
         memory_limit: str = "256MB",
-        on_commit: Callable[[int, float], None] | None = None,
     ) -> None:
         self.path = path
         self._max_batch = max_batch
         self._memory_limit = memory_limit
-        # Called from the writer thread with (batch size, seconds) after each commit.
-        self._on_commit = on_commit
         self._con: Any = None
         # Jobs for the writer thread; _STOP ends it.
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -370,8 +366,6 @@ class Storage:
         counters.batch_size_last = len(batch)
         counters.batch_size_max = max(counters.batch_size_max, len(batch))
         counters.commit_seconds_total += elapsed
-        if self._on_commit is not None:
-            self._on_commit(len(batch), elapsed)
         self._answer_all([(p, result, None) for p, result in zip(batch, results, strict=True)])
 
     def _answer(self, pending: _Pending, *, error: BaseException) -> None:
