@@ -15,14 +15,16 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from pydantic import BaseModel, Field
 
-from crdt import FORMAT_VERSION, check_document_id
+from crdt import FORMAT_VERSION, WriteResult, check_document_id, decode_state_vector
+from crdt.lib0 import DecodeError
 
 from .config import NodeSettings
 from .errors import ApiError, install_error_handlers
 from .node import VERSION, Node, open_node
+from .replication import PROTOCOL_VERSIONS, Tracker, open_replicator
 
 __all__ = ["create_app"]
 
@@ -63,7 +65,15 @@ class WriteResponse(BaseModel):
     incarnation: int = Field(
         description="Which life of the id the document is in (see docs/design.md)"
     )
-    durability: str = Field(examples=["local"], description="The durability level reached")
+    durability: str = Field(
+        examples=["local"],
+        description="The durability level reached: the requested one (status 200), or the "
+        "strongest one reached before the timeout (status 202)",
+    )
+    durable_on: list[str] = Field(
+        examples=[["us-east-1", "eu-west-1"]],
+        description="The nodes known to have committed the write when the answer was sent",
+    )
 
 
 class Placement(BaseModel):
@@ -80,6 +90,7 @@ class DocumentView(BaseModel):
     state_vector: str = Field(examples=["AcW8tIEFBQ=="])
     incarnation: int
     placement: Placement
+    digest: str | None = Field(default=None, description="With ?digest=true only")
 
 
 class DocumentSummary(BaseModel):
@@ -107,8 +118,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         404: "Unknown or deleted document",
         413: "Body or document too large",
         415: "Wrong content type",
-        422: "Invalid operation",
-        503: "Storage unavailable",
+        422: "Invalid operation, or a durability level this topology cannot reach",
+        503: "Storage unavailable, or after= not reached in time",
     }.items()
 }
 
@@ -179,31 +190,125 @@ def _doc_id(doc_id: str) -> str:
     return doc_id
 
 
-def _check_durability(durability: str) -> str:
-    if durability != "local":
+def _tracker(node: Node, durability: str) -> Tracker | None:
+    """The tracker of a write that waits for more than ``local``; 422 when the level can
+    never be reached (checked before writing, so a refused write changes nothing)."""
+    if durability == "local":
+        return None
+    replicator = node.replicator
+    if replicator is None:
         raise ApiError(
             422,
             "durability_unavailable",
-            f"durability={durability} needs replication to other nodes, which this node does not "
-            "have yet; use durability=local",
+            f"durability={durability} needs other nodes, and this node replicates with none; "
+            "use durability=local",
         )
-    return durability
+    reason = replicator.unreachable_level(durability)
+    if reason is not None:
+        raise ApiError(422, "durability_unavailable", f"durability={durability}: {reason}")
+    return Tracker(node.node_id)
 
 
 async def _write_request(
     request: Request, doc_id: str, durability: str, content_type: str
-) -> tuple[Node, bytes]:
+) -> tuple[Node, Tracker | None, bytes]:
     """What every write checks first (id, durability, content type), then its body."""
     node = _node(request)
     _doc_id(doc_id)
-    _check_durability(durability)
+    tracker = _tracker(node, durability)
     _require_content_type(request, content_type)
-    return node, await _read_body(request, node.settings.cluster.http.max_body_bytes)
+    return node, tracker, await _read_body(request, node.settings.cluster.http.max_body_bytes)
+
+
+async def _write_response(
+    node: Node,
+    result: WriteResult,
+    durability: str,
+    tracker: Tracker | None,
+    timeout: float | None,
+    response: Response,
+) -> dict[str, Any]:
+    """Waits for the durability level asked for, then shapes the answer (202 when the
+    timeout passed first: the write stays, it is a CRDT, and the answer says how far it got)."""
+    reached = "local"
+    nodes = [node.node_id]
+    if tracker is not None and node.replicator is not None:
+        replicator = node.replicator
+        if not result.changed:
+            # A duplicate: nothing was fanned out for it; send this copy along so the peers
+            # acknowledge that they hold it too.
+            document = await node.store.get(result.doc_id)
+            replicator.deliver(
+                result.doc_id, result.incarnation, document.encode_state(), tracker=tracker
+            )
+        wait = timeout if timeout is not None else replicator.config.durability_timeout
+        reached = await replicator.wait_durable(tracker, durability, wait)
+        nodes = sorted(tracker.nodes)
+        if reached != durability:
+            response.status_code = 202
+    return {
+        "id": result.doc_id,
+        "state_vector": b64(result.state_vector),
+        "changed": result.changed,
+        "created": result.created,
+        "incarnation": result.incarnation,
+        "durability": reached,
+        "durable_on": nodes,
+    }
+
+
+async def _wait_after(node: Node, doc_id: str, after: str | None) -> None:
+    """Read-your-writes: returns once this node's copy includes state vector ``after``."""
+    if after is None:
+        return
+    raw = decode_base64(after, "state_vector")
+    try:
+        clocks = decode_state_vector(raw)
+    except DecodeError as exc:
+        raise ApiError(
+            400, "invalid_state_vector", f"after= is not a state vector: {exc}"
+        ) from None
+    replicator = node.replicator
+    if replicator is None:
+        document = await node.store.get(doc_id)
+        if all(document.clocks().get(c, 0) >= k for c, k in clocks.items()):
+            return
+        raise ApiError(
+            503, "after_not_reached", "this node's copy does not include the after= state"
+        )
+    timeout = replicator.config.after_timeout
+    if not await replicator.wait_covered(doc_id, clocks, timeout):
+        raise ApiError(
+            503,
+            "after_not_reached",
+            f"this node's copy did not include the after= state within {timeout:g}s; "
+            "retry, or read from the region that wrote it",
+        )
 
 
 Durability = Annotated[
     Literal["local", "region", "quorum", "all"],
-    Query(description="Wait until the write is durable at this level (default: on this node)"),
+    Query(
+        description="Answer once the write is durable on this node (local, the default), on "
+        "two nodes of this region, on a majority of the document's regions, or on all of them"
+    ),
+]
+Timeout = Annotated[
+    float | None,
+    Query(
+        gt=0,
+        le=60,
+        description="Seconds to wait for the durability level "
+        "(default: replication.durability_timeout)",
+    ),
+]
+After = Annotated[
+    str | None,
+    Query(
+        max_length=65536,
+        description="A state vector (base64), e.g. a write's answer: read only once this "
+        "node's copy includes it (read-your-writes from any region)",
+    ),
 ]
 
 
@@ -235,6 +340,11 @@ async def cluster(request: Request) -> dict[str, Any]:
     live, tombstones = await node.store.storage.count_documents()
     stats = node.store.statistics()
     storage = node.store.storage.statistics()
+    replication = (
+        node.replicator.statistics()
+        if node.replicator is not None
+        else {"peers": [], "refused_links": []}
+    )
     return {
         "cluster": config.name,
         "node": node.node_id,
@@ -243,8 +353,10 @@ async def cluster(request: Request) -> dict[str, Any]:
             {"name": region.name, "nodes": list(region.nodes)} for region in config.regions.values()
         ]
         or [{"name": node.region, "nodes": []}],
-        "nodes": [{"id": node.node_id, "region": node.region, "state": "up", "self": True}],
-        "peers": [],
+        "nodes": _nodes(node),
+        "peers": replication["peers"],
+        "refused_links": replication["refused_links"],
+        "protocol_versions": list(PROTOCOL_VERSIONS),
         "placement": {"default_replicas": config.replicas},
         "documents": {
             "live": live,
@@ -260,6 +372,16 @@ async def cluster(request: Request) -> dict[str, Any]:
             "compactions": storage.compactions,
         },
     }
+
+
+def _nodes(node: Node) -> list[dict[str, Any]]:
+    nodes = [{"id": node.node_id, "region": node.region, "state": "up", "self": True}]
+    if node.replicator is not None:
+        nodes += [
+            {"id": peer.node_id, "region": peer.member.region, "state": peer.state, "self": False}
+            for peer in node.replicator.peers.values()
+        ]
+    return nodes
 
 
 @router.get("/v1/docs", response_model=DocumentList, responses=_ERRORS, tags=["documents"])
@@ -289,11 +411,25 @@ async def list_documents(
 
 
 @router.get("/v1/docs/{doc_id}", response_model=DocumentView, responses=_ERRORS, tags=["documents"])
-async def get_document(request: Request, doc_id: str) -> dict[str, Any]:
+async def get_document(
+    request: Request,
+    doc_id: str,
+    after: After = None,
+    digest: Annotated[
+        bool,
+        Query(
+            description="Include the SHA-256 of the document's canonical state: equal on two "
+            "copies exactly when they hold the same content (costs a re-encoding)"
+        ),
+    ] = False,
+) -> dict[str, Any]:
     """The JSON view of a document: every root with its inferred type."""
     node = _node(request)
+    await _wait_after(node, _doc_id(doc_id), after)
     document = await node.store.get(_doc_id(doc_id))
+    extra = {"digest": document.digest()} if digest else {}
     return {
+        **extra,
         "id": doc_id,
         "content": document.to_json(),
         "state_vector": b64(document.state_vector()),
@@ -315,9 +451,11 @@ async def get_update(
         str | None,
         Query(max_length=65536, description="A state vector (base64): return only what it lacks"),
     ] = None,
+    after: After = None,
 ) -> Response:
     """The document as a binary Yjs update: all of it, or the diff since a state vector."""
     node = _node(request)
+    await _wait_after(node, _doc_id(doc_id), after)
     document = await node.store.get(_doc_id(doc_id))
     state_vector = decode_base64(since, "state_vector") if since is not None else None
     update = document.encode_state(state_vector)
@@ -342,12 +480,16 @@ async def get_update(
     },
 )
 async def post_update(
-    request: Request, doc_id: str, durability: Durability = "local"
+    request: Request,
+    response: Response,
+    doc_id: str,
+    durability: Durability = "local",
+    timeout: Timeout = None,
 ) -> dict[str, Any]:
     """Apply a binary Yjs update; creates the document if new. Answers once committed."""
-    node, body = await _write_request(request, doc_id, durability, OCTET_STREAM)
-    result = await node.store.apply_update(doc_id, body)
-    return _write_response(result, durability)
+    node, tracker, body = await _write_request(request, doc_id, durability, OCTET_STREAM)
+    result = await node.store.apply_update(doc_id, body, origin=tracker)
+    return await _write_response(node, result, durability, tracker, timeout, response)
 
 
 @router.patch(
@@ -368,16 +510,20 @@ async def post_update(
     },
 )
 async def patch_document(
-    request: Request, doc_id: str, durability: Durability = "local"
+    request: Request,
+    response: Response,
+    doc_id: str,
+    durability: Durability = "local",
+    timeout: Timeout = None,
 ) -> dict[str, Any]:
     """Apply JSON operations atomically; creates the document if new."""
-    node, raw = await _write_request(request, doc_id, durability, "application/json")
+    node, tracker, raw = await _write_request(request, doc_id, durability, "application/json")
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    result = await node.store.apply_operations(doc_id, body)
-    return _write_response(result, durability)
+    result = await node.store.apply_operations(doc_id, body, origin=tracker)
+    return await _write_response(node, result, durability, tracker, timeout, response)
 
 
 def _reject_constant(name: str) -> Any:
@@ -394,15 +540,14 @@ async def delete_document(request: Request, doc_id: str) -> dict[str, Any]:
     return {"id": doc_id, "deleted": True, "incarnation": incarnation}
 
 
-def _write_response(result: Any, durability: str) -> dict[str, Any]:
-    return {
-        "id": result.doc_id,
-        "state_vector": b64(result.state_vector),
-        "changed": result.changed,
-        "created": result.created,
-        "incarnation": result.incarnation,
-        "durability": durability,
-    }
+@router.websocket("/v1/peer")
+async def peer_link(websocket: WebSocket) -> None:
+    """Node-to-node replication (cluster-secret authenticated; not for clients)."""
+    node: Node = websocket.app.state.node
+    if node.replicator is None:
+        await websocket.close(1008, "this node replicates with no other node")
+        return
+    await node.replicator.accept(websocket)
 
 
 # -- the app -------------------------------------------------------------------------------
@@ -420,23 +565,21 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            opened = open_node(settings)
-            node = await opened.__aenter__()
-        except Exception as exc:
-            if on_startup_error is not None:
-                on_startup_error(exc)
-            raise
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                node = await stack.enter_async_context(open_node(settings))
+                if settings.peers():
+                    node.replicator = await stack.enter_async_context(
+                        open_replicator(node, settings)
+                    )
+            except Exception as exc:
+                if on_startup_error is not None:
+                    on_startup_error(exc)
+                raise
             app.state.node = node
             if on_ready is not None:
                 on_ready(node)
             yield
-        except BaseException as exc:
-            if not await opened.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
-        else:
-            await opened.__aexit__(None, None, None)
 
     app = FastAPI(
         title="Meridian",

@@ -40,9 +40,27 @@ def _fail(message: str, status: int = 1) -> int:
     return status
 
 
-def _default_node_id(region: str, data_dir: Path) -> str:
+def _node_id(args: argparse.Namespace, cluster: ClusterConfig, data_dir: Path) -> str:
+    """``--node-id``; else the listed node whose address is ``--listen``; else the data
+    directory's name (a standalone node, replicating with nobody)."""
+    if args.node_id:
+        return str(args.node_id)
+    for member in cluster.members():
+        if member.address == args.listen:
+            return member.node_id
     name = data_dir.resolve().name
-    return name if name else f"{region}-1"
+    return name if name else f"{args.region}-1"
+
+
+def _peer_addresses(values: list[str]) -> dict[str, str]:
+    addresses = {}
+    for value in values:
+        node, sep, address = value.partition("=")
+        if not sep or not node:
+            raise ConfigError(f"--peer {value!r} must be NODE=HOST:PORT")
+        parse_listen(address)
+        addresses[node] = address
+    return addresses
 
 
 def _load_cluster(path: str | None) -> ClusterConfig:
@@ -65,14 +83,33 @@ def serve(args: argparse.Namespace) -> int:
             2,
         )
     data_dir = Path(args.data)
-    settings = NodeSettings(
-        node_id=args.node_id or _default_node_id(args.region, data_dir),
-        region=args.region,
-        host=host,
-        port=port,
-        data_dir=data_dir,
-        cluster=cluster,
-    )
+    secret = os.environ.get(cluster.secret_env)
+    try:
+        settings = NodeSettings(
+            node_id=_node_id(args, cluster, data_dir),
+            region=args.region,
+            host=host,
+            port=port,
+            data_dir=data_dir,
+            cluster=cluster,
+            secret=secret.encode() if secret else None,
+            peer_addresses=_peer_addresses(args.peer),
+        )
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    member = settings.member()
+    if member is not None and member.region != args.region:
+        return _fail(
+            f"node {settings.node_id} is listed in region {member.region} of {cluster.source}, "
+            f"not {args.region}",
+            2,
+        )
+    if settings.peers() and not settings.secret:
+        return _fail(
+            f"node {settings.node_id} replicates with {len(settings.peers())} other nodes: set "
+            f"the cluster secret in the environment variable {cluster.secret_env}",
+            2,
+        )
     try:
         sock = _bind(host, port)
     except OSError as exc:
@@ -158,6 +195,9 @@ def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_le
         lifespan="on",
         timeout_graceful_shutdown=10,
         log_config=None,
+        # Peer frames carry whole documents during anti-entropy.
+        ws_max_size=settings.cluster.limits.max_document_bytes + (1 << 20),
+        ws_ping_interval=None,
     )
     server = _server_class()(config)
     quiet = _QuietStartupFailure(startup_errors)
@@ -195,7 +235,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--listen", required=True, help="HOST:PORT to listen on (port 0: any)")
     p.add_argument("--data", required=True, help="data directory (holds meridian.duckdb)")
     p.add_argument("--config", help="topology file (default: ./regions.toml when present)")
-    p.add_argument("--node-id", help="node id (default: the data directory's name)")
+    p.add_argument(
+        "--node-id",
+        help="node id: <region>-<n> of regions.toml (default: the listed node whose address "
+        "is --listen; else the data directory's name, a standalone node)",
+    )
+    p.add_argument(
+        "--peer",
+        action="append",
+        default=[],
+        metavar="NODE=HOST:PORT",
+        help="dial NODE at this address instead of the listed one (e.g. through a WAN "
+        "emulator); repeatable",
+    )
     p.add_argument(
         "--log-level",
         default=os.environ.get("MERIDIAN_LOG_LEVEL", "info"),

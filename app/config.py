@@ -20,8 +20,10 @@ __all__ = [
     "ClusterConfig",
     "ConfigError",
     "HttpLimits",
+    "Member",
     "NodeSettings",
     "Region",
+    "ReplicationConfig",
     "load_config",
     "parse_config",
     "parse_listen",
@@ -45,6 +47,39 @@ class Region:
 
 
 @dataclass(frozen=True, slots=True)
+class Member:
+    """A node of the cluster as ``regions.toml`` lists it; its id is ``<region>-<n>``, n
+    counting from 1 in the order of the region's ``nodes``."""
+
+    node_id: str
+    region: str
+    address: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicationConfig:
+    """Peer links, anti-entropy and durability waits; all times in seconds."""
+
+    #: How often a link sends a heartbeat (which also measures the round-trip time).
+    heartbeat_interval: float = 1.0
+    #: A link that received nothing for this long is closed and dialled again.
+    link_timeout: float = 5.0
+    #: Reconnection backoff: first delay and cap (doubling, with full jitter).
+    reconnect_min: float = 0.1
+    reconnect_max: float = 5.0
+    #: Time between anti-entropy rounds on each link (one also runs when a link opens).
+    anti_entropy_interval: float = 10.0
+    #: Bytes of deltas queued for one peer; past it the oldest are left to anti-entropy.
+    max_outbox_bytes: int = 16 * 1024 * 1024
+    #: Deltas sent to one peer and not yet acknowledged, at most.
+    max_in_flight: int = 512
+    #: How long a write with durability above ``local`` waits by default (``timeout=``).
+    durability_timeout: float = 5.0
+    #: How long a read with ``after=`` waits for this node's copy to catch up.
+    after_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
 class HttpLimits:
     #: Largest request body accepted, in bytes (413 above).
     max_body_bytes: int = 4 * 1024 * 1024
@@ -65,7 +100,16 @@ class ClusterConfig:
     replicas: int = 2
     limits: StoreLimits = field(default_factory=StoreLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
+    replication: ReplicationConfig = field(default_factory=ReplicationConfig)
     source: str = "<defaults>"
+
+    def members(self) -> list[Member]:
+        """Every node listed under [regions], in file order."""
+        return [
+            Member(f"{region.name}-{index}", region.name, address)
+            for region in self.regions.values()
+            for index, address in enumerate(region.nodes, start=1)
+        ]
 
     def latency_ms(self, a: str, b: str) -> float | None:
         if a == b:
@@ -83,6 +127,26 @@ class NodeSettings:
     port: int
     data_dir: Path
     cluster: ClusterConfig
+    #: The cluster secret (from the environment variable ``cluster.secret_env``); peer links
+    #: need it. None: this node replicates with nobody.
+    secret: bytes | None = None
+    #: Dial these nodes at these addresses instead of the listed ones (e.g. through the demo's
+    #: WAN emulator): node id -> "host:port".
+    peer_addresses: dict[str, str] = field(default_factory=dict)
+
+    def member(self) -> Member | None:
+        """This node's entry in ``regions.toml``, or None when it is not listed (a
+        standalone node)."""
+        for member in self.cluster.members():
+            if member.node_id == self.node_id:
+                return member
+        return None
+
+    def peers(self) -> list[Member]:
+        """The nodes this node replicates with: every other listed node (when it is listed)."""
+        if self.member() is None:
+            return []
+        return [m for m in self.cluster.members() if m.node_id != self.node_id]
 
 
 #: Section -> key -> (type, documented meaning). The source of truth for validation.
@@ -103,6 +167,17 @@ SCHEMA: dict[str, dict[str, type]] = {
         "max_batch": int,
         "duckdb_memory_limit": str,
     },
+    "replication": {
+        "heartbeat_interval": float,
+        "link_timeout": float,
+        "reconnect_min": float,
+        "reconnect_max": float,
+        "anti_entropy_interval": float,
+        "max_outbox_bytes": int,
+        "max_in_flight": int,
+        "durability_timeout": float,
+        "after_timeout": float,
+    },
 }
 
 
@@ -121,7 +196,11 @@ def _expect(source: str, key: str, value: Any, kind: type) -> Any:
         raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
-    if kind is int and value <= 0:
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{source}: {key} must be a number of seconds, got {value!r}")
+        value = float(value)
+    if kind in (int, float) and value <= 0:
         raise ConfigError(f"{source}: {key} must be positive, got {value}")
     return value
 
@@ -160,6 +239,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
     if not isinstance(raw_regions, dict):
         raise ConfigError(f"{source}: [regions] must be a table of regions")
     regions: dict[str, Region] = {}
+    seen: set[str] = set()
     for name, table in raw_regions.items():
         where = f"regions.{name}"
         if not _NAME.fullmatch(name):
@@ -179,6 +259,9 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
                 parse_listen(node)
             except ConfigError as exc:
                 raise ConfigError(f"{source}: {where}.nodes: {exc}") from None
+            if node in seen:
+                raise ConfigError(f"{source}: {where}.nodes: {node} is listed twice")
+            seen.add(node)
         regions[name] = Region(name, tuple(nodes))
 
     latencies: dict[tuple[str, str], float] = {}
@@ -209,8 +292,20 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
         replicas=values.get("placement", {}).get("replicas", 2),
         limits=StoreLimits(**{k: v for k, v in given.items() if k in store_keys}),
         http=HttpLimits(**{k: v for k, v in given.items() if k in http_keys}),
+        replication=_replication(values.get("replication", {}), source),
         source=source,
     )
+
+
+def _replication(values: dict[str, Any], source: str) -> ReplicationConfig:
+    config = ReplicationConfig(**values)
+    if config.reconnect_min > config.reconnect_max:
+        raise ConfigError(f"{source}: replication.reconnect_min must be <= reconnect_max")
+    if config.link_timeout <= config.heartbeat_interval:
+        raise ConfigError(
+            f"{source}: replication.link_timeout must be longer than heartbeat_interval"
+        )
+    return config
 
 
 def load_config(path: Path) -> ClusterConfig:

@@ -14,11 +14,14 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from crdt import DocumentStore, StorageLocked, open_store
 
-from .config import NodeSettings
+from .config import ConfigError, NodeSettings
+
+if TYPE_CHECKING:
+    from .replication import Replicator
 
 __all__ = ["VERSION", "Node", "lock_data_dir", "open_node"]
 
@@ -32,6 +35,8 @@ class Node:
     settings: NodeSettings
     store: DocumentStore
     started_at: float
+    #: Replication with the other nodes; None for a standalone node.
+    replicator: Replicator | None = None
 
     @property
     def node_id(self) -> str:
@@ -69,7 +74,13 @@ def lock_data_dir(data_dir: Path) -> Iterator[IO[str]]:
 
 @contextlib.asynccontextmanager
 async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
-    """Locks the data directory and opens the store; raises StorageError subclasses."""
+    """Locks the data directory and opens the store; raises StorageError subclasses, and
+    ConfigError when the node has peers but no cluster secret."""
+    if settings.peers() and not settings.secret:
+        raise ConfigError(
+            f"node {settings.node_id} replicates with {len(settings.peers())} other nodes but "
+            f"the cluster secret is not set: export {settings.cluster.secret_env}"
+        )
     with lock_data_dir(settings.data_dir):
         async with open_store(settings.data_dir, settings.cluster.limits) as store:
             node = Node(settings, store, time.time())

@@ -23,9 +23,11 @@ from .errors import (
 )
 from .ops import apply_operations, parse_operations
 from .statevector import EMPTY_STATE_VECTOR, covers, decode_state_vector, encode_state_vector
-from .storage import FORMAT_VERSION, Storage
+from .storage import FORMAT_VERSION, ChangeRecord, SaveCheckpoint, Storage
 from .store import (
     DOCUMENT_ID,
+    Change,
+    DocumentState,
     DocumentStore,
     StoreLimits,
     StoreStatistics,
@@ -38,6 +40,8 @@ from .yupdate import RootKind, parse_update
 __all__ = [
     # store
     "DOCUMENT_ID",
+    "Change",
+    "DocumentState",
     "DocumentStore",
     "StoreLimits",
     "StoreStatistics",
@@ -58,6 +62,8 @@ __all__ = [
     "encode_state_vector",
     # storage
     "FORMAT_VERSION",
+    "ChangeRecord",
+    "SaveCheckpoint",
     "Storage",
     # errors
     "CrdtError",

@@ -23,8 +23,15 @@ import pycrdt
 
 from .errors import InvalidUpdate, LimitExceeded
 from .lib0 import DecodeError
-from .statevector import decode_state_vector
-from .yupdate import RootKind, canonical_update, classify, infer_root_kinds, parse_update
+from .statevector import decode_state_vector, encode_state_vector
+from .yupdate import (
+    RootKind,
+    canonical_delete_set,
+    canonical_update,
+    classify,
+    infer_root_kinds,
+    parse_update,
+)
 
 __all__ = ["ROOT_TYPES", "Document", "fold_updates", "render", "xml_string"]
 
@@ -175,8 +182,9 @@ class Document:
     # -- reading -------------------------------------------------------------------------
 
     def state_vector(self) -> bytes:
-        """The encoded state vector of the integrated changes."""
-        return bytes(self._doc.get_state())
+        """The encoded state vector of the integrated changes, clients in ascending order (Yrs
+        writes them in hash order), so equal states have equal bytes on every copy."""
+        return encode_state_vector(decode_state_vector(bytes(self._doc.get_state())))
 
     def clocks(self) -> dict[int, int]:
         return decode_state_vector(self.state_vector())
@@ -216,6 +224,19 @@ class Document:
         """SHA-256 of :meth:`canonical_state`: equal on two copies exactly when they hold the
         same content. This is what proves convergence across nodes."""
         return hashlib.sha256(self.canonical_state()).hexdigest()
+
+    def summary(self) -> bytes:
+        """16 bytes that are equal on two copies holding the same integrated changes: a hash
+        of the state vector and the (canonical) delete set. Much cheaper than
+        :meth:`digest`; anti-entropy compares summaries to skip copies that agree."""
+        clocks = self.clocks()
+        deletions = canonical_delete_set(bytes(self._doc.get_update(self._doc.get_state())))
+        if deletions is None:  # unexpected structs: fall back to the full canonical state
+            deletions = self.canonical_state()
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(encode_state_vector(clocks))
+        digest.update(deletions)
+        return digest.digest()
 
     @property
     def has_pending(self) -> bool:

@@ -165,6 +165,9 @@ class Encoder:
             value >>= 7
         self._buf.append(value)
 
+    def write_bytes(self, data: bytes) -> None:
+        self._buf += data
+
     def write_var_bytes(self, data: bytes) -> None:
         self.write_var_uint(len(data))
         self._buf += data

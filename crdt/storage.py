@@ -1,16 +1,28 @@
 """Persistence to one DuckDB file: an update log, snapshots, and a single writer with group commit.
 
-All SQL of the project lives here. Layout (storage format 1)::
+All SQL of the project lives here and in this module's two helpers: :mod:`crdt.schema` (the
+layout below: creating the file, checking and upgrading its format) and :mod:`crdt.queries`
+(the reads). Layout (storage format 2)::
 
-    meta(key, value)                         format_version, created_at
-    documents(id, incarnation, deleted, ...) one row per document id ever written
-    updates(doc_id, incarnation, seq, data)  the log: Yjs updates as committed, in seq order
+    meta(key, value)                          format_version, created_at, storage_id
+    documents(id, incarnation, deleted, ...)  one row per document id ever written
+    updates(doc_id, incarnation, seq, data)   the log: Yjs updates as committed, in seq order
     snapshots(doc_id, incarnation, seq, data) per document, one state covering log rows <= seq
+    deletions(doc_id, incarnation, seq)       per deleted document, the seq of its tombstone
+    checkpoints(peer, seq, updated_at)        per peer storage id, how far its feed is integrated
 
 A document's state is its snapshot plus the log rows after it. Compaction folds the log into the
 snapshot in one transaction (insert the new snapshot, delete the rows it covers), so a process
 killed at any instant leaves either the old snapshot and rows or the new snapshot: nothing is
 lost and, since Yjs updates are idempotent, nothing can be counted twice.
+
+Seqs come from one counter per file, for log rows and tombstones alike, and are never reused;
+``storage_id`` (a random id made with the file, or when a format 1 file is upgraded) names that
+counter, so a node whose data was wiped starts a new seq space under a new id. The *changes
+feed* (:meth:`Storage.changes_since`) lists the documents whose latest change has a seq above a
+given one, each once, in seq order: what a peer polls for anti-entropy. A *checkpoint*
+(:class:`SaveCheckpoint`, :meth:`Storage.checkpoint`) durably records, per peer storage id, the
+highest seq of that peer's feed this node has fully integrated; it never goes down.
 
 Writes go through one thread that owns the write connection (DuckDB wants few, large
 transactions): callers enqueue jobs; the thread takes every job queued while the previous commit
@@ -37,69 +49,27 @@ from typing import Any
 
 import duckdb
 
+from . import queries, schema
 from .document import fold_updates
 from .errors import StorageError, StorageFormatError
+from .queries import ChangeRecord, DocumentRecord, LoadedDocument
+from .schema import FORMAT_VERSION
 
 __all__ = [
     "FORMAT_VERSION",
     "Append",
+    "ChangeRecord",
     "Compact",
     "CompactResult",
     "Delete",
     "DocumentRecord",
     "LoadedDocument",
+    "SaveCheckpoint",
     "Storage",
     "StorageStatistics",
 ]
 
 log = logging.getLogger("meridian.storage")
-
-#: The storage format this code writes. Files with a higher version are refused.
-FORMAT_VERSION = 1
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS documents (
-        id VARCHAR PRIMARY KEY,
-        incarnation BIGINT NOT NULL,
-        deleted BOOLEAN NOT NULL,
-        created_at DOUBLE NOT NULL,
-        deleted_at DOUBLE
-    )""",
-    """CREATE TABLE IF NOT EXISTS updates (
-        doc_id VARCHAR NOT NULL,
-        incarnation BIGINT NOT NULL,
-        seq BIGINT NOT NULL,
-        data BLOB NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS updates_doc ON updates (doc_id)",
-    """CREATE TABLE IF NOT EXISTS snapshots (
-        doc_id VARCHAR PRIMARY KEY,
-        incarnation BIGINT NOT NULL,
-        seq BIGINT NOT NULL,
-        data BLOB NOT NULL
-    )""",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentRecord:
-    id: str
-    incarnation: int
-    deleted: bool
-
-
-@dataclass(frozen=True, slots=True)
-class LoadedDocument:
-    """A document as stored: its record, then the snapshot (if any) and log rows in order."""
-
-    record: DocumentRecord
-    updates: list[bytes]
-    log_rows: int
-    snapshot_bytes: int
-    #: The highest seq among the rows read (the snapshot's when there is no log).
-    last_seq: int
-
 
 # -- jobs for the writer -------------------------------------------------------------------
 
@@ -116,10 +86,28 @@ class Append:
 
 @dataclass(slots=True)
 class Delete:
-    """Record a tombstone for ``incarnation`` and drop that incarnation's content."""
+    """Record a tombstone for ``incarnation`` and drop that incarnation's content. The result
+    is the tombstone's seq."""
 
     doc_id: str
     incarnation: int
+
+
+@dataclass(slots=True)
+class SaveCheckpoint:
+    """Record that this node has integrated ``peer``'s changes feed up to ``seq`` (``peer`` is
+    that node's storage id). A lower seq than the saved one changes nothing: checkpoints never
+    go down. The result is the checkpoint after the save. Raises ValueError for an empty peer
+    or a negative seq."""
+
+    peer: str
+    seq: int
+
+    def __post_init__(self) -> None:
+        if not self.peer:
+            raise ValueError("a checkpoint needs a peer storage id")
+        if self.seq < 0:
+            raise ValueError(f"a checkpoint seq cannot be negative: {self.seq}")
 
 
 @dataclass(slots=True)
@@ -144,7 +132,7 @@ class CompactResult:
     snapshot_bytes: int
 
 
-Job = Append | Delete | Compact
+Job = Append | Delete | Compact | SaveCheckpoint
 _Row = tuple[str, int, int, bytes]
 
 
@@ -205,17 +193,22 @@ class Storage:
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
+        # The seq of the next log row or tombstone; only the writer thread advances it.
         self._next_seq = 1
         self._counters = _Counters()
         self._closing = False
         #: The Yjs client id of this node's own edits (JSON operations); see new_client_id.
         self.client_id = 0
+        #: The id of this file's seq space (uuid4 hex), set by open(); peers key checkpoints
+        #: of this node's changes feed by it.
+        self.storage_id = ""
 
     # -- life cycle ----------------------------------------------------------------------
 
     def open(self) -> None:
-        """Opens (creating if needed) the file and checks its format. Blocking: call it from
-        a thread. Raises :class:`StorageFormatError` for a newer format, StorageError else."""
+        """Opens (creating if needed) the file, checks its format and upgrades an older one.
+        Blocking: call it from a thread. Raises :class:`StorageFormatError` for a newer
+        format, StorageError else."""
         try:
             self._con = duckdb.connect(str(self.path))
         except duckdb.Error as exc:
@@ -224,36 +217,9 @@ class Storage:
             con = self._con
             con.execute(f"SET memory_limit = '{self._memory_limit}'")
             con.execute("SET threads = 2")
-            tables = {
-                row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
-            }
-            if "meta" in tables:
-                row = con.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-                version = int(row[0]) if row else 0
-                if version > FORMAT_VERSION:
-                    raise StorageFormatError(
-                        f"{self.path} uses storage format {version}, written by a newer Meridian; "
-                        f"this version reads format {FORMAT_VERSION}. Upgrade Meridian to open it."
-                    )
-                if version < 1:
-                    raise StorageFormatError(f"{self.path} has no storage format version")
-            else:
-                con.execute("BEGIN")
-                for statement in _SCHEMA:
-                    con.execute(statement)
-                con.executemany(
-                    "INSERT INTO meta VALUES (?, ?)",
-                    [
-                        ("format_version", str(FORMAT_VERSION)),
-                        ("created_at", repr(time.time())),
-                    ],
-                )
-                con.execute("COMMIT")
+            self.storage_id = schema.prepare(con, self.path)
             self.new_client_id()
-            row = con.execute(
-                "SELECT greatest((SELECT max(seq) FROM updates), (SELECT max(seq) FROM snapshots))"
-            ).fetchone()
-            self._next_seq = (row[0] or 0) + 1
+            self._next_seq = queries.last_seq(con) + 1
         except StorageFormatError:
             self._con.close()
             raise
@@ -290,6 +256,12 @@ class Storage:
         """
         self.client_id = random.SystemRandom().randrange(1, 2**32)
         return self.client_id
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq assigned so far (0 for none). The writer thread assigns seqs before
+        their transaction commits, so the feed may not show this one yet."""
+        return self._next_seq - 1
 
     # -- writing -------------------------------------------------------------------------
 
@@ -431,9 +403,23 @@ class Storage:
                     "deleted_at = excluded.deleted_at",
                     [job.doc_id, job.incarnation, now, now],
                 )
+                con.execute(
+                    "INSERT INTO deletions VALUES (?, ?, ?) ON CONFLICT (doc_id) DO UPDATE "
+                    "SET incarnation = excluded.incarnation, seq = excluded.seq",
+                    [job.doc_id, job.incarnation, self._next_seq],
+                )
                 con.execute("DELETE FROM updates WHERE doc_id = ?", [job.doc_id])
                 con.execute("DELETE FROM snapshots WHERE doc_id = ?", [job.doc_id])
-                results.append(None)
+                results.append(self._next_seq)
+                self._next_seq += 1
+            elif isinstance(job, SaveCheckpoint):
+                row = con.execute(
+                    "INSERT INTO checkpoints VALUES (?, ?, ?) ON CONFLICT (peer) DO UPDATE "
+                    "SET seq = greatest(checkpoints.seq, excluded.seq), "
+                    "updated_at = excluded.updated_at RETURNING seq",
+                    [job.peer, job.seq, now],
+                ).fetchone()
+                results.append(int(row[0]))
         self._flush_rows(rows, creates, now)
         return results
 
@@ -511,20 +497,34 @@ class Storage:
 
     async def load(self, doc_id: str) -> LoadedDocument | None:
         """The stored document, or None when the id was never written."""
-        return await self._read(_load, doc_id)  # type: ignore[no-any-return]
+        return await self._read(queries.load, doc_id)  # type: ignore[no-any-return]
 
     async def list_documents(
         self, prefix: str, after: str | None, limit: int
     ) -> list[DocumentRecord]:
         """Live documents whose id starts with ``prefix``, after ``after``, in id order."""
-        return await self._read(_list, prefix, after, limit)  # type: ignore[no-any-return]
+        return await self._read(queries.list_documents, prefix, after, limit)  # type: ignore[no-any-return]
 
     async def count_documents(self) -> tuple[int, int]:
         """(live documents, tombstones)."""
-        return await self._read(_count)  # type: ignore[no-any-return]
+        return await self._read(queries.count_documents)  # type: ignore[no-any-return]
 
     async def stored_bytes(self) -> int:
-        return await self._read(_stored_bytes)  # type: ignore[no-any-return]
+        return await self._read(queries.stored_bytes)  # type: ignore[no-any-return]
+
+    async def changes_since(self, seq: int, limit: int) -> list[ChangeRecord]:
+        """The changes feed: documents whose latest change has a seq above ``seq``, each once
+        at that seq, in seq order, at most ``limit``. Page on by passing the last record's
+        seq. Records carry the document's current incarnation and whether it is deleted."""
+        return await self._read(queries.changes_since, seq, limit)  # type: ignore[no-any-return]
+
+    async def checkpoint(self, peer: str) -> int:
+        """The saved checkpoint of ``peer``'s changes feed, 0 when there is none."""
+        return await self._read(queries.checkpoint, peer)  # type: ignore[no-any-return]
+
+    async def checkpoints(self) -> dict[str, int]:
+        """Every saved checkpoint, by peer storage id."""
+        return await self._read(queries.checkpoints)  # type: ignore[no-any-return]
 
     def statistics(self) -> StorageStatistics:
         c = self._counters
@@ -551,7 +551,7 @@ def _resolve(answers: list[_Answer]) -> None:
 
 
 def _prepare_compaction(cursor: Any, doc_id: str) -> Compact | None:
-    stored = _load(cursor, doc_id)
+    stored = queries.load(cursor, doc_id)
     if stored is None or stored.record.deleted or stored.log_rows == 0:
         return None
     return Compact(
@@ -562,55 +562,3 @@ def _prepare_compaction(cursor: Any, doc_id: str) -> Compact | None:
         stored.log_rows,
         sum(len(update) for update in stored.updates),
     )
-
-
-def _load(cursor: Any, doc_id: str) -> LoadedDocument | None:
-    # One read transaction: a compaction installed between reading the snapshot and reading
-    # the log would otherwise hide the rows it folded.
-    cursor.execute("BEGIN TRANSACTION")
-    try:
-        row = cursor.execute(
-            "SELECT incarnation, deleted FROM documents WHERE id = ?", [doc_id]
-        ).fetchone()
-        if row is None:
-            return None
-        record = DocumentRecord(doc_id, row[0], row[1])
-        if record.deleted:
-            return LoadedDocument(record, [], 0, 0, 0)
-        snapshot = cursor.execute(
-            "SELECT data, seq FROM snapshots WHERE doc_id = ? AND incarnation = ?",
-            [doc_id, record.incarnation],
-        ).fetchone()
-        tail = cursor.execute(
-            "SELECT data, seq FROM updates WHERE doc_id = ? AND incarnation = ? ORDER BY seq",
-            [doc_id, record.incarnation],
-        ).fetchall()
-    finally:
-        cursor.execute("COMMIT")
-    updates = ([bytes(snapshot[0])] if snapshot else []) + [bytes(r[0]) for r in tail]
-    last_seq = tail[-1][1] if tail else (snapshot[1] if snapshot else 0)
-    return LoadedDocument(record, updates, len(tail), len(snapshot[0]) if snapshot else 0, last_seq)
-
-
-def _list(cursor: Any, prefix: str, after: str | None, limit: int) -> list[DocumentRecord]:
-    rows = cursor.execute(
-        "SELECT id, incarnation, deleted FROM documents WHERE NOT deleted AND starts_with(id, ?) "
-        "AND id > ? ORDER BY id LIMIT ?",
-        [prefix, after or "", limit],
-    ).fetchall()
-    return [DocumentRecord(r[0], r[1], r[2]) for r in rows]
-
-
-def _count(cursor: Any) -> tuple[int, int]:
-    row = cursor.execute(
-        "SELECT count(*) FILTER (WHERE NOT deleted), count(*) FILTER (WHERE deleted) FROM documents"
-    ).fetchone()
-    return int(row[0]), int(row[1])
-
-
-def _stored_bytes(cursor: Any) -> int:
-    row = cursor.execute(
-        "SELECT coalesce((SELECT sum(octet_length(data)) FROM updates), 0)"
-        " + coalesce((SELECT sum(octet_length(data)) FROM snapshots), 0)"
-    ).fetchone()
-    return int(row[0])

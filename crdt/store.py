@@ -21,7 +21,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,8 @@ from .storage import Append, CompactResult, Delete, DocumentRecord, Storage
 
 __all__ = [
     "DOCUMENT_ID",
+    "Change",
+    "DocumentState",
     "DocumentStore",
     "StoreLimits",
     "StoreStatistics",
@@ -94,6 +96,29 @@ class WriteResult:
     changed: bool
     created: bool
     incarnation: int
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed change, as :meth:`DocumentStore.subscribe` listeners see it: an update
+    (``update`` is its bytes) or a tombstone (``update`` is None) of ``incarnation``.
+    ``origin`` is whatever the writer passed (replication uses it to know where it came from)."""
+
+    doc_id: str
+    incarnation: int
+    update: bytes | None
+    origin: object
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentState:
+    """What a node holds of a document id: its incarnation, whether that incarnation is
+    deleted, and the document (empty for a tombstone). Use it at once: an evicted document
+    is replaced by a fresh load."""
+
+    incarnation: int
+    deleted: bool
+    document: Document
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +178,8 @@ class DocumentStore:
         # dropped after a failure): a load waits for it before reading the disk.
         self._settling: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Called with every committed change, in commit order (replication, subscribers).
+        self._listeners: list[Callable[[Change], None]] = []
         self._loads = 0
         self._evictions = 0
         self._writes = 0
@@ -170,6 +197,27 @@ class DocumentStore:
         if entry.deleted:
             raise DocumentDeleted(f"document {doc_id!r} was deleted")
         return entry.document
+
+    async def lookup(self, doc_id: str) -> DocumentState | None:
+        """What this node holds of ``doc_id``, tombstones included; None if never written."""
+        entry = await self._entry(check_document_id(doc_id))
+        if entry is None:
+            return None
+        return DocumentState(entry.document.incarnation, entry.deleted, entry.document)
+
+    def subscribe(self, listener: Callable[[Change], None]) -> Callable[[], None]:
+        """Calls ``listener(change)`` after each commit that changed a document (not for
+        duplicates), from the event loop; returns the function that unsubscribes. A listener
+        must not block; its exceptions are logged and do not affect the write."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _publish(self, change: Change) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(change)
+            except Exception:
+                log.exception("change listener failed for %s", change.doc_id)
 
     async def list_documents(
         self, prefix: str = "", after: str | None = None, limit: int = 100
@@ -263,12 +311,28 @@ class DocumentStore:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def apply_update(self, doc_id: str, data: bytes) -> WriteResult:
-        """Applies a Yjs v1 update, creating the document (or its next incarnation) if needed,
-        and returns once it is committed. Raises InvalidUpdate (nothing changed),
-        LimitExceeded, or StorageError (the write is not durable and was undone in memory)."""
+    async def apply_update(
+        self,
+        doc_id: str,
+        data: bytes,
+        *,
+        incarnation: int | None = None,
+        origin: object = None,
+    ) -> WriteResult:
+        """Applies a Yjs v1 update and returns once it is committed. Raises InvalidUpdate
+        (nothing changed), LimitExceeded, or StorageError (the write is not durable and was
+        undone in memory).
+
+        Without ``incarnation`` (a client's write) it creates the document, or its next
+        incarnation when deleted. With it (a copy from another node) the update belongs to
+        that incarnation: it starts it when this node holds an older one, and is ignored
+        (``changed`` False) when this node holds a newer one or that one deleted.
+        ``origin`` is handed to listeners with the change."""
         check_document_id(doc_id)
-        entry, created, replaced = await self._writable(doc_id)
+        writable = await self._writable(doc_id, incarnation)
+        if isinstance(writable, WriteResult):
+            return writable
+        entry, created, replaced = writable
         try:
             document = entry.document
             self._check_size(document, len(data))
@@ -281,15 +345,19 @@ class DocumentStore:
                 raise
             if created:
                 self._install_fresh(doc_id, entry, replaced)
-            return await self._commit(doc_id, entry, data if store else None, created)
+            return await self._commit(doc_id, entry, data if store else None, created, origin)
         finally:
             entry.writers -= 1
 
-    async def apply_operations(self, doc_id: str, body: Any) -> WriteResult:
+    async def apply_operations(
+        self, doc_id: str, body: Any, *, origin: object = None
+    ) -> WriteResult:
         """Applies JSON operations (PRODUCT.md) atomically; see :mod:`crdt.ops`."""
         check_document_id(doc_id)
         ops = parse_operations(body, max_operations=self.limits.max_operations)
-        entry, created, replaced = await self._writable(doc_id)
+        writable = await self._writable(doc_id, None)
+        assert not isinstance(writable, WriteResult)
+        entry, created, replaced = writable
         try:
             document = entry.document
             update = apply_operations(document, ops, client_id=self.storage.client_id)
@@ -297,7 +365,7 @@ class DocumentStore:
             store = document.apply_update(update)
             if created:
                 self._install_fresh(doc_id, entry, replaced)
-            return await self._commit(doc_id, entry, update if store else None, created)
+            return await self._commit(doc_id, entry, update if store else None, created, origin)
         finally:
             entry.writers -= 1
 
@@ -309,14 +377,17 @@ class DocumentStore:
                 limit="max_document_bytes",
             )
 
-    async def _writable(self, doc_id: str) -> tuple[_Entry, bool, _Entry | None]:
-        """The entry to write to: (entry, created, the tombstone it replaces).
+    async def _writable(
+        self, doc_id: str, incarnation: int | None
+    ) -> tuple[_Entry, bool, _Entry | None] | WriteResult:
+        """The entry to write to: (entry, created, the entry it replaces), or the answer for
+        an update of an incarnation this node already left behind.
 
-        A created entry (a new document, or the next incarnation of a deleted one) is not in
-        the hot set yet: the caller admits it with :meth:`_install_fresh` once the first write
-        applied, so a rejected write creates nothing. The caller owns one ``writers`` count on
-        the entry and must give it back. Nothing awaits between the checks below and the
-        caller's apply: two fresh copies written with this node's client id would reuse Yjs ids.
+        A created entry (a new document, or another incarnation) is not in the hot set yet:
+        the caller admits it with :meth:`_install_fresh` once the first write applied, so a
+        rejected write creates nothing. The caller owns one ``writers`` count on the entry
+        and must give it back. Nothing awaits between the checks below and the caller's
+        apply: two fresh copies written with this node's client id would reuse Yjs ids.
         """
         await self._entry(doc_id)
         entry = self._hot.get(doc_id)
@@ -325,10 +396,17 @@ class DocumentStore:
             # it again; nothing yields between this load's admission and the check.
             await self._load(doc_id)
             entry = self._hot.get(doc_id)
-        if entry is not None and not entry.deleted:
-            entry.writers += 1
-            return entry, False, None
-        incarnation = entry.document.incarnation + 1 if entry is not None else 1
+        if entry is not None:
+            current = entry.document.incarnation
+            if incarnation is not None and (
+                incarnation < current or (incarnation == current and entry.deleted)
+            ):
+                return WriteResult(doc_id, entry.document.state_vector(), False, False, current)
+            if not entry.deleted and incarnation in (None, current):
+                entry.writers += 1
+                return entry, False, None
+        if incarnation is None:
+            incarnation = entry.document.incarnation + 1 if entry is not None else 1
         fresh = _Entry(
             self._new_document(doc_id, incarnation),
             deleted=False,
@@ -346,7 +424,7 @@ class DocumentStore:
         self._admit(doc_id, fresh)
 
     async def _commit(
-        self, doc_id: str, entry: _Entry, data: bytes | None, created: bool
+        self, doc_id: str, entry: _Entry, data: bytes | None, created: bool, origin: object
     ) -> WriteResult:
         document = entry.document
         if data is None and not created:
@@ -362,7 +440,8 @@ class DocumentStore:
         self._hot_bytes += len(job.data)
         # Bookkeeping belongs to the commit, not to this coroutine: a cancelled request does
         # not cancel its queued write, and the entry must stay busy until that commits.
-        future.add_done_callback(lambda done: self._settled(doc_id, entry, done))
+        change = Change(doc_id, document.incarnation, job.data, origin)
+        future.add_done_callback(lambda done: self._settled(doc_id, entry, done, change))
         await asyncio.shield(future)
         self._writes += 1
         entry.log_rows += 1
@@ -371,7 +450,9 @@ class DocumentStore:
         self._evict()
         return WriteResult(doc_id, document.state_vector(), True, created, document.incarnation)
 
-    def _settled(self, doc_id: str, entry: _Entry, future: asyncio.Future[Any]) -> None:
+    def _settled(
+        self, doc_id: str, entry: _Entry, future: asyncio.Future[Any], change: Change
+    ) -> None:
         entry.document.uncommitted -= 1
         if entry.inflight is future:
             entry.inflight = None
@@ -384,8 +465,10 @@ class DocumentStore:
             if self._hot.get(doc_id) is entry:
                 self._drop(doc_id)
             self.storage.new_client_id()
+        elif not future.cancelled():
+            self._publish(change)
 
-    async def delete(self, doc_id: str) -> int:
+    async def delete(self, doc_id: str, *, origin: object = None) -> int:
         """Deletes the document (a tombstone of its current incarnation); returns that
         incarnation. Raises DocumentNotFound when it does not exist or is already deleted."""
         entry = await self._entry(check_document_id(doc_id))
@@ -394,6 +477,24 @@ class DocumentStore:
         if entry.deleted:
             raise DocumentDeleted(f"document {doc_id!r} was already deleted")
         incarnation = entry.document.incarnation
+        await self._record_tombstone(doc_id, incarnation, origin)
+        return incarnation
+
+    async def apply_tombstone(
+        self, doc_id: str, incarnation: int, *, origin: object = None
+    ) -> bool:
+        """Records another node's tombstone of ``incarnation`` unless this node holds a newer
+        state (a later incarnation, or this one deleted already). True when it was recorded;
+        returns once it is committed."""
+        entry = await self._entry(check_document_id(doc_id))
+        if entry is not None:
+            current = entry.document.incarnation
+            if incarnation < current or (incarnation == current and entry.deleted):
+                return False
+        await self._record_tombstone(doc_id, incarnation, origin)
+        return True
+
+    async def _record_tombstone(self, doc_id: str, incarnation: int, origin: object) -> None:
         tombstone = _Entry(
             self._new_document(doc_id, incarnation),
             deleted=True,
@@ -406,9 +507,9 @@ class DocumentStore:
         self._drop(doc_id)
         self._admit(doc_id, tombstone)
         tombstone.document.uncommitted += 1
-        future.add_done_callback(lambda done: self._settled(doc_id, tombstone, done))
+        change = Change(doc_id, incarnation, None, origin)
+        future.add_done_callback(lambda done: self._settled(doc_id, tombstone, done, change))
         await asyncio.shield(future)
-        return incarnation
 
     # -- compaction ----------------------------------------------------------------------
 

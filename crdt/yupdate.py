@@ -28,6 +28,7 @@ from enum import StrEnum
 from .lib0 import DecodeError, Decoder, Encoder
 
 __all__ = [
+    "canonical_delete_set",
     "ParsedUpdate",
     "RootKind",
     "canonical_update",
@@ -317,6 +318,37 @@ def canonical_update(data: bytes) -> bytes:
         position = end
     out += data[position:]
     return bytes(out)
+
+
+def canonical_delete_set(data: bytes) -> bytes | None:
+    """The delete set of an update that carries no structs (``get_update`` at the document's
+    own state vector), clients sorted and adjacent ranges merged: the same bytes for the same
+    deletions however they were recorded. None when the update carries structs."""
+    dec = Decoder(data)
+    if dec.read_var_uint() != 0:
+        return None
+    merged: dict[int, list[list[int]]] = {}
+    for _ in range(dec.read_length("delete set clients", 2)):
+        client = dec.read_var_uint()
+        ranges = merged.setdefault(client, [])
+        for _ in range(dec.read_length("deleted ranges", 2)):
+            start = dec.read_var_uint()
+            ranges.append([start, start + dec.read_var_uint()])
+    enc = Encoder()
+    enc.write_var_uint(len(merged))
+    for client in sorted(merged):
+        spans: list[list[int]] = []
+        for start, end in sorted(merged[client]):
+            if spans and start <= spans[-1][1]:
+                spans[-1][1] = max(spans[-1][1], end)
+            elif end > start:
+                spans.append([start, end])
+        enc.write_var_uint(client)
+        enc.write_var_uint(len(spans))
+        for start, end in spans:
+            enc.write_var_uint(start)
+            enc.write_var_uint(end - start)
+    return enc.to_bytes()
 
 
 def classify(evidence: set[str]) -> RootKind | None:

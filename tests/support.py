@@ -114,8 +114,10 @@ class NodeProcess:
         extra: list[str] | None = None,
         config: Path | None = None,
         env: dict[str, str] | None = None,
+        listen: str = "127.0.0.1:0",
     ) -> None:
         self.data_dir = data_dir
+        self.listen = listen
         self.region = region
         self.extra = extra or []
         self.config = config
@@ -134,7 +136,7 @@ class NodeProcess:
             "--region",
             self.region,
             "--listen",
-            "127.0.0.1:0",
+            self.listen,
             "--data",
             str(self.data_dir),
             "--log-level",

@@ -70,7 +70,7 @@ def test_newer_storage_format_is_refused_clearly(tmp_path: Path) -> None:
         )
     assert node.terminate() == 0
     con = duckdb.connect(str(data / "meridian.duckdb"))
-    con.execute("UPDATE meta SET value = '2' WHERE key = 'format_version'")
+    con.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
     con.close()
     result = _meridian(
         "serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(data)

@@ -1,0 +1,15 @@
+"""Replication between nodes: the peer protocol (no I/O), its WebSocket transport, the
+per-peer outboxes, anti-entropy and the durability / read-your-writes waits.
+
+The public face::
+
+    async with open_replicator(node, settings) as replicator:
+        await replicator.accept(websocket)           # the WS /v1/peer endpoint
+        replicator.statistics()                      # /v1/cluster
+"""
+
+from .protocol import PROTOCOL_VERSIONS
+from .replicator import LEVELS, Replicator, Tracker, open_replicator
+from .session import PeerOrigin
+
+__all__ = ["LEVELS", "PROTOCOL_VERSIONS", "PeerOrigin", "Replicator", "Tracker", "open_replicator"]
