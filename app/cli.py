@@ -40,16 +40,17 @@ def _fail(message: str, status: int = 1) -> int:
     return status
 
 
-def _node_id(args: argparse.Namespace, cluster: ClusterConfig, data_dir: Path) -> str:
-    """``--node-id``; else the listed node whose address is ``--listen``; else the data
-    directory's name (a standalone node, replicating with nobody)."""
+def _node_id(args: argparse.Namespace, cluster: ClusterConfig, data_dir: Path) -> tuple[str, bool]:
+    """(node id, standalone): ``--node-id``; else the listed node whose address is
+    ``--listen``; else the data directory's name, for a standalone node that replicates
+    with nobody."""
     if args.node_id:
-        return str(args.node_id)
+        return str(args.node_id), False
     for member in cluster.members():
         if member.address == args.listen:
-            return member.node_id
+            return member.node_id, False
     name = data_dir.resolve().name
-    return name if name else f"{args.region}-1"
+    return (name if name else f"{args.region}-1"), True
 
 
 def _peer_addresses(values: list[str]) -> dict[str, str]:
@@ -84,9 +85,11 @@ def serve(args: argparse.Namespace) -> int:
         )
     data_dir = Path(args.data)
     secret = os.environ.get(cluster.secret_env)
+    node_id, standalone = _node_id(args, cluster, data_dir)
     try:
         settings = NodeSettings(
-            node_id=_node_id(args, cluster, data_dir),
+            node_id=node_id,
+            standalone=standalone,
             region=args.region,
             host=host,
             port=port,

@@ -133,10 +133,14 @@ class NodeSettings:
     #: Dial these nodes at these addresses instead of the listed ones (e.g. through the demo's
     #: WAN emulator): node id -> "host:port".
     peer_addresses: dict[str, str] = field(default_factory=dict)
+    #: Not one of the listed nodes, whatever its id (replicates with nobody).
+    standalone: bool = False
 
     def member(self) -> Member | None:
         """This node's entry in ``regions.toml``, or None when it is not listed (a
         standalone node)."""
+        if self.standalone:
+            return None
         for member in self.cluster.members():
             if member.node_id == self.node_id:
                 return member

@@ -111,6 +111,8 @@ class Cluster:
         self.latency_ms = latency_ms
         self.peer_args: dict[str, list[str]] = {node: [] for node in self.members}
         self.rng = random.Random(seed)
+        #: Per-node cluster secrets (default: SECRET), to test refusals.
+        self.secrets: dict[str, str] = {}
 
     def _toml(
         self,
@@ -135,7 +137,7 @@ class Cluster:
                 lines.append(f'"{a}:{b}" = {latency}')
         return "\n".join(lines) + "\n"
 
-    def start(self) -> Cluster:
+    def start(self, *, skip: tuple[str, ...] = ()) -> Cluster:
         # One proxy per cross-region pair of nodes, in front of the node that accepts.
         for dialer in self.members.values():
             for acceptor in self.members.values():
@@ -153,7 +155,8 @@ class Cluster:
                 host, port = proxy.address
                 self.peer_args[dialer.node_id] += ["--peer", f"{acceptor.node_id}={host}:{port}"]
         for member in self.members.values():
-            self.start_node(member.node_id)
+            if member.node_id not in skip:
+                self.start_node(member.node_id)
         return self
 
     def start_node(self, node_id: str) -> NodeProcess:
@@ -163,7 +166,7 @@ class Cluster:
             region=member.region,
             listen=f"127.0.0.1:{member.port}",
             config=self.config,
-            env={"MERIDIAN_CLUSTER_SECRET": SECRET},
+            env={"MERIDIAN_CLUSTER_SECRET": self.secrets.get(node_id, SECRET)},
             extra=self.peer_args[node_id],
         )
         member.process = process.start()

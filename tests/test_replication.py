@@ -150,7 +150,7 @@ def test_read_your_writes_across_regions_with_after(tmp_path: Path) -> None:
                 assert view.status_code == 200, view.text
                 assert view.json()["content"]["items"][-1] == i
             # A state no node will ever reach: a clear 503 after the wait, not a hang.
-            impossible = b64(bytes([1, 5, 200]))
+            impossible = b64(bytes([1, 5, 100]))  # client 5 at clock 100
             view = reader.get("/v1/docs/ryw", params={"after": impossible})
             assert view.status_code == 503
             assert view.json()["error"]["code"] == "after_not_reached"

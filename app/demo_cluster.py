@@ -1,0 +1,390 @@
+"""The whole cluster of one ``regions.toml`` on this machine, for ``meridian demo``.
+
+Every listed node is a real ``meridian serve`` process on its listed (loopback) address.
+Same-region nodes link directly; every cross-region link goes through a
+:class:`~app.wan.LinkProxy` of a :class:`~app.wan.WanEmulator` running on the caller's event
+loop, with the configured one-way latency: the node with the smaller id dials the other
+(``--peer ACCEPTOR=PROXY``), so the proxy stands in front of the accepting node.
+
+Errors: :class:`DemoError` (a problem the user can act on: a port in use, a node that did
+not start or exited; its message says which, with the node's output).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import ipaddress
+import json
+import os
+import signal
+import socket
+import sys
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ClusterConfig, Member, parse_listen
+from .wan import WanEmulator
+
+__all__ = [
+    "Copy",
+    "DemoError",
+    "LocalCluster",
+    "LocalNode",
+    "Response",
+    "http_request",
+    "identical",
+    "open_cluster",
+]
+
+#: Jitter added to every emulated link, in milliseconds.
+JITTER_MS = 2.0
+#: How long a node gets to stop after SIGTERM before it is killed.
+STOP_TIMEOUT = 15.0
+
+
+class DemoError(Exception):
+    """A problem reported to the user in one message (the demo then stops and exits 1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    #: Wall time from sending the request to reading the whole answer.
+    seconds: float
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def _request_blocking(
+    method: str, url: str, body: bytes | None, headers: dict[str, str], timeout: float
+) -> Response:
+    host_port, _, path = url.removeprefix("http://").partition("/")
+    host, port = parse_listen(host_port)
+    # http.client, not urllib: no proxy from the environment ever sits on a loopback call.
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    started = time.perf_counter()
+    try:
+        connection.request(method, "/" + path, body=body, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        return Response(response.status, data, time.perf_counter() - started)
+    finally:
+        connection.close()
+
+
+async def http_request(
+    method: str,
+    url: str,
+    *,
+    json_body: Any = None,
+    binary: bytes | None = None,
+    timeout: float = 10.0,
+) -> Response:
+    """One HTTP request (in a worker thread); raises OSError when the node is unreachable."""
+    headers: dict[str, str] = {}
+    body = binary
+    if json_body is not None:
+        body, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"
+    elif binary is not None:
+        headers["Content-Type"] = "application/octet-stream"
+    return await asyncio.to_thread(_request_blocking, method, url, body, headers, timeout)
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One node's copy of one document, as ``GET /v1/docs/{id}?digest=true`` shows it."""
+
+    #: 200, or the status of the refusal (404: this node holds no such document).
+    status: int
+    state_vector: str = ""
+    #: SHA-256 of the canonical state: equal exactly when the copies' content is.
+    digest: str = ""
+    content: Any = None
+
+
+def identical(copies: dict[str, Copy]) -> bool:
+    """True when every node's copy is a 200 with the same state vector, digest and content."""
+    first = next(iter(copies.values()))
+    return first.status == 200 and all(copy == first for copy in copies.values())
+
+
+@dataclass(slots=True)
+class LocalNode:
+    member: Member
+    data_dir: Path
+    #: ``--peer NODE=HOST:PORT`` arguments: the WAN proxies this node dials through.
+    peer_args: list[str] = field(default_factory=list)
+    process: asyncio.subprocess.Process | None = None
+    #: The process's last lines of output (stdout and stderr), shown if it fails.
+    output: deque[str] = field(default_factory=lambda: deque(maxlen=200))
+    # Reads the process's output until it ends; awaited at stop.
+    drain: asyncio.Task[None] | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self.member.node_id
+
+    @property
+    def region(self) -> str:
+        return self.member.region
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.member.address}"
+
+    def command(self, config_path: Path) -> list[str]:
+        return [
+            sys.executable, "-m", "app", "serve", "--region", self.region,
+            "--listen", self.member.address, "--data", str(self.data_dir),
+            "--config", str(config_path), "--log-level", "warning", *self.peer_args,
+        ]  # fmt: skip
+
+    def describe_failure(self, what: str) -> str:
+        lines = "".join(f"  | {line}" for line in self.output) or "  | (no output)\n"
+        return f"{self.node_id} {what}; its output:\n{lines.rstrip()}"
+
+
+class LocalCluster:
+    """The nodes of ``config`` as processes, and the WAN emulator between their regions.
+
+    Use :func:`open_cluster`; it starts everything and stops everything on exit.
+    """
+
+    def __init__(
+        self, config: ClusterConfig, config_path: Path, data_root: Path, secret: str
+    ) -> None:
+        self.config, self.config_path = config, config_path.resolve()
+        self.nodes = {
+            m.node_id: LocalNode(m, data_root.resolve() / m.node_id) for m in config.members()
+        }
+        self.wan = WanEmulator()
+        self._env = {**os.environ, config.secret_env: secret}
+
+    def check_addresses(self) -> None:
+        """Raises DemoError for a non-loopback address or a port already in use."""
+        if not self.nodes:
+            raise DemoError(f"{self.config.source} lists no nodes under [regions]")
+        for node in self.nodes.values():
+            host, port = parse_listen(node.member.address)
+            try:
+                loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+            except ValueError:
+                loopback = False
+            if not loopback:
+                raise DemoError(
+                    f"{node.node_id} is listed at {node.member.address}: the demo runs only on "
+                    "loopback addresses (127.0.0.1, ::1)"
+                )
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    probe.bind((host, port))
+                except OSError:
+                    raise DemoError(
+                        f"port {port} is already in use ({node.member.address}, "
+                        f"{node.node_id}): stop what listens there, or pass --config "
+                        "with other addresses"
+                    ) from None
+
+    async def start(self) -> None:
+        """Starts the WAN proxies, then every node process (without waiting for them)."""
+        self.check_addresses()
+        for dialer in self.nodes.values():
+            for acceptor in self.nodes.values():
+                if dialer.region == acceptor.region or dialer.node_id >= acceptor.node_id:
+                    continue
+                host, port = parse_listen(acceptor.member.address)
+                latency = self.config.latency_ms(dialer.region, acceptor.region) or 0.0
+                proxy = await self.wan.add_link(
+                    dialer.region,
+                    acceptor.region,
+                    (host, port),
+                    latency,
+                    JITTER_MS,
+                    name=f"{dialer.node_id}->{acceptor.node_id}",
+                )
+                proxy_host, proxy_port = proxy.address
+                dialer.peer_args += ["--peer", f"{acceptor.node_id}={proxy_host}:{proxy_port}"]
+        for node in self.nodes.values():
+            node.data_dir.mkdir(parents=True, exist_ok=True)
+            node.process = await asyncio.create_subprocess_exec(
+                *node.command(self.config_path),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=self._env,
+                # Its own process group: Ctrl-C reaches the demo, which stops the nodes in order.
+                process_group=0,
+            )
+            node.drain = asyncio.create_task(self._drain(node), name=f"{node.node_id} output")
+
+    @staticmethod
+    async def _drain(node: LocalNode) -> None:
+        assert node.process is not None and node.process.stdout is not None
+        async for line in node.process.stdout:
+            node.output.append(line.decode(errors="replace"))
+
+    def running(self) -> list[LocalNode]:
+        return [n for n in self.nodes.values() if n.process and n.process.returncode is None]
+
+    async def wait_any_exit(self) -> LocalNode:
+        """Returns the first node whose process exits (for the caller to report)."""
+        waits = {
+            asyncio.create_task(node.process.wait()): node
+            for node in self.nodes.values()
+            if node.process is not None
+        }
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+        node = waits[done.pop()]
+        await self.collect_output(node)
+        return node
+
+    async def wait_healthy(self, timeout: float) -> None:
+        """Waits until every node answers ``GET /v1/health``; DemoError if one exits first or
+        the deadline passes."""
+        pending = list(self.nodes.values())
+        try:
+            async with asyncio.timeout(timeout):
+                while pending:
+                    for node in list(pending):
+                        assert node.process is not None
+                        if node.process.returncode is not None:
+                            await self.collect_output(node)
+                            raise DemoError(node.describe_failure("exited while starting"))
+                        with contextlib.suppress(OSError):
+                            answer = await http_request("GET", node.url + "/v1/health", timeout=2)
+                            if answer.status == 200:
+                                pending.remove(node)
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            what = f"did not answer GET /v1/health within {timeout:g} s"
+            raise DemoError(pending[0].describe_failure(what)) from None
+
+    @staticmethod
+    async def collect_output(node: LocalNode) -> None:
+        """Waits (briefly) for the output of a node that exited to be read to its end."""
+        if node.drain is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(node.drain), 2)
+
+    async def peer_states(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """(node, peer) -> that node's ``/v1/cluster`` entry for the peer."""
+        views = await asyncio.gather(
+            *(http_request("GET", n.url + "/v1/cluster") for n in self.nodes.values())
+        )
+        return {
+            (node_id, peer["node"]): peer
+            for node_id, view in zip(self.nodes, views, strict=True)
+            for peer in view.json()["peers"]
+        }
+
+    async def wait_links_up(self, timeout: float) -> None:
+        """Waits until every node reports every peer link ``up``; TimeoutError after ``timeout``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                states = await self.peer_states()
+                if all(peer["state"] == "up" for peer in states.values()):
+                    return
+                await asyncio.sleep(0.05)
+
+    # -- comparing copies -----------------------------------------------------------------
+
+    async def documents(self) -> list[str]:
+        """The ids of the live documents any node lists, sorted."""
+
+        async def listing(node: LocalNode) -> set[str]:
+            ids: set[str] = set()
+            cursor = ""
+            while True:
+                query = "?limit=1000" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
+                page = (await http_request("GET", f"{node.url}/v1/docs{query}")).json()
+                ids.update(doc["id"] for doc in page["documents"])
+                cursor = page["next_cursor"]
+                if not cursor:
+                    return ids
+
+        listings = await asyncio.gather(*(listing(node) for node in self.nodes.values()))
+        return sorted(set().union(*listings))
+
+    async def snapshot(self) -> dict[str, dict[str, Copy]]:
+        """document -> node -> that node's copy, for every document any node lists."""
+        doc_ids = await self.documents()
+
+        async def copies(node: LocalNode) -> dict[str, Copy]:
+            out = {}
+            for doc_id in doc_ids:
+                answer = await http_request("GET", f"{node.url}/v1/docs/{doc_id}?digest=true")
+                if answer.status != 200:
+                    out[doc_id] = Copy(answer.status)
+                    continue
+                view = answer.json()
+                out[doc_id] = Copy(200, view["state_vector"], view["digest"], view["content"])
+            return out
+
+        per_node = await asyncio.gather(*(copies(node) for node in self.nodes.values()))
+        return {
+            doc_id: {
+                node_id: held[doc_id] for node_id, held in zip(self.nodes, per_node, strict=True)
+            }
+            for doc_id in doc_ids
+        }
+
+    async def wait_converged(self, timeout: float) -> dict[str, dict[str, Copy]]:
+        """Waits until every node holds identical copies of every document; returns them.
+        TimeoutError after ``timeout``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                snapshot = await self.snapshot()
+                if all(identical(copies) for copies in snapshot.values()):
+                    return snapshot
+                await asyncio.sleep(0.02)
+
+    async def aclose(self) -> None:
+        """SIGTERM to every node, SIGKILL to those still running after STOP_TIMEOUT, then
+        closes the WAN emulator."""
+
+        async def stop(node: LocalNode) -> None:
+            process = node.process
+            if process is None:
+                return
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    process.send_signal(signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(process.wait(), STOP_TIMEOUT)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await process.wait()
+            if node.drain is not None:
+                await node.drain
+
+        await asyncio.gather(*(stop(node) for node in self.nodes.values()))
+        await self.wan.aclose()
+
+
+@contextlib.asynccontextmanager
+async def open_cluster(
+    config: ClusterConfig, config_path: Path, data_root: Path, secret: str
+) -> AsyncIterator[LocalCluster]:
+    """Starts the proxies and processes of ``config``'s nodes; stops them all on exit (also
+    when starting failed half-way). Raises DemoError (see :meth:`LocalCluster.check_addresses`)."""
+    cluster = LocalCluster(config, config_path, data_root, secret)
+    try:
+        await cluster.start()
+        yield cluster
+    finally:
+        await cluster.aclose()
