@@ -1,181 +1,432 @@
-"""``meridian demo``: start a real node and take a short scripted tour of its HTTP API.
+"""``meridian demo``: the whole cluster of a ``regions.toml`` on this machine, and a guided tour
+of geo-replication with CRDTs, every time in it measured.
 
-The node is a separate ``meridian serve`` process (the same one an operator runs); the tour
-talks to it over HTTP only, printing each request and what came back, with timings.
+The nodes are real ``meridian serve`` processes on their listed loopback addresses; the links
+between regions go through the WAN emulator with the configured latencies
+(:mod:`app.demo_cluster`). The tour talks to the nodes over HTTP only:
+
+1. a write in each region (JSON operations, and a binary update from a pycrdt client) and how
+   long until every other node shows it; durability=region/all; read-your-writes with after=;
+2. a partition: the last region is cut off, both sides keep accepting writes, neither sees
+   the other's, and ``/v1/cluster`` shows the link going down and lag growing;
+3. the link restored: time until every copy is identical again;
+4. the proof: every document's state vector, digest and JSON content on every node.
+
+Then the cluster keeps running until Ctrl-C or SIGTERM (unless ``--exit``).
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
+import asyncio
 import json
 import os
+import secrets
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
 import pycrdt
 
+from .config import ClusterConfig, ConfigError, load_config
+from .demo_cluster import (
+    JITTER_MS,
+    Copy,
+    DemoError,
+    LocalCluster,
+    LocalNode,
+    Response,
+    http_request,
+    identical,
+    open_cluster,
+)
+
 __all__ = ["run_demo"]
 
-
-def _request(
-    method: str, url: str, body: bytes | None = None, content_type: str | None = None
-) -> tuple[int, bytes, float]:
-    request = urllib.request.Request(url, data=body, method=method)
-    if content_type:
-        request.add_header("Content-Type", content_type)
-    started = time.perf_counter()
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, response.read(), time.perf_counter() - started
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read(), time.perf_counter() - started
+#: The repository's topology, used when the current directory has no regions.toml.
+_REPO_CONFIG = Path(__file__).resolve().parent.parent / "regions.toml"
+#: How often a node is asked whether a write reached it, in seconds.
+POLL = 0.005
+#: Deadlines: nodes healthy and linked, one write seen everywhere, convergence after healing.
+START_TIMEOUT, SEEN_TIMEOUT, CONVERGE_TIMEOUT = 60.0, 30.0, 60.0
 
 
-def _show(title: str, method: str, url: str, status: int, body: bytes, seconds: float) -> Any:
-    print(f"\n== {title}\n$ {method} {url}\n-> {status} in {seconds * 1000:.1f} ms")
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        print(f"   {len(body)} bytes of binary")
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
+
+
+def _answer(response: Response) -> str:
+    """A write's answer in one line: status, time, durability reached and where."""
+    text = f"-> {response.status} in {ms(response.seconds)}"
+    if response.status in (200, 202):
+        body = response.json()
+        text += f": durability={body['durability']}, durable_on={body['durable_on']}"
+    return text
+
+
+def _card(node: LocalNode, marker: str) -> dict[str, Any]:
+    return {"op": "append", "path": ["items"], "values": [{"text": marker, "by": node.region}]}
+
+
+class Tour:
+    """The guided scenario over a started cluster; every step prints what it measured."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+        self.nodes = list(cluster.nodes.values())
+        # One node per region: where that region's writes go.
+        self.writers = list({n.region: n for n in reversed(self.nodes)}.values())[::-1]
+        # Makes this run's writes recognisable when --data holds earlier runs' documents.
+        self.run = secrets.token_hex(2)
+
+    def link(self, a: LocalNode, b: LocalNode) -> str:
+        if a.region == b.region:
+            return "direct"
+        return f"WAN {self.cluster.config.latency_ms(a.region, b.region) or 0:g} ms"
+
+    async def patch(self, node: LocalNode, doc: str, ops: list[Any], query: str = "") -> Response:
+        url = f"{node.url}/v1/docs/{doc}{query}"
+        return await http_request("PATCH", url, json_body={"ops": ops})
+
+    async def wait_seen(
+        self, node: LocalNode, doc: str, marker: str, since: float, timeout: float
+    ) -> float | None:
+        """Seconds from ``since`` until ``node``'s copy of ``doc`` shows ``marker``; None if
+        it did not within ``timeout``."""
+        deadline = since + timeout
+        while time.perf_counter() < deadline:
+            answer = await http_request("GET", f"{node.url}/v1/docs/{doc}")
+            if answer.status == 200 and marker.encode() in answer.body:
+                return time.perf_counter() - since
+            await asyncio.sleep(POLL)
         return None
-    text = json.dumps(parsed, indent=2, ensure_ascii=False)
-    print("\n".join("   " + line for line in text.splitlines()))
-    return parsed
 
-
-def _wait_healthy(base: str, process: subprocess.Popen[bytes], deadline: float) -> None:
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the node exited with status {process.returncode}")
-        try:
-            status, _, _ = _request("GET", f"{base}/v1/health")
-            if status == 200:
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError("the node did not become healthy in time")
-
-
-def tour(base: str) -> None:
-    """The scripted tour against a running node at ``base``."""
-
-    def call(
-        title: str, method: str, path: str, body: Any = None, binary: bytes | None = None
-    ) -> Any:
-        data, ctype = None, None
-        if body is not None:
-            data, ctype = json.dumps(body).encode(), "application/json"
-        if binary is not None:
-            data, ctype = binary, "application/octet-stream"
-        status, raw, seconds = _request(method, base + path, data, ctype)
-        return _show(title, method, base + path, status, raw, seconds)
-
-    call("Who is this node?", "GET", "/v1/health")
-    ops = {
-        "ops": [
-            {"op": "set", "path": ["settings", "theme"], "value": "dark"},
-            {"op": "insert_text", "path": ["body"], "index": 0, "text": "Hello from Meridian 😀"},
-            {"op": "append", "path": ["items"], "values": ["milk", {"qty": 2}]},
-        ]
-    }
-    written = call(
-        "Write JSON operations (one durable transaction)", "PATCH", "/v1/docs/notes", ops
-    )
-    call("Read the JSON view", "GET", "/v1/docs/notes")
-
-    # A Yjs client (pycrdt here; JavaScript Yjs works the same) edits its own copy and sends
-    # the binary update.
-    status, state, _ = _request("GET", base + "/v1/docs/notes/update")
-    client: pycrdt.Doc[Any] = pycrdt.Doc()
-    client.apply_update(state)
-    before = client.get_state()
-    text = client.get("body", type=pycrdt.Text)
-    text += " and from a Yjs client"
-    update = client.get_update(before)
-    print(f"\n(a Yjs client made a {len(update)}-byte update)")
-    call("Send a binary Yjs update", "POST", "/v1/docs/notes/update", binary=update)
-    since = base64.urlsafe_b64encode(bytes.fromhex("00")).decode()
-    call(
-        "Diff since an empty state vector (the whole document)",
-        "GET",
-        f"/v1/docs/notes/update?since={since}",
-    )
-    if written:
-        sv = written["state_vector"]
-        status, diff, _seconds = _request(
-            "GET", f"{base}/v1/docs/notes/update?since={urllib.parse.quote(sv)}"
+    async def show_spread(
+        self, writer: LocalNode, doc: str, marker: str, since: float, timeout: float
+    ) -> dict[str, float | None]:
+        others = [n for n in self.nodes if n is not writer]
+        times = await asyncio.gather(
+            *(self.wait_seen(n, doc, marker, since, timeout) for n in others)
         )
-        print(f"\n== Diff since the first write's state vector\n-> {status}, {len(diff)} bytes")
+        seen = {n.node_id: t for n, t in zip(others, times, strict=True)}
+        parts = [
+            f"{n.node_id} {ms(t)} ({self.link(writer, n)})"
+            if t is not None
+            else f"NOT {n.node_id} within {timeout:g} s"
+            for n, t in zip(others, times, strict=True)
+        ]
+        say(f"{'':12}seen on " + " · ".join(parts))
+        return seen
 
-    call(
-        "Bad input is refused and changes nothing",
-        "POST",
-        "/v1/docs/notes/update",
-        binary=os.urandom(24),
-    )
-    call(
-        "...an invalid operation too",
-        "PATCH",
-        "/v1/docs/notes",
-        {"ops": [{"op": "insert_text", "path": ["settings"], "index": 0, "text": "x"}]},
-    )
-    call("The document is unchanged", "GET", "/v1/docs/notes")
-    call("List documents", "GET", "/v1/docs?prefix=no&limit=10")
-    call("Delete (a tombstone)", "DELETE", "/v1/docs/notes")
-    call("Gone", "GET", "/v1/docs/notes")
-    call(
-        "Writing again starts a new incarnation",
-        "PATCH",
-        "/v1/docs/notes",
-        {"ops": [{"op": "set", "path": ["settings", "theme"], "value": "light"}]},
-    )
-    call("Cluster view of this node", "GET", "/v1/cluster")
+    # -- 1. writes in every region ------------------------------------------------------
+
+    async def writes(self) -> None:
+        say(
+            f"\n== 1. A write in each region, seen on every other node (GET polled every {ms(POLL)};"
+        )
+        say("      times from sending the write)")
+        matrix: dict[str, dict[str, float | None]] = {}
+        for node in self.writers:
+            marker = f"{node.node_id} card {self.run}"
+            started = time.perf_counter()
+            answer = await self.patch(node, "board", [_card(node, marker)])
+            say(f"{node.node_id:<12}PATCH /v1/docs/board append {marker!r} {_answer(answer)}")
+            matrix[node.node_id] = await self.show_spread(
+                node, "board", marker, started, SEEN_TIMEOUT
+            )
+        # A Yjs client (pycrdt; JavaScript Yjs works the same) edits its copy, sends the update.
+        node = next((n for n in self.nodes if n not in self.writers), self.nodes[0])
+        client: pycrdt.Doc[Any] = pycrdt.Doc()
+        client.apply_update((await http_request("GET", f"{node.url}/v1/docs/board/update")).body)
+        before = client.get_state()
+        marker = f"Yjs client at {node.node_id} {self.run}"
+        title = client.get("title", type=pycrdt.Text)
+        title += marker + "; "
+        update = client.get_update(before)
+        started = time.perf_counter()
+        answer = await http_request("POST", f"{node.url}/v1/docs/board/update", binary=update)
+        say(f"{node.node_id:<12}POST /v1/docs/board/update ({len(update)}-byte Yjs update from")
+        say(f"{'':12}a pycrdt client, text {marker!r}) {_answer(answer)}")
+        matrix[node.node_id] = await self.show_spread(node, "board", marker, started, SEEN_TIMEOUT)
+        say("\n  ms until seen  " + "".join(f"{n.node_id:>12}" for n in self.nodes))
+        for writer, seen in matrix.items():
+            cells = [seen.get(n.node_id, -1.0) for n in self.nodes]
+            text = [
+                "-" if t == -1.0 else "never" if t is None else f"{t * 1000:.0f}" for t in cells
+            ]
+            say(f"  from {writer:<10}" + "".join(f"{cell:>12}" for cell in text))
+
+    async def durability(self) -> None:
+        say("\n== 2. Stronger acknowledgements: durability=region and durability=all")
+        pair = next(
+            (n for n in self.nodes if sum(m.region == n.region for m in self.nodes) > 1), None
+        )
+        for node, level in [(pair, "region"), (self.writers[1 % len(self.writers)], "all")]:
+            if node is None:
+                continue
+            op = {"op": "set", "path": ["settings", f"{level} {self.run}"], "value": node.node_id}
+            answer = await self.patch(node, "settings", [op], f"?durability={level}")
+            say(f"{node.node_id:<12}PATCH /v1/docs/settings?durability={level} {_answer(answer)}")
+
+    async def read_your_writes(self) -> None:
+        writer, reader = self.writers[0], self.writers[-1]
+        say(
+            f"\n== 3. Read-your-writes across regions: write at {writer.node_id}, read at {reader.node_id}"
+        )
+        marker = f"cart item {self.run}"
+        op = {"op": "append", "path": ["items"], "values": [marker]}
+        written = await self.patch(writer, "cart", [op])
+        say(f"{writer.node_id:<12}PATCH /v1/docs/cart append {marker!r} {_answer(written)}")
+        state_vector = written.json()["state_vector"]
+        for query in ("", f"?after={urllib.parse.quote(state_vector)}"):
+            answer = await http_request("GET", f"{reader.url}/v1/docs/cart{query}")
+            has = answer.status == 200 and marker.encode() in answer.body
+            shown = "?after=<its state vector>" if query else " (no after=)"
+            verdict = "includes the write" if has else "does not include the write (yet)"
+            say(f"{reader.node_id:<12}GET /v1/docs/cart{shown} -> {answer.status} in "
+                f"{ms(answer.seconds)}: {verdict}")  # fmt: skip
+
+    # -- 2. a partition and its healing -----------------------------------------------------
+
+    async def partition(self) -> None:
+        region = self.writers[-1].region
+        inside = [n for n in self.nodes if n.region == region]
+        outside = [n for n in self.nodes if n.region != region]
+        say(f"\n== 4. Partition: {region} is cut off from the other regions (WAN links blackholed)")
+        self.cluster.wan.isolate(region)
+        watch = max(1.0, 3 * max(self.cluster.config.latencies_ms.values(), default=0) / 1000)
+        for node in (inside[0], outside[0]):
+            marker = f"{node.node_id} partition card {self.run}"
+            started = time.perf_counter()
+            answer = await self.patch(node, "board", [_card(node, marker)])
+            say(f"{node.node_id:<12}PATCH /v1/docs/board append {marker!r} {_answer(answer)}")
+            await self.show_spread(node, "board", marker, started, watch)
+        node = outside[0]
+        answer = await self.patch(
+            node, "board", [_card(node, f"durable {self.run}")], "?durability=all&timeout=1"
+        )
+        say(f"{node.node_id:<12}PATCH /v1/docs/board?durability=all&timeout=1 {_answer(answer)}")
+        say(f"{'':12}(the write stays: a CRDT is not undone; the answer says how far it got)")
+        await self.watch_link(outside[0], inside[0])
+
+    async def watch_link(self, a: LocalNode, b: LocalNode) -> None:
+        """Prints both ends' /v1/cluster view of the a-b link each second until both say it is
+        not up."""
+        say(
+            f"/v1/cluster each second: {a.node_id}'s view of {b.node_id} | {b.node_id}'s view of {a.node_id}"
+        )
+        config = self.cluster.config.replication
+        started = time.perf_counter()
+        deadline = started + 3 * config.link_timeout + 10
+        while time.perf_counter() < deadline:
+            await asyncio.sleep(1.0)
+            states = await self.cluster.peer_states()
+            views = [states[(a.node_id, b.node_id)], states[(b.node_id, a.node_id)]]
+            line = " | ".join(
+                f"state={p['state']:<10} rtt={p['rtt_ms'] if p['rtt_ms'] is not None else '-'} ms "
+                f"lag={p['lag_seconds']:.1f} s buffered={p['buffered']['deltas']}"
+                for p in views
+            )
+            say(f"  t+{time.perf_counter() - started:4.1f} s  {line}")
+            if all(p["state"] != "up" for p in views):
+                say(f"{'':12}link down on both ends (no heartbeat for "
+                    f"replication.link_timeout = {config.link_timeout:g} s)")  # fmt: skip
+                return
+        say(f"{'':12}the link still reports up after {time.perf_counter() - started:.0f} s")
+
+    async def heal(self) -> None:
+        region = self.writers[-1].region
+        say(f"\n== 5. Link restored: {region} rejoins")
+        started = time.perf_counter()
+        self.cluster.wan.rejoin(region)
+
+        async def timed(wait: Coroutine[Any, Any, Any]) -> float | None:
+            try:
+                await wait
+            except TimeoutError:
+                return None
+            return time.perf_counter() - started
+
+        up, converged = await asyncio.gather(
+            timed(self.cluster.wait_links_up(CONVERGE_TIMEOUT)),
+            timed(self.cluster.wait_converged(CONVERGE_TIMEOUT)),
+        )
+        for what, took in (("every peer link up", up), ("every copy identical", converged)):
+            say(
+                f"{what} again after {ms(took)}"
+                if took
+                else f"NOT {what} after {CONVERGE_TIMEOUT:g} s"
+            )
+        states = await self.cluster.peer_states()
+        for node in (n for n in self.nodes if n.region == region):
+            for (owner, peer), view in states.items():
+                if owner == node.node_id:
+                    ae = view["anti_entropy"]
+                    say(f"  {owner} <-> {peer:<12} anti-entropy rounds={ae['rounds']} "
+                        f"last checked={ae['last_checked']} repaired={ae['last_repaired']}")  # fmt: skip
+
+    # -- 4. the proof -------------------------------------------------------------------------
+
+    async def proof(self) -> bool:
+        say("\n== 6. Proof: every copy of every document, compared in full")
+        snapshot = await self.cluster.snapshot()
+        say(f"  {'document':<12}{'node':<13}{'state vector':<22}{'digest':<16}JSON content")
+        for doc_id, copies in snapshot.items():
+            first = next(iter(copies.values()))
+            for node_id, copy in copies.items():
+                say(f"  {doc_id:<12}{node_id:<13}{_cell(copy, first)}")
+        board = next(iter(snapshot.get("board", {}).values()), Copy(404))
+        if board.status == 200:
+            cards = [item.get("text") for item in board.content.get("items", [])]
+            say(f"  board items, the same everywhere: {cards}")
+        different = [doc_id for doc_id, copies in snapshot.items() if not identical(copies)]
+        total = len(snapshot) * len(self.nodes)
+        if different:
+            say(f"COPIES DIFFER: {', '.join(different)}")
+            return False
+        say(f"all {total} copies identical ({len(snapshot)} documents x {len(self.nodes)} nodes): "
+            "same state vectors, digests and JSON content")  # fmt: skip
+        return True
 
 
-def run_demo(*, listen: str, data: str | None, wait: bool) -> int:
-    temp = None
-    if data is None:
-        temp = tempfile.TemporaryDirectory(prefix="meridian-demo-")
-        data = str(Path(temp.name) / "eu-west-1")
-    host, _, port = listen.rpartition(":")
-    base = f"http://{host}:{port}"
-    command = [
-        sys.executable, "-m", "app", "serve", "--region", "eu-west", "--listen", listen,
-        "--data", data, "--log-level", "warning",
-    ]  # fmt: skip
-    print(f"$ meridian serve --region eu-west --listen {listen} --data {data}", flush=True)
-    process = subprocess.Popen(command)
+def _cell(copy: Copy, first: Copy) -> str:
+    if copy.status != 200:
+        return f"(HTTP {copy.status})"
+    same = "same" if copy.content == first.content else "DIFFERENT"
+    return f"{copy.state_vector[:16] + '...':<22}{copy.digest[:12] + '...':<16}{same}"
+
+
+async def _tour(cluster: LocalCluster, wait: bool) -> int:
+    """Starts, tours, and (with ``wait``) waits forever: the caller cancels it."""
+    config = cluster.config
+    started = time.perf_counter()
+    await cluster.wait_healthy(START_TIMEOUT)
+    healthy = time.perf_counter() - started
     try:
-        started = time.monotonic()
-        _wait_healthy(base, process, started + 30)
-        print(f"node healthy after {time.monotonic() - started:.2f} s", flush=True)
-        tour(base)
-        print(f"\nThe node is running: {base}/v1/health  ·  API docs: {base}/docs")
-        if wait:
-            print("Press Ctrl-C to stop it.", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                process.wait()
-        return 0
-    except RuntimeError as exc:
-        print(f"meridian demo: {exc}", file=sys.stderr)
+        await cluster.wait_links_up(START_TIMEOUT)
+    except TimeoutError:
+        states = await cluster.peer_states()
+        down = [f"{a}->{b}: {p['state']} ({p['last_error']})" for (a, b), p in states.items()
+                if p["state"] != "up"]  # fmt: skip
+        raise DemoError(f"peer links not up after {START_TIMEOUT:g} s: {'; '.join(down)}") from None
+    links = len(cluster.nodes) * (len(cluster.nodes) - 1) // 2
+    say(f"all {len(cluster.nodes)} nodes healthy after {healthy:.2f} s; all {links} peer links up "
+        f"after {time.perf_counter() - started:.2f} s")  # fmt: skip
+    tour = Tour(cluster)
+    await tour.writes()
+    await tour.durability()
+    await tour.read_your_writes()
+    if len(tour.writers) > 1:
+        await tour.partition()
+        await tour.heal()
+    same = await tour.proof()
+    if not wait:
+        return 0 if same else 1
+    say("\nThe cluster keeps running:")
+    for node in cluster.nodes.values():
+        say(f"  {node.node_id:<12}{node.url}   (OpenAPI page: {node.url}/docs)")
+    say("Press Ctrl-C to stop it.")
+    await asyncio.Future()  # until cancelled
+    raise AssertionError("unreachable")
+
+
+def _describe(cluster: LocalCluster, data: str) -> None:
+    config = cluster.config
+    say(f"Meridian demo: cluster {config.name!r} of {config.source}")
+    regions = " · ".join(
+        f"{name} ({', '.join(n.node_id for n in cluster.nodes.values() if n.region == name)})"
+        for name in config.regions
+    )
+    say(f"  {len(cluster.nodes)} nodes in {len(config.regions)} regions: {regions}")
+    pairs = " · ".join(
+        f"{a}<->{b} {latency:g} ms" for (a, b), latency in config.latencies_ms.items()
+    )
+    say(f"  emulated WAN, one way (±{JITTER_MS:g} ms jitter): {pairs or 'none configured'}")
+    say(f"  data: {data}")
+    for node in cluster.nodes.values():
+        pid = node.process.pid if node.process else "-"
+        say(
+            f"  {node.node_id:<12}pid {pid}  $ meridian serve {' '.join(node.command(cluster.config_path)[4:])}"
+        )
+
+
+async def _main(
+    config: ClusterConfig, config_path: Path, data: Path, label: str, wait: bool
+) -> int:
+    """Runs the demo until it ends, a node exits, or SIGINT/SIGTERM; always stops the nodes."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    secret = os.environ.get(config.secret_env) or secrets.token_urlsafe(32)
+    try:
+        async with open_cluster(config, config_path, data, secret) as cluster:
+            _describe(cluster, label)
+            tour = asyncio.create_task(_tour(cluster, wait), name="demo tour")
+            stopped = asyncio.create_task(stop.wait(), name="demo stop signal")
+            exited = asyncio.create_task(cluster.wait_any_exit(), name="demo node exit")
+            await asyncio.wait({tour, stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if tour.done() and isinstance(tour.exception(), OSError):
+                # A node stopped answering: give its exit a moment to be noticed, to report it.
+                await asyncio.wait({exited}, timeout=2)
+            for task in (tour, stopped, exited):
+                task.cancel()
+            await asyncio.gather(tour, stopped, exited, return_exceptions=True)
+            if exited.done() and not exited.cancelled():
+                node = exited.result()
+                assert node.process is not None
+                raise DemoError(node.describe_failure(f"exited ({node.process.returncode})"))
+            if tour.cancelled():
+                # Stopped by a signal: a clean stop, unless the proof was still due (--exit).
+                status = 0 if wait else 130
+            else:
+                try:
+                    status = tour.result()
+                except OSError as exc:
+                    raise DemoError(f"a node stopped answering: {exc}") from exc
+            say(f"\nstopping {len(cluster.running())} nodes...")
+        codes = ", ".join(
+            f"{n.node_id} {n.process.returncode}" for n in cluster.nodes.values() if n.process
+        )
+        say(f"all nodes stopped (exit status: {codes}); WAN emulator closed")
+        return status
+    except DemoError as exc:
+        print(f"meridian demo: error: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-        print("node stopped", flush=True)
-        if temp is not None:
-            temp.cleanup()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def find_config(path: str | None) -> Path:
+    """``path``; else ./regions.toml; else the repository's. Raises DemoError if none exists."""
+    if path is not None:
+        return Path(path)
+    for candidate in (Path("regions.toml"), _REPO_CONFIG):
+        if candidate.is_file():
+            return candidate
+    raise DemoError("no regions.toml in the current directory: pass --config FILE")
+
+
+def run_demo(*, config: str | None, data: str | None, wait: bool) -> int:
+    """Runs ``meridian demo``; returns the exit status (0, 1 for a failure, 2 for a bad
+    configuration, 130 when interrupted before the proof in ``--exit`` mode)."""
+    try:
+        config_path = find_config(config)
+        cluster_config = load_config(config_path)
+    except (DemoError, ConfigError) as exc:
+        print(f"meridian demo: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if data is not None:
+        return asyncio.run(_main(cluster_config, config_path, Path(data), data, wait))
+    with tempfile.TemporaryDirectory(prefix="meridian-demo-") as temp:
+        label = f"{temp} (temporary, deleted at exit)"
+        return asyncio.run(_main(cluster_config, config_path, Path(temp), label, wait))

@@ -100,7 +100,7 @@ class BenchCluster:
         self.nodes: dict[str, NodeProcess] = {}
 
     def _toml(self) -> str:
-        lines = [f'[cluster]\nname = "bench"\nsecret_env = "MERIDIAN_CLUSTER_SECRET"\n']
+        lines = ['[cluster]\nname = "bench"\nsecret_env = "MERIDIAN_CLUSTER_SECRET"\n']
         for region in self.regions:
             lines.append(f'[regions.{region}]\nnodes = ["{HOST}:{self.ports[region]}"]\n')
         pairs = [(a, b) for i, a in enumerate(self.regions) for b in self.regions[i + 1 :]]
@@ -236,7 +236,9 @@ def ms(seconds: float) -> float:
 # -- 1. propagation delay --------------------------------------------------------------------------
 
 
-async def propagation(cluster: BenchCluster, doc_id: str, count: int, rate: float) -> dict[str, Any]:
+async def propagation(
+    cluster: BenchCluster, doc_id: str, count: int, rate: float
+) -> dict[str, Any]:
     """``count`` appends at us-east paced at ``rate``/s, each followed by an after= read at
     eu-west; returns the delays (seconds) from write sent and from write acknowledged."""
     writer = await HttpConnection.open(cluster.ports[A])
@@ -304,9 +306,8 @@ async def bench_propagation(figures: dict[str, Figure], work: Path, sizes: Sizes
         result = await propagation(cluster, f"prop-{run}", sizes.writes, sizes.rate)
     if result["errors"]:
         raise RuntimeError(f"propagation run {run + 1}: {result['errors'][:5]}")
-    for key, series, q in (("p50s", "sent", 50), ("p99s", "sent", 99)) + (
-        ("p50a", "acked", 50), ("p99a", "acked", 99)
-    ):
+    for key in names:
+        series, q = "sent" if key.endswith("s") else "acked", int(key[1:3])
         figures[key].values.append(ms(percentile(result[series], q)))
     detail = (
         f"run {run + 1}: {len(result['sent'])} writes at {sizes.rate:g}/s; write ack at us-east "
@@ -384,7 +385,7 @@ async def bench_catchup(figures: dict[str, Figure], work: Path, sizes: Sizes, ru
         expected = await digests(a, changed)
 
         async def link_down() -> bool:
-            return all((await cluster.peers(r))[0]["state"] != "up" for r in (A, B))
+            return all([(await cluster.peers(r))[0]["state"] != "up" for r in (A, B)])
 
         await wait_until(link_down, 60, "both sides to drop the cut link", poll=0.1)
         down_s = time.perf_counter() - cut_at
@@ -519,7 +520,11 @@ async def bench_throughput(figures: dict[str, Figure], work: Path, sizes: Sizes,
 
 # -- main ------------------------------------------------------------------------------------------
 
-SECTIONS = {"propagation": bench_propagation, "catchup": bench_catchup, "throughput": bench_throughput}
+SECTIONS = {
+    "propagation": bench_propagation,
+    "catchup": bench_catchup,
+    "throughput": bench_throughput,
+}
 
 
 def table(figures: dict[str, Figure], full: bool, markdown: bool = False) -> str:
