@@ -1,7 +1,7 @@
 """The ``meridian`` command.
 
     meridian serve --region R --listen HOST:PORT --data DIR [--config regions.toml] [--node-id ID]
-    meridian demo  [--listen HOST:PORT] [--data DIR] [--exit]
+    meridian demo  [--config regions.toml] [--data DIR] [--exit]
 
 ``serve`` runs one node until SIGTERM or SIGINT, then stops accepting connections, lets the
 requests in flight finish (their commits included) and closes the store. Errors a user can fix
@@ -225,7 +225,7 @@ def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_le
 def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(listen=args.listen, data=args.data, wait=not args.exit)
+    return run_demo(config=args.config, data=args.data, wait=not args.exit)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,10 +258,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=serve)
 
-    p = commands.add_parser("demo", help="start a node and take a scripted tour of the API")
-    p.add_argument("--listen", default="127.0.0.1:7201", help="HOST:PORT for the demo node")
-    p.add_argument("--data", default=None, help="data directory (default: a temporary one)")
-    p.add_argument("--exit", action="store_true", help="stop after the tour instead of waiting")
+    p = commands.add_parser(
+        "demo",
+        help="run a whole cluster on this machine (WAN latency emulated) and tour replication",
+    )
+    p.add_argument(
+        "--config",
+        help="topology file whose nodes to start (default: ./regions.toml, else the repository's)",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="directory for the nodes' data, one subdirectory per node (default: a temporary one)",
+    )
+    p.add_argument(
+        "--exit",
+        action="store_true",
+        help="stop after the proof instead of leaving the cluster running until Ctrl-C",
+    )
     p.set_defaults(func=demo)
     return parser
 

@@ -18,7 +18,7 @@ Then the cluster keeps running until Ctrl-C or SIGTERM (unless ``--exit``).
 from __future__ import annotations
 
 import asyncio
-import json
+import logging
 import os
 import secrets
 import signal
@@ -35,6 +35,7 @@ import pycrdt
 from .config import ClusterConfig, ConfigError, load_config
 from .demo_cluster import (
     JITTER_MS,
+    POLL,
     Copy,
     DemoError,
     LocalCluster,
@@ -49,8 +50,6 @@ __all__ = ["run_demo"]
 
 #: The repository's topology, used when the current directory has no regions.toml.
 _REPO_CONFIG = Path(__file__).resolve().parent.parent / "regions.toml"
-#: How often a node is asked whether a write reached it, in seconds.
-POLL = 0.005
 #: Deadlines: nodes healthy and linked, one write seen everywhere, convergence after healing.
 START_TIMEOUT, SEEN_TIMEOUT, CONVERGE_TIMEOUT = 60.0, 30.0, 60.0
 
@@ -59,7 +58,14 @@ def say(text: str = "") -> None:
     print(text, flush=True)
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def ms(seconds: float) -> str:
+    """A measured duration, to the precision that means something."""
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
     return f"{seconds * 1000:.0f} ms" if seconds >= 0.01 else f"{seconds * 1000:.1f} ms"
 
 
@@ -68,7 +74,8 @@ def _answer(response: Response) -> str:
     text = f"-> {response.status} in {ms(response.seconds)}"
     if response.status in (200, 202):
         body = response.json()
-        text += f": durability={body['durability']}, durable_on={body['durable_on']}"
+        reached = "" if body["durability"] == "local" else f"reached {body['durability']}, "
+        text += f" ({reached}durable on {', '.join(body['durable_on'])})"
     return text
 
 
@@ -82,8 +89,11 @@ class Tour:
     def __init__(self, cluster: LocalCluster) -> None:
         self.cluster = cluster
         self.nodes = list(cluster.nodes.values())
-        # One node per region: where that region's writes go.
-        self.writers = list({n.region: n for n in reversed(self.nodes)}.values())[::-1]
+        # The first node of each region: where that region's writes go.
+        first: dict[str, LocalNode] = {}
+        for node in self.nodes:
+            first.setdefault(node.region, node)
+        self.writers = list(first.values())
         # Makes this run's writes recognisable when --data holds earlier runs' documents.
         self.run = secrets.token_hex(2)
 
@@ -96,43 +106,30 @@ class Tour:
         url = f"{node.url}/v1/docs/{doc}{query}"
         return await http_request("PATCH", url, json_body={"ops": ops})
 
-    async def wait_seen(
-        self, node: LocalNode, doc: str, marker: str, since: float, timeout: float
-    ) -> float | None:
-        """Seconds from ``since`` until ``node``'s copy of ``doc`` shows ``marker``; None if
-        it did not within ``timeout``."""
-        deadline = since + timeout
-        while time.perf_counter() < deadline:
-            answer = await http_request("GET", f"{node.url}/v1/docs/{doc}")
-            if answer.status == 200 and marker.encode() in answer.body:
-                return time.perf_counter() - since
-            await asyncio.sleep(POLL)
-        return None
-
     async def show_spread(
         self, writer: LocalNode, doc: str, marker: str, since: float, timeout: float
     ) -> dict[str, float | None]:
         others = [n for n in self.nodes if n is not writer]
         times = await asyncio.gather(
-            *(self.wait_seen(n, doc, marker, since, timeout) for n in others)
+            *(self.cluster.wait_seen(n, doc, marker, since, timeout) for n in others)
         )
         seen = {n.node_id: t for n, t in zip(others, times, strict=True)}
-        parts = [
+        reached = [
             f"{n.node_id} {ms(t)} ({self.link(writer, n)})"
-            if t is not None
-            else f"NOT {n.node_id} within {timeout:g} s"
             for n, t in zip(others, times, strict=True)
+            if t is not None
         ]
-        say(f"{'':12}seen on " + " · ".join(parts))
+        parts = [f"seen on {' · '.join(reached)}"] if reached else []
+        if missing := [node_id for node_id, t in seen.items() if t is None]:
+            parts.append(f"NOT seen on {', '.join(missing)} within {timeout:g} s")
+        say(f"{'':12}" + " · ".join(parts))
         return seen
 
-    # -- 1. writes in every region ------------------------------------------------------
+    # -- healthy cluster: replication times, durability, read-your-writes -------------------
 
     async def writes(self) -> None:
-        say(
-            f"\n== 1. A write in each region, seen on every other node (GET polled every {ms(POLL)};"
-        )
-        say("      times from sending the write)")
+        say("\n== 1. A write in each region, and how long until every other node shows it")
+        say(f"      (GET polled every {ms(POLL)}; times from sending the write)")
         matrix: dict[str, dict[str, float | None]] = {}
         for node in self.writers:
             marker = f"{node.node_id} card {self.run}"
@@ -153,34 +150,33 @@ class Tour:
         update = client.get_update(before)
         started = time.perf_counter()
         answer = await http_request("POST", f"{node.url}/v1/docs/board/update", binary=update)
-        say(f"{node.node_id:<12}POST /v1/docs/board/update ({len(update)}-byte Yjs update from")
-        say(f"{'':12}a pycrdt client, text {marker!r}) {_answer(answer)}")
+        say(f"{node.node_id:<12}a Yjs client (pycrdt) adds {marker!r} to the board's title:")
+        say(f"{'':12}POST /v1/docs/board/update ({len(update)} bytes) {_answer(answer)}")
         matrix[node.node_id] = await self.show_spread(node, "board", marker, started, SEEN_TIMEOUT)
         say("\n  ms until seen  " + "".join(f"{n.node_id:>12}" for n in self.nodes))
         for writer, seen in matrix.items():
-            cells = [seen.get(n.node_id, -1.0) for n in self.nodes]
-            text = [
-                "-" if t == -1.0 else "never" if t is None else f"{t * 1000:.0f}" for t in cells
-            ]
-            say(f"  from {writer:<10}" + "".join(f"{cell:>12}" for cell in text))
+            cells = [
+                "-" if n.node_id == writer
+                else "never" if (t := seen[n.node_id]) is None
+                else f"{t * 1000:.0f}"
+                for n in self.nodes
+            ]  # fmt: skip
+            say(f"  from {writer:<10}" + "".join(f"{cell:>12}" for cell in cells))
 
     async def durability(self) -> None:
         say("\n== 2. Stronger acknowledgements: durability=region and durability=all")
-        pair = next(
-            (n for n in self.nodes if sum(m.region == n.region for m in self.nodes) > 1), None
-        )
-        for node, level in [(pair, "region"), (self.writers[1 % len(self.writers)], "all")]:
-            if node is None:
-                continue
+        regions = [n.region for n in self.nodes]
+        # durability=region needs two nodes in the writer's region.
+        steps = [(n, "region") for n in self.writers if regions.count(n.region) > 1][:1]
+        steps.append((self.writers[1 % len(self.writers)], "all"))
+        for node, level in steps:
             op = {"op": "set", "path": ["settings", f"{level} {self.run}"], "value": node.node_id}
             answer = await self.patch(node, "settings", [op], f"?durability={level}")
             say(f"{node.node_id:<12}PATCH /v1/docs/settings?durability={level} {_answer(answer)}")
 
     async def read_your_writes(self) -> None:
         writer, reader = self.writers[0], self.writers[-1]
-        say(
-            f"\n== 3. Read-your-writes across regions: write at {writer.node_id}, read at {reader.node_id}"
-        )
+        say(f"\n== 3. Read-your-writes: write at {writer.node_id}, read at {reader.node_id}")
         marker = f"cart item {self.run}"
         op = {"op": "append", "path": ["items"], "values": [marker]}
         written = await self.patch(writer, "cart", [op])
@@ -194,7 +190,7 @@ class Tour:
             say(f"{reader.node_id:<12}GET /v1/docs/cart{shown} -> {answer.status} in "
                 f"{ms(answer.seconds)}: {verdict}")  # fmt: skip
 
-    # -- 2. a partition and its healing -----------------------------------------------------
+    # -- a partition and its healing --------------------------------------------------------
 
     async def partition(self) -> None:
         region = self.writers[-1].region
@@ -220,9 +216,7 @@ class Tour:
     async def watch_link(self, a: LocalNode, b: LocalNode) -> None:
         """Prints both ends' /v1/cluster view of the a-b link each second until both say it is
         not up."""
-        say(
-            f"/v1/cluster each second: {a.node_id}'s view of {b.node_id} | {b.node_id}'s view of {a.node_id}"
-        )
+        say(f"GET /v1/cluster each second: {a.node_id}'s link to {b.node_id} | and back")
         config = self.cluster.config.replication
         started = time.perf_counter()
         deadline = started + 3 * config.link_timeout + 10
@@ -231,14 +225,14 @@ class Tour:
             states = await self.cluster.peer_states()
             views = [states[(a.node_id, b.node_id)], states[(b.node_id, a.node_id)]]
             line = " | ".join(
-                f"state={p['state']:<10} rtt={p['rtt_ms'] if p['rtt_ms'] is not None else '-'} ms "
-                f"lag={p['lag_seconds']:.1f} s buffered={p['buffered']['deltas']}"
+                f"{p['state']:<10} lag {p['lag_seconds']:4.1f} s, "
+                f"deltas waiting: {p['buffered']['deltas'] + p['buffered']['in_flight']}"
                 for p in views
             )
             say(f"  t+{time.perf_counter() - started:4.1f} s  {line}")
             if all(p["state"] != "up" for p in views):
-                say(f"{'':12}link down on both ends (no heartbeat for "
-                    f"replication.link_timeout = {config.link_timeout:g} s)")  # fmt: skip
+                say(f"{'':12}link down on both ends after {ms(time.perf_counter() - started)} "
+                    f"of watching (replication.link_timeout = {config.link_timeout:g} s)")  # fmt: skip
                 return
         say(f"{'':12}the link still reports up after {time.perf_counter() - started:.0f} s")
 
@@ -259,21 +253,20 @@ class Tour:
             timed(self.cluster.wait_links_up(CONVERGE_TIMEOUT)),
             timed(self.cluster.wait_converged(CONVERGE_TIMEOUT)),
         )
-        for what, took in (("every peer link up", up), ("every copy identical", converged)):
-            say(
-                f"{what} again after {ms(took)}"
-                if took
-                else f"NOT {what} after {CONVERGE_TIMEOUT:g} s"
-            )
+        results = [("every copy identical", converged), ("every peer link up", up)]
+        for what, took in sorted(results, key=lambda item: item[1] or CONVERGE_TIMEOUT):
+            say(f"{what} after {ms(took)}" if took else f"NOT {what} after {CONVERGE_TIMEOUT:g} s")
         states = await self.cluster.peer_states()
         for node in (n for n in self.nodes if n.region == region):
             for (owner, peer), view in states.items():
                 if owner == node.node_id:
                     ae = view["anti_entropy"]
-                    say(f"  {owner} <-> {peer:<12} anti-entropy rounds={ae['rounds']} "
-                        f"last checked={ae['last_checked']} repaired={ae['last_repaired']}")  # fmt: skip
+                    say(
+                        f"  {owner} <-> {peer:<12} anti-entropy rounds={ae['rounds']} last "
+                        f"checked={ae['last_checked']} repaired={ae['last_repaired']}"
+                    )
 
-    # -- 4. the proof -------------------------------------------------------------------------
+    # -- the proof ----------------------------------------------------------------------------
 
     async def proof(self) -> bool:
         say("\n== 6. Proof: every copy of every document, compared in full")
@@ -301,25 +294,19 @@ def _cell(copy: Copy, first: Copy) -> str:
     if copy.status != 200:
         return f"(HTTP {copy.status})"
     same = "same" if copy.content == first.content else "DIFFERENT"
-    return f"{copy.state_vector[:16] + '...':<22}{copy.digest[:12] + '...':<16}{same}"
+    return f"{_prefix(copy.state_vector, 16):<22}{_prefix(copy.digest, 12):<16}{same}"
+
+
+def _prefix(text: str, length: int) -> str:
+    return text if len(text) <= length else text[:length] + "..."
 
 
 async def _tour(cluster: LocalCluster, wait: bool) -> int:
     """Starts, tours, and (with ``wait``) waits forever: the caller cancels it."""
-    config = cluster.config
-    started = time.perf_counter()
-    await cluster.wait_healthy(START_TIMEOUT)
-    healthy = time.perf_counter() - started
-    try:
-        await cluster.wait_links_up(START_TIMEOUT)
-    except TimeoutError:
-        states = await cluster.peer_states()
-        down = [f"{a}->{b}: {p['state']} ({p['last_error']})" for (a, b), p in states.items()
-                if p["state"] != "up"]  # fmt: skip
-        raise DemoError(f"peer links not up after {START_TIMEOUT:g} s: {'; '.join(down)}") from None
+    healthy, linked = await cluster.wait_ready(START_TIMEOUT)
     links = len(cluster.nodes) * (len(cluster.nodes) - 1) // 2
-    say(f"all {len(cluster.nodes)} nodes healthy after {healthy:.2f} s; all {links} peer links up "
-        f"after {time.perf_counter() - started:.2f} s")  # fmt: skip
+    say(f"{plural(len(cluster.nodes), 'node')} healthy after {healthy:.2f} s; "
+        f"{plural(links, 'peer link')} up after {linked:.2f} s")  # fmt: skip
     tour = Tour(cluster)
     await tour.writes()
     await tour.durability()
@@ -334,13 +321,13 @@ async def _tour(cluster: LocalCluster, wait: bool) -> int:
     for node in cluster.nodes.values():
         say(f"  {node.node_id:<12}{node.url}   (OpenAPI page: {node.url}/docs)")
     say("Press Ctrl-C to stop it.")
-    await asyncio.Future()  # until cancelled
-    raise AssertionError("unreachable")
+    forever: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    return await forever  # cancelled by _main on a signal or a node's exit
 
 
 def _describe(cluster: LocalCluster, data: str) -> None:
     config = cluster.config
-    say(f"Meridian demo: cluster {config.name!r} of {config.source}")
+    say(f"Meridian demo: cluster {config.name!r} of {cluster.config_path}")
     regions = " · ".join(
         f"{name} ({', '.join(n.node_id for n in cluster.nodes.values() if n.region == name)})"
         for name in config.regions
@@ -353,9 +340,8 @@ def _describe(cluster: LocalCluster, data: str) -> None:
     say(f"  data: {data}")
     for node in cluster.nodes.values():
         pid = node.process.pid if node.process else "-"
-        say(
-            f"  {node.node_id:<12}pid {pid}  $ meridian serve {' '.join(node.command(cluster.config_path)[4:])}"
-        )
+        arguments = " ".join(node.command(cluster.config_path)[4:])
+        say(f"  {node.node_id:<12}pid {pid}  $ meridian serve {arguments}")
 
 
 async def _main(
@@ -381,9 +367,7 @@ async def _main(
                 task.cancel()
             await asyncio.gather(tour, stopped, exited, return_exceptions=True)
             if exited.done() and not exited.cancelled():
-                node = exited.result()
-                assert node.process is not None
-                raise DemoError(node.describe_failure(f"exited ({node.process.returncode})"))
+                raise DemoError(exited.result().exit_failure())
             if tour.cancelled():
                 # Stopped by a signal: a clean stop, unless the proof was still due (--exit).
                 status = 0 if wait else 130
@@ -419,6 +403,9 @@ def find_config(path: str | None) -> Path:
 def run_demo(*, config: str | None, data: str | None, wait: bool) -> int:
     """Runs ``meridian demo``; returns the exit status (0, 1 for a failure, 2 for a bad
     configuration, 130 when interrupted before the proof in ``--exit`` mode)."""
+    # The emulator's connection notes (refused while nodes start, reset as they stop) are
+    # expected here, not news.
+    logging.getLogger("meridian.wan").setLevel(logging.WARNING)
     try:
         config_path = find_config(config)
         cluster_config = load_config(config_path)

@@ -37,6 +37,7 @@ __all__ = [
     "DemoError",
     "LocalCluster",
     "LocalNode",
+    "POLL",
     "Response",
     "http_request",
     "identical",
@@ -45,6 +46,8 @@ __all__ = [
 
 #: Jitter added to every emulated link, in milliseconds.
 JITTER_MS = 2.0
+#: How often a node is asked whether a write reached it, in seconds.
+POLL = 0.005
 #: How long a node gets to stop after SIGTERM before it is killed.
 STOP_TIMEOUT = 15.0
 
@@ -148,6 +151,10 @@ class LocalNode:
             "--config", str(config_path), "--log-level", "warning", *self.peer_args,
         ]  # fmt: skip
 
+    def exit_failure(self) -> str:
+        assert self.process is not None
+        return self.describe_failure(f"exited with status {self.process.returncode}")
+
     def describe_failure(self, what: str) -> str:
         lines = "".join(f"  | {line}" for line in self.output) or "  | (no output)\n"
         return f"{self.node_id} {what}; its output:\n{lines.rstrip()}"
@@ -216,7 +223,10 @@ class LocalCluster:
                 proxy_host, proxy_port = proxy.address
                 dialer.peer_args += ["--peer", f"{acceptor.node_id}={proxy_host}:{proxy_port}"]
         for node in self.nodes.values():
-            node.data_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                node.data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DemoError(f"cannot create {node.data_dir}: {exc.strerror}") from exc
             node.process = await asyncio.create_subprocess_exec(
                 *node.command(self.config_path),
                 stdout=asyncio.subprocess.PIPE,
@@ -252,6 +262,23 @@ class LocalCluster:
         await self.collect_output(node)
         return node
 
+    async def wait_ready(self, timeout: float) -> tuple[float, float]:
+        """Waits until every node is healthy, then until every peer link is up; returns the
+        seconds each took. DemoError if a node exits or a deadline passes."""
+        started = time.perf_counter()
+        await self.wait_healthy(timeout)
+        healthy = time.perf_counter() - started
+        try:
+            await self.wait_links_up(timeout)
+        except TimeoutError:
+            down = [
+                f"{a}->{b}: {peer['state']} ({peer['last_error']})"
+                for (a, b), peer in (await self.peer_states()).items()
+                if peer["state"] != "up"
+            ]
+            raise DemoError(f"peer links not up after {timeout:g} s: {'; '.join(down)}") from None
+        return healthy, time.perf_counter() - started
+
     async def wait_healthy(self, timeout: float) -> None:
         """Waits until every node answers ``GET /v1/health``; DemoError if one exits first or
         the deadline passes."""
@@ -263,7 +290,7 @@ class LocalCluster:
                         assert node.process is not None
                         if node.process.returncode is not None:
                             await self.collect_output(node)
-                            raise DemoError(node.describe_failure("exited while starting"))
+                            raise DemoError(node.exit_failure())
                         with contextlib.suppress(OSError):
                             answer = await http_request("GET", node.url + "/v1/health", timeout=2)
                             if answer.status == 200:
@@ -299,6 +326,19 @@ class LocalCluster:
                 if all(peer["state"] == "up" for peer in states.values()):
                     return
                 await asyncio.sleep(0.05)
+
+    async def wait_seen(
+        self, node: LocalNode, doc: str, marker: str, since: float, timeout: float
+    ) -> float | None:
+        """Seconds from ``since`` (a ``time.perf_counter()``) until ``node``'s copy of ``doc``
+        shows the text ``marker`` (polled every POLL); None if it did not within ``timeout``."""
+        deadline = since + timeout
+        while time.perf_counter() < deadline:
+            answer = await http_request("GET", f"{node.url}/v1/docs/{doc}")
+            if answer.status == 200 and marker.encode() in answer.body:
+                return time.perf_counter() - since
+            await asyncio.sleep(POLL)
+        return None
 
     # -- comparing copies -----------------------------------------------------------------
 

@@ -76,7 +76,7 @@ def test_newer_storage_format_is_refused_clearly(tmp_path: Path) -> None:
         "serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(data)
     )
     assert result.returncode == 1
-    assert "storage format 2, written by a newer Meridian" in result.stderr
+    assert "storage format 3, written by a newer Meridian" in result.stderr
 
 
 def test_sigterm_finishes_and_data_survives(tmp_path: Path) -> None:
@@ -98,24 +98,3 @@ def test_sigterm_finishes_and_data_survives(tmp_path: Path) -> None:
             assert client.get("/v1/docs/d").json()["content"] == {"l": list(range(20))}
     finally:
         again.close()
-
-
-def test_demo_runs_the_tour_and_exits(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    result = _meridian(
-        "demo",
-        "--listen",
-        f"127.0.0.1:{port}",
-        "--data",
-        str(tmp_path / "demo"),
-        "--exit",
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Writing again starts a new incarnation" in result.stdout
-    assert '"incarnation": 2' in result.stdout
-    assert "node stopped" in result.stdout
