@@ -266,3 +266,17 @@ def test_deletes_replicate_and_a_write_of_a_deleted_incarnation_stays_deleted(
         assert recreated["incarnation"] == 2
     snapshot = cluster.wait_converged()
     assert snapshot["gone"][2] == {"m": {"k": 1}}
+
+
+def test_a_node_with_open_links_stops_cleanly_and_catches_up_on_restart(
+    cluster: Cluster,
+) -> None:
+    process = cluster["eu-west-1"].process
+    assert process is not None and process.terminate() == 0
+    assert "stopped" in "".join(process.output)
+    with cluster["us-east-1"].client() as client:
+        ops = {"ops": [{"op": "append", "path": ["items"], "values": ["while away"]}]}
+        assert client.patch("/v1/docs/missed", json=ops).status_code == 200
+    cluster.start_node("eu-west-1")
+    snapshot = cluster.wait_converged()
+    assert snapshot["missed"][2] == {"items": ["while away"]}

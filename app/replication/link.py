@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
 import websockets
-from starlette.websockets import WebSocket, WebSocketState
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from . import messages as m
 from .protocol import Closed, Event, Opened, PeerProtocol, State
@@ -85,12 +85,9 @@ class ServerTransport:
     async def send(self, frame: bytes) -> None:
         try:
             await self._websocket.send_bytes(frame)
-        except (RuntimeError, OSError) as exc:  # the ASGI server closed the connection
-            raise LinkClosed(str(exc)) from None
-        except Exception as exc:
-            if type(exc).__name__ in ("ClientDisconnected", "WebSocketDisconnect"):
-                raise LinkClosed(str(exc)) from None
-            raise
+        except (RuntimeError, OSError, WebSocketDisconnect) as exc:
+            # The connection is gone (uvicorn's ClientDisconnected is an OSError).
+            raise LinkClosed(str(exc) or type(exc).__name__) from None
 
     async def close(self, code: int, reason: str) -> None:
         if self._websocket.application_state is WebSocketState.DISCONNECTED:
