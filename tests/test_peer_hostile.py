@@ -192,6 +192,8 @@ def test_garbage_before_authentication_is_refused(
     assert close_code is not None and close_code != 1000
     still_healthy(cluster, before)
     assert code in "".join(cluster["us-east-1"].process.output)  # type: ignore[union-attr]
+    refused = cluster.cluster_view("us-east-1")["refused_links"]
+    assert any(code in entry["reason"] for entry in refused)
 
 
 def test_an_authenticated_peer_sending_bad_deltas_is_answered_not_disconnected(

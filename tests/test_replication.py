@@ -280,3 +280,34 @@ def test_a_node_with_open_links_stops_cleanly_and_catches_up_on_restart(
     cluster.start_node("eu-west-1")
     snapshot = cluster.wait_converged()
     assert snapshot["missed"][2] == {"items": ["while away"]}
+
+
+def test_a_slow_peer_gets_a_bounded_buffer_and_loses_nothing(tmp_path: Path) -> None:
+    bound = 16_000
+    running = Cluster(
+        tmp_path, {"us-east": 1, "eu-west": 1}, replication={"max_outbox_bytes": bound}
+    ).start()
+    try:
+        running.wait_links_up()
+        running.wan.do(lambda: running.wan.wan.isolate("eu-west"))
+        written = []
+        with running["us-east-1"].client() as client:
+            for i in range(300):
+                value = f"{i:04}-" + "x" * 100
+                assert list_append(client, f"slow-{i % 7}", value, "local")
+                written.append(value)
+        peer = running.cluster_view("us-east-1")["peers"][0]
+        assert peer["buffered"]["bytes"] <= bound
+        assert peer["deltas"]["left_to_anti_entropy"] > 0
+        assert peer["lag_seconds"] > 0
+        running.wan.do(running.wan.wan.heal)
+        snapshot = running.wait_converged()
+        present = sorted(v for view in snapshot.values() for v in view[2]["items"])
+        assert present == sorted(written)
+        wait_for(
+            lambda: running.cluster_view("us-east-1")["peers"][0]["lag_seconds"] == 0,
+            timeout=30,
+            what="the lag to clear once the peer caught up",
+        )
+    finally:
+        running.close()
