@@ -231,8 +231,9 @@ class Tour:
             )
             say(f"  t+{time.perf_counter() - started:4.1f} s  {line}")
             if all(p["state"] != "up" for p in views):
-                say(f"{'':12}link down on both ends after {ms(time.perf_counter() - started)} "
-                    f"of watching (replication.link_timeout = {config.link_timeout:g} s)")  # fmt: skip
+                took = ms(time.perf_counter() - started)
+                say(f"{'':12}link down on both ends after {took} of watching "
+                    f"(replication.link_timeout = {config.link_timeout:g} s)")  # fmt: skip
                 return
         say(f"{'':12}the link still reports up after {time.perf_counter() - started:.0f} s")
 

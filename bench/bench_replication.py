@@ -120,10 +120,12 @@ class BenchCluster:
     def pids(self) -> dict[str, int]:
         return {r: n.process.pid for r, n in self.nodes.items() if n.process is not None}
 
-    def link_bytes(self) -> int:
-        """Bytes the proxies delivered so far, both ways (WebSocket frames and handshakes)."""
-        stats = self.wan.do(self.wan.wan.statistics)
-        return sum(link.bytes_forward + link.bytes_backward for link in stats.links)
+    def link_bytes(self) -> tuple[int, int]:
+        """Bytes the proxies delivered so far, both ways (WebSocket frames and handshakes),
+        and bytes they discarded (sent into a cut)."""
+        links = self.wan.do(self.wan.wan.statistics).links
+        delivered = sum(link.bytes_forward + link.bytes_backward for link in links)
+        return delivered, sum(x.bytes_dropped_forward + x.bytes_dropped_backward for x in links)
 
     async def view(self, region: str) -> dict[str, Any]:
         return dict(await single.get_json(self.ports[region], "/v1/cluster"))
@@ -139,6 +141,11 @@ def running(root: Path, regions: Sequence[str]) -> Iterator[BenchCluster]:
     try:
         cluster.start()
         yield cluster
+    except Exception:
+        for region, node in cluster.nodes.items():  # a node that died says why
+            if node.process is not None and node.process.poll() is not None:
+                single.log(f"{region} exited: {''.join(node.output[-30:])}")
+        raise
     finally:
         cluster.close()
 
@@ -376,8 +383,17 @@ async def bench_catchup(figures: Figures, work: Path, sizes: Sizes, run: int) ->
 
         await wait_until(dropped, 60, "both sides to drop the cut link", poll=0.1)
         down_s = time.perf_counter() - cut_at
+        # Restore once eu-west (the dialer) is redialling and the cut swallowed that attempt's
+        # handshake: the usual state of a long partition, and the same in every run.
+        swallowed = cluster.link_bytes()[1]
+
+        async def redialling() -> bool:
+            state = (await cluster.peer(B))["state"]
+            return bool(state == "connecting" and cluster.link_bytes()[1] > swallowed)
+
+        await wait_until(redialling, 60, "eu-west to redial into the cut", poll=0.01)
         before = {r: await cluster.peer(r) for r in (A, B)}
-        wire_before = cluster.link_bytes()
+        wire_before = cluster.link_bytes()[0]
         # Restore; time the link coming back, then eu-west's copies matching us-east's.
         cluster.wan.do(lambda: cluster.wan.wan.restore(A, B))
 
@@ -402,7 +418,7 @@ async def bench_catchup(figures: Figures, work: Path, sizes: Sizes, run: int) ->
             return all(rounds) and drained(list(peers.values()))
 
         await wait_until(quiet, 60, "the reconnection's anti-entropy rounds", poll=0.05)
-        wire.values.append(cluster.link_bytes() - wire_before)
+        wire.values.append(cluster.link_bytes()[0] - wire_before)
         after = {r: await cluster.peer(r) for r in (A, B)}
         if await digests(a, changed) != expected or await digests(b, changed) != expected:
             raise RuntimeError("the changed documents differ after the catch-up")

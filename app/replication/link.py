@@ -196,6 +196,8 @@ async def dial(url: str, *, timeout: float, max_size: int) -> ClientTransport:
         open_timeout=timeout,
         max_size=max_size,
         ping_interval=None,  # the protocol has its own heartbeats, measured as RTT
+        # A link is closed because it went silent: do not wait long for a closing handshake.
+        close_timeout=1.0,
         compression=None,
     )
     return ClientTransport(connection)
