@@ -290,6 +290,11 @@ def test_a_slow_peer_gets_a_bounded_buffer_and_loses_nothing(tmp_path: Path) -> 
     try:
         running.wait_links_up()
         running.wan.do(lambda: running.wan.wan.isolate("eu-west"))
+        wait_for(
+            lambda: running.cluster_view("us-east-1")["peers"][0]["state"] != "up",
+            timeout=30,
+            what="the link to drop",
+        )
         written = []
         with running["us-east-1"].client() as client:
             for i in range(300):

@@ -1,8 +1,9 @@
 """Deltas on their way to one peer: queued, in flight (sent, not yet acknowledged), or given
 up to anti-entropy. No I/O; the replicator feeds it and the link drains it.
 
-Memory is bounded: past ``max_bytes`` of queued deltas the oldest are dropped, and the outbox
-remembers since when it is behind (``overflow_since``). Nothing is lost by dropping: every
+Memory is bounded: past ``max_bytes`` of deltas (queued and in flight together) the oldest
+queued ones are dropped, and the outbox remembers since when it is behind
+(``overflow_since``). Nothing is lost by dropping: every
 committed change is in this node's changes feed, which the peer's anti-entropy reads; when
 the peer reports it caught up (``CaughtUp``), the overflow is cleared.
 """
@@ -61,6 +62,7 @@ class Outbox:
         self._queued_bytes = 0
         # Sent on the current link, by seq, awaiting Ack or Reject.
         self._in_flight: dict[int, Delta] = {}
+        self._in_flight_bytes = 0
         self._next_seq = 1
         # When the oldest change dropped to anti-entropy was enqueued (None: nothing dropped).
         self.overflow_since: float | None = None
@@ -71,12 +73,15 @@ class Outbox:
     def push(self, delta: Delta) -> None:
         self._queue.append(delta)
         self._queued_bytes += delta.size
-        while self._queued_bytes > self.max_bytes and len(self._queue) > 1:
-            dropped = self._queue.popleft()
-            self._queued_bytes -= dropped.size
-            self._dropped += 1
-            if self.overflow_since is None or dropped.enqueued_at < self.overflow_since:
-                self.overflow_since = dropped.enqueued_at
+        # Queued and in-flight deltas share one budget; the oldest queued ones give way.
+        while self._queue and self._queued_bytes + self._in_flight_bytes > self.max_bytes:
+            self._drop(self._queue.popleft())
+
+    def _drop(self, delta: Delta) -> None:
+        self._queued_bytes -= delta.size
+        self._dropped += 1
+        if self.overflow_since is None or delta.enqueued_at < self.overflow_since:
+            self.overflow_since = delta.enqueued_at
 
     def take(self, now: float) -> Iterator[Delta]:
         """Deltas to send now (each gets its seq), as many as the in-flight window allows."""
@@ -88,6 +93,7 @@ class Outbox:
             delta.sent = True
             delta.sent_at = now
             self._in_flight[delta.seq] = delta
+            self._in_flight_bytes += delta.size
             yield delta
 
     @property
@@ -100,6 +106,7 @@ class Outbox:
             delta = self._in_flight.pop(seq, None)
             if delta is None:
                 continue
+            self._in_flight_bytes -= delta.size
             self._acked += 1
             if delta.on_ack is not None:
                 delta.on_ack(node)
@@ -107,6 +114,7 @@ class Outbox:
     def rejected(self, seq: int) -> Delta | None:
         delta = self._in_flight.pop(seq, None)
         if delta is not None:
+            self._in_flight_bytes -= delta.size
             self._rejected += 1
         return delta
 
@@ -118,13 +126,7 @@ class Outbox:
             self._queue.appendleft(delta)
             self._queued_bytes += delta.size
         self._in_flight.clear()
-        # Re-apply the bound: what no longer fits is left to anti-entropy.
-        while self._queued_bytes > self.max_bytes and len(self._queue) > 1:
-            dropped = self._queue.pop()
-            self._queued_bytes -= dropped.size
-            self._dropped += 1
-            if self.overflow_since is None or dropped.enqueued_at < self.overflow_since:
-                self.overflow_since = dropped.enqueued_at
+        self._in_flight_bytes = 0
 
     def oldest_in_flight(self) -> float | None:
         """When the oldest unacknowledged delta was sent (None: nothing in flight)."""
@@ -145,7 +147,7 @@ class Outbox:
             oldest.append(self.overflow_since)
         return OutboxStatistics(
             queued=len(self._queue),
-            queued_bytes=self._queued_bytes,
+            queued_bytes=self._queued_bytes + self._in_flight_bytes,
             in_flight=len(self._in_flight),
             dropped=self._dropped,
             acked=self._acked,
