@@ -55,6 +55,16 @@ def _changes_request(request: int, *, since: int) -> m.ChangesRequest:
     return m.ChangesRequest(request, since, PAGE)
 
 
+def _brief(message: m.Message) -> str:
+    doc = getattr(message, "doc_id", None)
+    seq = getattr(message, "seq", None)
+    return " ".join(
+        part
+        for part in (f"doc={doc}" if doc else "", f"seq={seq}" if seq is not None else "")
+        if part
+    )
+
+
 def _error_code(exc: Exception) -> str:
     name = type(exc).__name__
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
@@ -125,6 +135,8 @@ class PeerSession:
 
     async def _dispatch(self, message: m.Message) -> None:
         peer = self.peer
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("< %s peer=%s %s", type(message).__name__, peer.node_id, _brief(message))
         if isinstance(message, m.Update | m.Tombstone):
             await self._apply_slots.acquire()
             self._spawn(self._apply(message))
@@ -204,6 +216,10 @@ class PeerSession:
                             delta.seq, delta.doc_id, delta.incarnation, reached, delta.data
                         )
                     self.link.protocol.send(message)
+                    if log.isEnabledFor(logging.DEBUG):
+                        log.debug(
+                            "> %s peer=%s %s", type(message).__name__, peer.node_id, _brief(message)
+                        )
                 await self.link.flush()
 
     async def _heartbeat(self) -> None:
