@@ -1,7 +1,8 @@
 """The HTTP API (PRODUCT.md, "API (v1)") of one node, and the app factory.
 
 Handlers stay thin: they read and check what the request carries, call the store, and shape the
-answer. Errors are mapped to status codes in :mod:`app.errors`.
+answer. Errors are mapped to status codes in :mod:`app.errors`. With auth on, every document
+route first checks the caller's token (:mod:`app.auth`), before it reads a body or writes.
 """
 
 from __future__ import annotations
@@ -18,13 +19,22 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
 from pydantic import BaseModel, Field
 
-from crdt import FORMAT_VERSION, WriteResult, check_document_id, decode_state_vector
+from crdt import (
+    FORMAT_VERSION,
+    WriteResult,
+    check_document_id,
+    decode_state_vector,
+    encode_state_vector,
+)
 from crdt.lib0 import DecodeError
+from crdt.storage import DocumentRecord
 
+from .auth import Authorizer, Grant, Right, bearer_token
 from .config import NodeSettings
 from .errors import ApiError, install_error_handlers
 from .node import VERSION, Node, open_node
-from .replication import PROTOCOL_VERSIONS, Tracker, open_replicator
+from .replication import PROTOCOL_VERSIONS, Replicator, Tracker, open_replicator
+from .sync import Hub, serve_events, serve_sync
 
 __all__ = ["create_app"]
 
@@ -115,6 +125,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorResponse, "description": description}
     for status, description in {
         400: "Malformed request: invalid id, body or parameter",
+        401: "No access token, or an invalid or expired one (auth on)",
+        403: "The token does not cover this document, or does not grant writing",
         404: "Unknown or deleted document",
         413: "Body or document too large",
         415: "Wrong content type",
@@ -138,6 +150,14 @@ _PATCH_EXAMPLE = {
 def _node(request: Request) -> Node:
     node: Node = request.app.state.node
     return node
+
+
+def _authorize(request: Request, doc_id: str | None, right: Right) -> Grant | None:
+    """The caller's grant for ``right`` on ``doc_id`` (None: no single document), None when
+    auth is off; raises TokenError (401/403)."""
+    authorizer: Authorizer = request.app.state.authorizer
+    token = bearer_token(request.headers.get("authorization"))
+    return authorizer.authorize(token, doc_id, right)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -212,7 +232,8 @@ def _tracker(node: Node, durability: str) -> Tracker | None:
 async def _write_request(
     request: Request, doc_id: str, durability: str, content_type: str
 ) -> tuple[Node, Tracker | None, bytes]:
-    """What every write checks first (id, durability, content type), then its body."""
+    """What every write checks first (token, id, durability, content type), then its body."""
+    _authorize(request, doc_id, "write")
     node = _node(request)
     _doc_id(doc_id)
     tracker = _tracker(node, durability)
@@ -335,6 +356,7 @@ async def health(request: Request) -> dict[str, Any]:
 @router.get("/v1/cluster", tags=["node"])
 async def cluster(request: Request) -> dict[str, Any]:
     """Regions, nodes and their state, peer links, placement summary (this node's view)."""
+    _authorize(request, None, "read")
     node = _node(request)
     config = node.settings.cluster
     live, tombstones = await node.store.storage.count_documents()
@@ -395,19 +417,44 @@ async def list_documents(
         str | None, Query(max_length=256, description="next_cursor of the previous page")
     ] = None,
 ) -> dict[str, Any]:
-    """Documents held by this node, in id order, a page at a time."""
+    """Documents held by this node, in id order, a page at a time (with auth on, only those
+    the caller's token covers)."""
+    grant = _authorize(request, None, "read")
     node = _node(request)
     limit = min(limit, node.settings.cluster.http.max_list_limit)
     after = None
     if cursor:
         after = decode_base64(cursor, "cursor").decode("utf-8", errors="replace")
-    records = await node.store.list_documents(prefix, after, limit + 1)
+    records = await _granted_documents(node, grant, prefix, after, limit + 1)
     page = records[:limit]
     more = len(records) > limit
     return {
         "documents": [{"id": r.id, "incarnation": r.incarnation} for r in page],
         "next_cursor": b64(page[-1].id.encode()) if more and page else None,
     }
+
+
+async def _granted_documents(
+    node: Node, grant: Grant | None, prefix: str, after: str | None, count: int
+) -> list[DocumentRecord]:
+    """The first ``count`` live documents under ``prefix`` after ``after`` that ``grant``
+    covers (all of them when auth is off)."""
+    if grant is None or grant.ids is None:
+        narrowed = grant.list_prefix(prefix) if grant is not None else prefix
+        if narrowed is None:
+            return []
+        return await node.store.list_documents(narrowed, after, count)
+    # An ids grant: each id on its own (a token holds a few hundred at most).
+    records: list[DocumentRecord] = []
+    for doc_id in sorted(grant.ids):
+        if len(records) == count:
+            break
+        if not doc_id.startswith(prefix) or (after is not None and doc_id <= after):
+            continue
+        found = await node.store.list_documents(doc_id, None, 1)
+        if found and found[0].id == doc_id:
+            records.append(found[0])
+    return records
 
 
 @router.get("/v1/docs/{doc_id}", response_model=DocumentView, responses=_ERRORS, tags=["documents"])
@@ -424,6 +471,7 @@ async def get_document(
     ] = False,
 ) -> dict[str, Any]:
     """The JSON view of a document: every root with its inferred type."""
+    _authorize(request, doc_id, "read")
     node = _node(request)
     await _wait_after(node, _doc_id(doc_id), after)
     document = await node.store.get(_doc_id(doc_id))
@@ -454,6 +502,7 @@ async def get_update(
     after: After = None,
 ) -> Response:
     """The document as a binary Yjs update: all of it, or the diff since a state vector."""
+    _authorize(request, doc_id, "read")
     node = _node(request)
     await _wait_after(node, _doc_id(doc_id), after)
     document = await node.store.get(_doc_id(doc_id))
@@ -535,9 +584,41 @@ def _reject_constant(name: str) -> Any:
 )
 async def delete_document(request: Request, doc_id: str) -> dict[str, Any]:
     """Delete a document: a tombstone for its current incarnation (see docs/design.md)."""
+    _authorize(request, doc_id, "write")
     node = _node(request)
     incarnation = await node.store.delete(_doc_id(doc_id))
     return {"id": doc_id, "deleted": True, "incarnation": incarnation}
+
+
+def _connect(hub: Hub, replicator: Replicator) -> None:
+    """Awareness travels between the live clients of every node over the peer links."""
+    hub.relay_awareness = replicator.send_awareness
+    hub.region_of = replicator.region_of
+    replicator.on_awareness = hub.apply_awareness
+    replicator.on_peer_gone = hub.peer_gone
+
+
+@router.websocket("/v1/sync/{doc_id}")
+async def sync_document(websocket: WebSocket, doc_id: str) -> None:
+    """The y-websocket protocol: point a Yjs ``WebsocketProvider`` at ``ws://node/v1/sync``."""
+    node: Node = websocket.app.state.node
+    await serve_sync(websocket, node, doc_id, can_write=True, subprotocol=None)
+
+
+@router.websocket("/v1/docs/{doc_id}/events")
+async def document_events(websocket: WebSocket, doc_id: str) -> None:
+    """A JSON snapshot of the document, then its new content after every change."""
+    node: Node = websocket.app.state.node
+    since = websocket.query_params.get("since")
+    raw = None
+    if since is not None:
+        try:
+            raw = encode_state_vector(decode_state_vector(decode_base64(since, "state_vector")))
+        except (ApiError, DecodeError):
+            await websocket.accept()
+            await websocket.close(1007, "since= is not a base64 state vector")
+            return
+    await serve_events(websocket, node, doc_id, since=raw, subprotocol=None)
 
 
 @router.websocket("/v1/peer")
@@ -572,6 +653,10 @@ def create_app(
                     node.replicator = await stack.enter_async_context(
                         open_replicator(node, settings)
                     )
+                node.hub = Hub(node.store, node=node.node_id, region=node.region)
+                stack.push_async_callback(node.hub.aclose)
+                if node.replicator is not None:
+                    _connect(node.hub, node.replicator)
             except Exception as exc:
                 if on_startup_error is not None:
                     on_startup_error(exc)
@@ -593,6 +678,7 @@ def create_app(
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.state.authorizer = Authorizer.from_settings(settings)
     app.include_router(router)
 
     @app.get("/", include_in_schema=False)

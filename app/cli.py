@@ -1,7 +1,10 @@
 """The ``meridian`` command.
 
     meridian serve --region R --listen HOST:PORT --data DIR [--config regions.toml] [--node-id ID]
+                   [--insecure]
     meridian demo  [--config regions.toml] [--data DIR] [--exit]
+    meridian token create (--prefix P | --doc ID ...) [--read-only] [--ttl SECONDS]
+                          [--subject S] [--config regions.toml]
 
 ``serve`` runs one node until SIGTERM or SIGINT, then stops accepting connections, lets the
 requests in flight finish (their commits included) and closes the store. Errors a user can fix
@@ -25,7 +28,15 @@ from typing import Any
 
 from crdt import CrdtError
 
-from .config import ClusterConfig, ConfigError, NodeSettings, load_config, parse_listen
+from .auth import create_token
+from .config import (
+    ClusterConfig,
+    ConfigError,
+    NodeSettings,
+    is_loopback,
+    load_config,
+    parse_listen,
+)
 from .node import VERSION, Node
 
 __all__ = ["main"]
@@ -87,6 +98,7 @@ def serve(args: argparse.Namespace) -> int:
     secret = os.environ.get(cluster.secret_env)
     node_id, standalone = _node_id(args, cluster, data_dir)
     try:
+        auth_required = _auth_required(cluster, host, insecure=args.insecure)
         settings = NodeSettings(
             node_id=node_id,
             standalone=standalone,
@@ -97,6 +109,7 @@ def serve(args: argparse.Namespace) -> int:
             cluster=cluster,
             secret=secret.encode() if secret else None,
             peer_addresses=_peer_addresses(args.peer),
+            auth_required=auth_required,
         )
     except ConfigError as exc:
         return _fail(str(exc), 2)
@@ -119,6 +132,26 @@ def serve(args: argparse.Namespace) -> int:
         return _fail(f"cannot listen on {args.listen}: {exc.strerror}")
     bound_port = sock.getsockname()[1]
     return run_server(settings, sock, bound_port, log_level=args.log_level)
+
+
+def _auth_required(cluster: ClusterConfig, host: str, *, insecure: bool) -> bool:
+    """Whether clients need access tokens: ``--insecure`` says no; else ``auth.required``;
+    without an [auth] section, a node listening on loopback runs without them and any other
+    one is refused (ConfigError)."""
+    if insecure:
+        if cluster.auth_required or not is_loopback(host):
+            log.warning("--insecure: serving %s without access tokens", host)
+        return False
+    if cluster.auth_required is not None:
+        return cluster.auth_required
+    if is_loopback(host):
+        return False
+    where = cluster.source if cluster.source != "<defaults>" else "regions.toml"
+    raise ConfigError(
+        f"listening on {host} needs access tokens: add [auth] required = true to {where} "
+        f"(tokens are signed with the cluster secret, ${cluster.secret_env}), "
+        "or pass --insecure to serve without them"
+    )
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -222,6 +255,34 @@ def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_le
     return 0
 
 
+def token_create(args: argparse.Namespace) -> int:
+    """Prints one access token, signed with the cluster secret (see app.auth)."""
+    try:
+        cluster = _load_cluster(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    secret = os.environ.get(cluster.secret_env)
+    if not secret:
+        return _fail(
+            "tokens are signed with the cluster secret: set the environment variable "
+            f"{cluster.secret_env}",
+            2,
+        )
+    try:
+        token = create_token(
+            secret.encode(),
+            prefix=args.prefix,
+            ids=args.doc,
+            rights=["read"] if args.read_only else ["read", "write"],
+            ttl_seconds=args.ttl,
+            subject=args.subject,
+        )
+    except ValueError as exc:
+        return _fail(str(exc), 2)
+    print(token, flush=True)
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -256,6 +317,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("MERIDIAN_LOG_LEVEL", "info"),
         choices=["debug", "info", "warning", "error"],
     )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve without access tokens whatever the listen address and [auth] say",
+    )
     p.set_defaults(func=serve)
 
     p = commands.add_parser(
@@ -277,6 +343,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after the proof instead of leaving the cluster running until Ctrl-C",
     )
     p.set_defaults(func=demo)
+
+    p = commands.add_parser("token", help="access tokens for clients")
+    tokens = p.add_subparsers(dest="token_command", required=True)
+    p = tokens.add_parser(
+        "create",
+        help="print an access token (signed with the cluster secret from the environment)",
+    )
+    documents = p.add_mutually_exclusive_group(required=True)
+    documents.add_argument(
+        "--prefix", help="the token covers the documents whose id starts with this ('' for all)"
+    )
+    documents.add_argument(
+        "--doc",
+        action="append",
+        metavar="ID",
+        help="the token covers this document; repeatable",
+    )
+    p.add_argument("--read-only", action="store_true", help="grant read, not write")
+    p.add_argument(
+        "--ttl", type=int, default=3600, help="seconds the token is valid (default 3600)"
+    )
+    p.add_argument("--subject", help="who the token is for (recorded in the token)")
+    p.add_argument(
+        "--config",
+        help="topology file (default: ./regions.toml when present); names the "
+        "secret's environment variable (cluster.secret_env)",
+    )
+    p.set_defaults(func=token_create)
     return parser
 
 

@@ -7,6 +7,7 @@ value out of range is a :class:`ConfigError` naming the key and the problem.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -17,6 +18,7 @@ from crdt import StoreLimits
 
 __all__ = [
     "DEFAULT_SECRET_ENV",
+    "ClientLimits",
     "ClusterConfig",
     "ConfigError",
     "HttpLimits",
@@ -25,6 +27,7 @@ __all__ = [
     "Region",
     "ReplicationConfig",
     "load_config",
+    "is_loopback",
     "parse_config",
     "parse_listen",
 ]
@@ -80,6 +83,19 @@ class ReplicationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """Limits of the client WebSocket endpoints (``/v1/sync``, ``/v1/docs/{id}/events``)."""
+
+    #: Client WebSocket connections one node holds at most (1013 beyond).
+    max_connections: int = 16384
+    #: Largest message a client may send, in bytes (1009 beyond).
+    max_message_bytes: int = 4 * 1024 * 1024
+    #: Bytes queued for one client at most; a client that falls further behind is
+    #: disconnected (1013) and resyncs when it reconnects.
+    max_buffer_bytes: int = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
 class HttpLimits:
     #: Largest request body accepted, in bytes (413 above).
     max_body_bytes: int = 4 * 1024 * 1024
@@ -101,6 +117,10 @@ class ClusterConfig:
     limits: StoreLimits = field(default_factory=StoreLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
+    clients: ClientLimits = field(default_factory=ClientLimits)
+    #: ``auth.required``: clients need an access token (app.auth). None: no [auth] section,
+    #: which only a node listening on loopback may run with (see ``meridian serve``).
+    auth_required: bool | None = None
     source: str = "<defaults>"
 
     def members(self) -> list[Member]:
@@ -135,6 +155,16 @@ class NodeSettings:
     peer_addresses: dict[str, str] = field(default_factory=dict)
     #: Not one of the listed nodes, whatever its id (replicates with nobody).
     standalone: bool = False
+    #: Clients need an access token signed with ``secret`` (app.auth); decided by
+    #: ``meridian serve`` from ``auth.required``, the listen address and ``--insecure``.
+    auth_required: bool = False
+
+    def __post_init__(self) -> None:
+        if self.auth_required and not self.secret:
+            raise ConfigError(
+                "access tokens are signed with the cluster secret: set the environment "
+                f"variable {self.cluster.secret_env}"
+            )
 
     def member(self) -> Member | None:
         """This node's entry in ``regions.toml``, or None when it is not listed (a
@@ -156,6 +186,7 @@ class NodeSettings:
 #: Section -> key -> (type, documented meaning). The source of truth for validation.
 SCHEMA: dict[str, dict[str, type]] = {
     "cluster": {"name": str, "secret_env": str},
+    "auth": {"required": bool},
     "placement": {"replicas": int},
     "limits": {
         "max_body_bytes": int,
@@ -170,6 +201,11 @@ SCHEMA: dict[str, dict[str, type]] = {
         "compact_after_updates": int,
         "max_batch": int,
         "duckdb_memory_limit": str,
+    },
+    "clients": {
+        "max_connections": int,
+        "max_message_bytes": int,
+        "max_buffer_bytes": int,
     },
     "replication": {
         "heartbeat_interval": float,
@@ -195,11 +231,27 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def is_loopback(host: str) -> bool:
+    """True for a listen host only this machine can reach: ``localhost``, 127.0.0.0/8,
+    ``::1`` (and IPv4-mapped loopback)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped.is_loopback
+    return address.is_loopback
+
+
 def _expect(source: str, key: str, value: Any, kind: type) -> Any:
     if kind is int and (not isinstance(value, int) or isinstance(value, bool)):
         raise ConfigError(f"{source}: {key} must be an integer, got {value!r}")
     if kind is str and not isinstance(value, str):
         raise ConfigError(f"{source}: {key} must be a string, got {value!r}")
+    if kind is bool and not isinstance(value, bool):
+        raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{source}: {key} must be a number of seconds, got {value!r}")
@@ -297,6 +349,9 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
         limits=StoreLimits(**{k: v for k, v in given.items() if k in store_keys}),
         http=HttpLimits(**{k: v for k, v in given.items() if k in http_keys}),
         replication=_replication(values.get("replication", {}), source),
+        clients=ClientLimits(**values.get("clients", {})),
+        # An [auth] section asks for tokens unless it says required = false.
+        auth_required=values.get("auth", {}).get("required", True) if "auth" in data else None,
         source=source,
     )
 

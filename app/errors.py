@@ -3,7 +3,8 @@
 Every error answer is ``{"error": {"code": "<snake_case>", "message": "<human sentence>"}}``
 (PRODUCT.md). The engine raises :class:`crdt.CrdtError` subclasses; the node raises
 :class:`ApiError` for problems that only exist at the HTTP boundary (a body too large, a wrong
-content type, JSON that does not parse).
+content type, JSON that does not parse); :mod:`app.auth` raises :class:`~app.auth.TokenError`
+(401 with a ``WWW-Authenticate: Bearer`` challenge, or 403).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from crdt import (
     LimitExceeded,
     StorageError,
 )
+
+from .auth import TokenError
 
 __all__ = ["ApiError", "error_body", "install_error_handlers"]
 
@@ -72,10 +75,25 @@ _HTTP_CODES = {
 }
 
 
+def _challenge(exc: TokenError) -> dict[str, str]:
+    """RFC 6750's challenge, on every 401 (a token that was sent and refused says so)."""
+    if exc.status != 401:
+        return {}
+    if exc.code == "missing_token":
+        return {"WWW-Authenticate": 'Bearer realm="meridian"'}
+    return {"WWW-Authenticate": 'Bearer realm="meridian", error="invalid_token"'}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+
+    @app.exception_handler(TokenError)
+    async def _token_error(request: Request, exc: TokenError) -> JSONResponse:
+        return JSONResponse(
+            error_body(exc.code, exc.message), status_code=exc.status, headers=_challenge(exc)
+        )
 
     @app.exception_handler(CrdtError)
     async def _crdt_error(request: Request, exc: CrdtError) -> JSONResponse:

@@ -22,6 +22,7 @@ from .config import ConfigError, NodeSettings
 
 if TYPE_CHECKING:
     from .replication import Replicator
+    from .sync import Hub
 
 __all__ = ["VERSION", "Node", "lock_data_dir", "open_node"]
 
@@ -37,6 +38,8 @@ class Node:
     started_at: float
     #: Replication with the other nodes; None for a standalone node.
     replicator: Replicator | None = None
+    #: Live clients (sync and event streams); set by the app's lifespan.
+    hub: Hub = None  # type: ignore[assignment]
 
     @property
     def node_id(self) -> str:

@@ -318,6 +318,7 @@ class DocumentStore:
         *,
         incarnation: int | None = None,
         origin: object = None,
+        on_applied: Callable[[], None] | None = None,
     ) -> WriteResult:
         """Applies a Yjs v1 update and returns once it is committed. Raises InvalidUpdate
         (nothing changed), LimitExceeded, or StorageError (the write is not durable and was
@@ -327,7 +328,9 @@ class DocumentStore:
         incarnation when deleted. With it (a copy from another node) the update belongs to
         that incarnation: it starts it when this node holds an older one, and is ignored
         (``changed`` False) when this node holds a newer one or that one deleted.
-        ``origin`` is handed to listeners with the change."""
+        ``origin`` is handed to listeners with the change; ``on_applied()`` is called once
+        the update is applied in memory, before the commit is awaited (a caller can then
+        apply the next update of an ordered stream while this one commits)."""
         check_document_id(doc_id)
         writable = await self._writable(doc_id, incarnation)
         if isinstance(writable, WriteResult):
@@ -345,6 +348,8 @@ class DocumentStore:
                 raise
             if created:
                 self._install_fresh(doc_id, entry, replaced)
+            if on_applied is not None:
+                on_applied()
             return await self._commit(doc_id, entry, data if store else None, created, origin)
         finally:
             entry.writers -= 1

@@ -128,6 +128,13 @@ def test_incompatible_versions_are_refused_with_both_ranges() -> None:
     assert "2..3" in closed[0].reason and "1..1" in closed[0].reason
 
 
+def test_a_version_1_node_and_this_one_agree_on_1() -> None:
+    d, a = pair(dialer_versions=(1, 1), acceptor_versions=(1, 2))
+    d.start()
+    d_events, _ = pump(d, a)
+    assert d_events[0].peer.version == 1  # type: ignore[attr-defined]
+
+
 def test_overlapping_versions_agree_on_the_highest_common() -> None:
     d, a = pair(dialer_versions=(1, 3), acceptor_versions=(1, 2))
     d.start()
@@ -242,6 +249,7 @@ def test_every_message_round_trips() -> None:
         m.SyncStep2(2, "d", 1, False, b"\x00\x00"),
         m.Failure(3, "not_found", "no"),
         m.CaughtUp(10),
+        m.Awareness("d", b"\x00"),
     ]
     assert {type(s) for s in samples} == set(m.MESSAGES.values())
     for sample in samples:

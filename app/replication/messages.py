@@ -15,6 +15,10 @@ cannot talk. Message types (protocol version 1)::
     10 Ping      11 Pong
     20 Update    21 Tombstone 22 Ack       23 Reject
     30 ChangesRequest  31 Changes  32 SyncStep1  33 SyncStep2  34 Failure  35 Caught up
+
+Protocol version 2 adds::
+
+    40 Awareness (y-protocols awareness update of a document's clients, relayed, not stored)
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = [
     "MESSAGES",
     "Ack",
     "Auth",
+    "Awareness",
     "CaughtUp",
     "ChangeEntry",
     "Changes",
@@ -274,6 +279,16 @@ class CaughtUp(Message):
     seq: int
 
 
+@dataclass(frozen=True, slots=True)
+class Awareness(Message):
+    """Awareness states of a document's clients (protocol version 2 and later)."""
+
+    TYPE = 40
+    FIELDS = (_DOC, _BYTES)
+    doc_id: str
+    update: bytes
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (
@@ -294,6 +309,7 @@ MESSAGES: dict[int, type[Message]] = {
         SyncStep2,
         Failure,
         CaughtUp,
+        Awareness,
     )
 }
 

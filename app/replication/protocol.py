@@ -47,8 +47,8 @@ __all__ = [
     "State",
 ]
 
-#: The protocol versions this code speaks (lowest, highest).
-PROTOCOL_VERSIONS = (1, 1)
+#: The protocol versions this code speaks (lowest, highest). Version 2 adds Awareness.
+PROTOCOL_VERSIONS = (1, 2)
 
 Role = Literal["dialer", "acceptor"]
 

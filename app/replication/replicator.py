@@ -17,7 +17,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,7 @@ from crdt import Change, covers
 
 from ..config import Member, NodeSettings
 from ..node import Node
+from . import messages as m
 from .link import LinkClosed, PeerLink, ServerTransport, dial
 from .outbox import Delta, Outbox
 from .protocol import Identity, PeerProtocol
@@ -194,6 +195,10 @@ class Replicator:
         self._tasks: set[asyncio.Task[Any]] = set()
         # Readers waiting (after=) for a document to change here.
         self._waiters: dict[str, set[asyncio.Event]] = collections.defaultdict(set)
+        #: Live clients' awareness receiver (the hub's apply_awareness), when there is one.
+        self.on_awareness: Callable[[str, bytes, object], None] | None = None
+        #: Called with a peer's node id when its link closes.
+        self.on_peer_gone: Callable[[str], None] | None = None
         # Recent refused links (newest last), for /v1/cluster.
         self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         self._unsubscribe = self.store.subscribe(self._on_change)
@@ -308,6 +313,8 @@ class Replicator:
                 peer.session = None
                 peer.state = "down"
                 peer.up_since = None
+                if self.on_peer_gone is not None:
+                    self.on_peer_gone(peer.node_id)
         peer.last_error = f"{closed.code}: {closed.reason}"
         log.info("link to %s closed: %s", peer.node_id, peer.last_error)
 
@@ -347,6 +354,24 @@ class Replicator:
             on_ack = tracker.on_ack if tracker is not None else None
             peer.outbox.push(Delta(doc_id, incarnation, update, names, now, on_ack))
             peer.wake.set()
+
+    def send_awareness(self, doc_id: str, update: bytes) -> None:
+        """Relays a local client's awareness update to the peers that speak version 2."""
+        for peer in self.targets(doc_id):
+            session = peer.session
+            if session is not None and (peer.version or 0) >= 2:
+                session.send_nowait(m.Awareness(doc_id, update))
+
+    def awareness_received(self, doc_id: str, update: bytes, node: str) -> None:
+        if self.on_awareness is None:
+            return
+        try:
+            self.on_awareness(doc_id, update, node)
+        except ValueError as exc:
+            log.warning("< awareness from %s doc=%s refused: %s", node, doc_id, exc)
+
+    def region_of(self, node: str) -> str | None:
+        return self._regions.get(node)
 
     # -- durability and read-your-writes --------------------------------------------------
 

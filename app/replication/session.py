@@ -159,6 +159,8 @@ class PeerSession:
                 future.set_result(message)
         elif isinstance(message, m.CaughtUp):
             peer.caught_up(message.seq)
+        elif isinstance(message, m.Awareness):
+            self.replicator.awareness_received(message.doc_id, message.update, peer.node_id)
 
     async def _apply(self, message: m.Update | m.Tombstone) -> None:
         try:
@@ -381,6 +383,15 @@ class PeerSession:
         return await self.pull(
             entry.doc_id, local.document.state_vector() if same and local else None
         )
+
+    def send_nowait(self, message: m.Message) -> None:
+        """Queues a message and flushes it soon (for callers outside the event loop's tasks,
+        e.g. awareness relays from a listener)."""
+        try:
+            self.link.protocol.send(message)
+        except m.ProtocolError:
+            return
+        self._spawn(self.link.flush())
 
     def request_pull(self, doc_id: str) -> None:
         """Starts pulling ``doc_id`` from the peer (read-your-writes waits use it)."""
