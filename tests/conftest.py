@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from .support import NodeProcess, ThreadedNode
+from .test_interop_js import node_js  # noqa: F401 - shared with the live-client tests
 
 
 @pytest.fixture
