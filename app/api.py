@@ -378,6 +378,7 @@ async def cluster(request: Request) -> dict[str, Any]:
         "nodes": _nodes(node),
         "peers": replication["peers"],
         "refused_links": replication["refused_links"],
+        "clients": node.hub.statistics(),
         "protocol_versions": list(PROTOCOL_VERSIONS),
         "placement": {"default_replicas": config.replicas},
         "documents": {
