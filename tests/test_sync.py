@@ -7,12 +7,14 @@ import asyncio
 import json
 import random
 import socket
+from pathlib import Path
 from typing import Any
 
 import pycrdt
 import pytest
 import websockets
 
+from app.config import ClientLimits, ClusterConfig
 from app.sync import protocol as p
 from app.sync.awareness import decode_update, encode_update
 from crdt.lib0 import Encoder
@@ -299,3 +301,36 @@ def test_a_slow_subscriber_is_disconnected_without_slowing_the_others(
             pass
     finally:
         slow.close()
+
+
+def test_connection_and_message_limits_close_with_a_reason(tmp_path: Path) -> None:
+    cluster = ClusterConfig(clients=ClientLimits(max_connections=2, max_message_bytes=1000))
+    limited = ThreadedNode(tmp_path / "limited", cluster=cluster).start()
+    try:
+
+        async def scenario() -> list[tuple[int | None, str | None]]:
+            url = ws_url(limited, "/v1/sync/capped")
+            closes = []
+            async with websockets.connect(url) as one, websockets.connect(url) as two:
+                await one.recv()
+                await two.recv()
+                async with websockets.connect(url) as three:
+                    with pytest.raises(websockets.ConnectionClosed):
+                        await asyncio.wait_for(three.recv(), TIMEOUT)
+                    closes.append((three.close_code, three.close_reason))
+                await one.send(p.encode_update(b"\x00" * 2000))
+                with pytest.raises(websockets.ConnectionClosed):
+                    async with asyncio.timeout(TIMEOUT):
+                        while True:
+                            await one.recv()
+                closes.append((one.close_code, one.close_reason))
+                # The other connection is unaffected.
+                await two.send(p.encode_sync_step1(b"\x00"))
+                assert p.decode(await asyncio.wait_for(two.recv(), TIMEOUT))
+            return closes
+
+        (three, one) = asyncio.run(scenario())
+        assert three[0] == 1013 and "too many connections" in (three[1] or "")
+        assert one[0] == 1009 and "limit 1000" in (one[1] or "")
+    finally:
+        limited.stop()
