@@ -29,12 +29,13 @@ from crdt import (
 from crdt.lib0 import DecodeError
 from crdt.storage import DocumentRecord
 
-from .auth import Authorizer, Grant, Right, bearer_token
+from .auth import Authorizer, Grant, Right, TokenError, bearer_token, token_from_websocket
 from .config import NodeSettings
 from .errors import ApiError, install_error_handlers
 from .node import VERSION, Node, open_node
 from .replication import PROTOCOL_VERSIONS, Replicator, Tracker, open_replicator
 from .sync import Hub, serve_events, serve_sync
+from .sync.protocol import encode_permission_denied
 
 __all__ = ["create_app"]
 
@@ -193,7 +194,8 @@ def _require_content_type(request: Request, expected: str) -> None:
 
 def decode_base64(value: str, what: str) -> bytes:
     """Standard or URL-safe base64, padding optional; 400 when it is neither."""
-    cleaned = value.strip().replace("-", "+").replace("_", "/")
+    # A "+" that was not URL-encoded arrives as a space; base64 never contains one.
+    cleaned = value.strip().replace(" ", "+").replace("-", "+").replace("_", "/")
     cleaned += "=" * (-len(cleaned) % 4)
     try:
         return base64.b64decode(cleaned, validate=True)
@@ -599,27 +601,51 @@ def _connect(hub: Hub, replicator: Replicator) -> None:
     replicator.on_peer_gone = hub.peer_gone
 
 
+async def _authorize_websocket(
+    websocket: WebSocket, doc_id: str, *, sync: bool
+) -> tuple[bool, str | None] | None:
+    """(can write, subprotocol to accept) for a client WebSocket, or None after refusing it:
+    accepted, told why (the y-websocket auth message on /v1/sync), closed with 4401/4403."""
+    token, subprotocol = token_from_websocket(websocket)
+    authorizer: Authorizer = websocket.app.state.authorizer
+    try:
+        grant = authorizer.authorize(token, doc_id, "read")
+    except TokenError as exc:
+        await websocket.accept(subprotocol=subprotocol)
+        if sync:
+            await websocket.send_bytes(encode_permission_denied(exc.message))
+        await websocket.close(exc.websocket_close_code, exc.message[:120])
+        return None
+    return grant is None or grant.allows(doc_id, "write"), subprotocol
+
+
 @router.websocket("/v1/sync/{doc_id}")
 async def sync_document(websocket: WebSocket, doc_id: str) -> None:
     """The y-websocket protocol: point a Yjs ``WebsocketProvider`` at ``ws://node/v1/sync``."""
     node: Node = websocket.app.state.node
-    await serve_sync(websocket, node, doc_id, can_write=True, subprotocol=None)
+    allowed = await _authorize_websocket(websocket, doc_id, sync=True)
+    if allowed is not None:
+        can_write, subprotocol = allowed
+        await serve_sync(websocket, node, doc_id, can_write=can_write, subprotocol=subprotocol)
 
 
 @router.websocket("/v1/docs/{doc_id}/events")
 async def document_events(websocket: WebSocket, doc_id: str) -> None:
     """A JSON snapshot of the document, then its new content after every change."""
     node: Node = websocket.app.state.node
+    allowed = await _authorize_websocket(websocket, doc_id, sync=False)
+    if allowed is None:
+        return
     since = websocket.query_params.get("since")
     raw = None
     if since is not None:
         try:
             raw = encode_state_vector(decode_state_vector(decode_base64(since, "state_vector")))
         except (ApiError, DecodeError):
-            await websocket.accept()
+            await websocket.accept(subprotocol=allowed[1])
             await websocket.close(1007, "since= is not a base64 state vector")
             return
-    await serve_events(websocket, node, doc_id, since=raw, subprotocol=None)
+    await serve_events(websocket, node, doc_id, since=raw, subprotocol=allowed[1])
 
 
 @router.websocket("/v1/peer")

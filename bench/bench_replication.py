@@ -161,11 +161,16 @@ async def wait_until(
 
 
 async def wait_links_up(cluster: BenchCluster) -> None:
+    """Waits until every node answers and reports every peer link up."""
+
     async def up() -> bool:
-        views = [await cluster.view(region) for region in cluster.regions]
+        try:  # a node prints "serving" a moment before it accepts connections
+            views = [await cluster.view(region) for region in cluster.regions]
+        except ConnectionRefusedError:
+            return False
         return all(p["state"] == "up" for view in views for p in view["peers"])
 
-    await wait_until(up, 30, "every peer link up", poll=0.05)
+    await wait_until(up, 30, "every node up and every peer link up", poll=0.05)
 
 
 def drained(peers: Sequence[dict[str, Any]]) -> bool:

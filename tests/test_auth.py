@@ -3,7 +3,9 @@ then the ``meridian token create`` command and ``serve``'s refusal to listen ope
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import dataclasses
 import hashlib
 import hmac
@@ -20,6 +22,7 @@ from typing import Any
 import httpx
 import pycrdt
 import pytest
+import websockets
 from websockets.sync.client import connect
 
 from app.api import create_app
@@ -707,3 +710,76 @@ def test_serve_with_auth_required(tmp_path: Path) -> None:
         assert process.terminate() == 0
     finally:
         process.close()
+
+
+# -- the client WebSocket endpoints ----------------------------------------------------------
+
+
+def _ws(node: ThreadedNode, path: str) -> str:
+    return node.url.replace("http://", "ws://") + path
+
+
+async def _first_close(url: str, **connect: Any) -> tuple[int | None, list[bytes | str]]:
+    received: list[bytes | str] = []
+    async with websockets.connect(url, **connect) as ws:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async with asyncio.timeout(10):
+                while True:
+                    received.append(await ws.recv())
+        return ws.close_code, received
+
+
+@pytest.mark.parametrize("path", ["/v1/sync/notes", "/v1/docs/notes/events"])
+def test_websockets_need_a_token_for_the_document(auth_node: ThreadedNode, path: str) -> None:
+    other = _token(prefix="other")
+    expired = _token(prefix="", write=False, now=time.time() - 10_000, ttl=60)
+    for url, expected in [
+        (_ws(auth_node, path), 4401),
+        (_ws(auth_node, path) + f"?token={other}", 4403),
+        (_ws(auth_node, path) + f"?token={expired}", 4401),
+        (_ws(auth_node, path) + "?token=garbage", 4401),
+    ]:
+        code, received = asyncio.run(_first_close(url))
+        assert code == expected, (url, code)
+        if path.startswith("/v1/sync"):
+            assert received and isinstance(received[0], bytes) and received[0][0] == 2  # auth
+
+
+def test_a_read_only_token_can_follow_but_not_write_over_websocket(
+    auth_node: ThreadedNode,
+) -> None:
+    reader = _token(prefix="notes", write=False)
+
+    async def scenario() -> tuple[int | None, bytes]:
+        # The token as a subprotocol (what browsers can send), echoed by the node.
+        async with websockets.connect(
+            _ws(auth_node, "/v1/sync/notes"), subprotocols=[f"meridian.token.{reader}"]
+        ) as ws:
+            assert ws.subprotocol == f"meridian.token.{reader}"
+            await ws.recv()  # sync step 1: reading is allowed
+            doc: pycrdt.Doc[Any] = pycrdt.Doc()
+            doc.get("body", type=pycrdt.Text).insert(0, "sneaky")
+            await ws.send(b"\x00\x02" + _var_bytes(bytes(doc.get_update())))
+            last = b""
+            with contextlib.suppress(websockets.ConnectionClosed):
+                async with asyncio.timeout(10):
+                    while True:
+                        frame = await ws.recv()
+                        if isinstance(frame, bytes):
+                            last = frame
+            return ws.close_code, last
+
+    code, last = asyncio.run(scenario())
+    assert code == 1008 and last[0] == 2  # permission denied, then closed
+    with auth_node.client() as client:
+        admin = _token(prefix="")
+        assert client.get("/v1/docs/notes", headers=_auth(admin)).status_code == 404
+
+
+def _var_bytes(data: bytes) -> bytes:
+    length, out = len(data), bytearray()
+    while length > 0x7F:
+        out.append(0x80 | (length & 0x7F))
+        length >>= 7
+    out.append(length)
+    return bytes(out) + data

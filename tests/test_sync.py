@@ -7,6 +7,7 @@ import asyncio
 import json
 import random
 import socket
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,7 @@ def test_events_stream_mirrors_the_document(node: ThreadedNode) -> None:
                     assert mirror["type"] == "change" and mirror["region"] == "eu-west"
             assert mirror["content"] == expected["content"]
         # Resuming at the current state vector sends no snapshot.
-        resume = f"{url}?since={expected['state_vector']}"
+        resume = f"{url}?since={urllib.parse.quote(expected['state_vector'])}"
         async with websockets.connect(resume) as events:
             assert json.loads(await asyncio.wait_for(events.recv(), TIMEOUT))["type"] == "resumed"
 

@@ -121,7 +121,7 @@ async def serve_sync(
                     continue
                 if not can_write:
                     subscriber.send_nowait(p.encode_permission_denied("this token cannot write"))
-                    subscriber.close(1008, "read-only token: updates are refused")
+                    subscriber.close(1008, "read-only token: updates are refused", flush=True)
                     return
                 # Applied in order (an update may depend on the previous one), committed
                 # in parallel (group commit): the next frame is read once this one is in

@@ -70,11 +70,14 @@ class Subscriber:
             )
         self._ready.set()
 
-    def close(self, code: int, reason: str) -> None:
+    def close(self, code: int, reason: str, *, flush: bool = False) -> None:
+        """Closes with ``code`` and ``reason``; ``flush`` sends what is queued first (a
+        last message such as permission denied), else it is dropped."""
         if self.closing is None:
             self.closing = (code, reason)
-            self._queue.clear()
-            self._bytes = 0
+            if not flush:
+                self._queue.clear()
+                self._bytes = 0
             self._ready.set()
             self.closed.set()
 
@@ -113,6 +116,12 @@ class Subscriber:
         code, reason = self.closing or (1000, "goodbye")
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
+                while self._queue:
+                    frame = self._queue.popleft()
+                    if isinstance(frame, bytes):
+                        await self.websocket.send_bytes(frame)
+                    else:
+                        await self.websocket.send_text(frame)
                 await self.websocket.close(code, reason[:120])
 
 
