@@ -335,3 +335,42 @@ def test_connection_and_message_limits_close_with_a_reason(tmp_path: Path) -> No
         assert one[0] == 1009 and "limit 1000" in (one[1] or "")
     finally:
         limited.stop()
+
+
+def test_the_events_mirror_follows_edits_from_every_kind_of_client(node: ThreadedNode) -> None:
+    rng = random.Random(11)
+
+    async def scenario() -> None:
+        async with websockets.connect(ws_url(node, "/v1/docs/every/events")) as events:
+            json.loads(await asyncio.wait_for(events.recv(), TIMEOUT))  # the snapshot
+            async with Client(ws_url(node, "/v1/sync/every")) as live:
+                await live.handshake()
+                with node.client() as client:
+                    for i in range(45):
+                        kind = i % 3
+                        if kind == 0:
+                            ops = [{"op": "append", "path": ["items"], "values": [i]}]
+                            client.patch("/v1/docs/every", json={"ops": ops})
+                        elif kind == 1:
+                            doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=rng.randrange(1, 2**31))
+                            doc.get("settings", type=pycrdt.Map)[f"k{i}"] = i
+                            client.post(
+                                "/v1/docs/every/update",
+                                content=bytes(doc.get_update()),
+                                headers={"content-type": "application/octet-stream"},
+                            )
+                        else:
+                            await live.edit(insert("body", 0, f"<{i}>"))
+                    expected: dict[str, Any] = {}
+                    mirror: dict[str, Any] = {}
+                    async with asyncio.timeout(TIMEOUT):
+                        while True:
+                            expected = client.get("/v1/docs/every").json()
+                            if mirror.get("state_vector") == expected["state_vector"]:
+                                break
+                            mirror = json.loads(await events.recv())
+            assert mirror["content"] == expected["content"]
+            assert len(expected["content"]["items"]) == 15
+            assert len(expected["content"]["settings"]) == 15
+
+    asyncio.run(scenario())
