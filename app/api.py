@@ -7,8 +7,6 @@ route first checks the caller's token (:mod:`app.auth`), before it reads a body 
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -16,110 +14,39 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response, WebSocket
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, FastAPI, Query, Request, Response
 
 from crdt import (
     FORMAT_VERSION,
     WriteResult,
     check_document_id,
     decode_state_vector,
-    encode_state_vector,
 )
 from crdt.lib0 import DecodeError
 from crdt.storage import DocumentRecord
 
-from .auth import Authorizer, Grant, Right, TokenError, bearer_token, token_from_websocket
+from . import streams
+from .auth import Authorizer, Grant, Right, bearer_token
+from .codec import b64, decode_base64
 from .config import NodeSettings
 from .errors import ApiError, install_error_handlers
+from .models import (
+    DeleteResponse,
+    DocumentList,
+    DocumentView,
+    ErrorResponse,
+    Health,
+    WriteResponse,
+)
 from .node import VERSION, Node, open_node
 from .replication import PROTOCOL_VERSIONS, Replicator, Tracker, open_replicator
-from .sync import Hub, serve_events, serve_sync
-from .sync.protocol import encode_permission_denied
+from .sync import Hub
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("meridian.http")
 
 OCTET_STREAM = "application/octet-stream"
-
-
-# -- response models (for the OpenAPI page; handlers return plain dicts) -------------------
-
-
-class ErrorDetail(BaseModel):
-    code: str = Field(examples=["invalid_update"])
-    message: str = Field(examples=["not a valid Yjs v1 update: truncated integer at byte 3"])
-
-
-class ErrorResponse(BaseModel):
-    error: ErrorDetail
-
-
-class Health(BaseModel):
-    node: str = Field(examples=["eu-west-1"])
-    region: str = Field(examples=["eu-west"])
-    version: str = Field(examples=[VERSION])
-    status: str = Field(examples=["ok"])
-    storage_format: int = Field(examples=[FORMAT_VERSION])
-    cluster: str = Field(examples=["meridian-local"])
-    uptime_seconds: float
-
-
-class WriteResponse(BaseModel):
-    id: str = Field(examples=["notes"])
-    state_vector: str = Field(
-        description="The document's state vector after the write, base64", examples=["AcW8tIEFBQ=="]
-    )
-    changed: bool = Field(description="False when the write brought nothing new (a duplicate)")
-    created: bool = Field(description="True when the write created the document (or re-created it)")
-    incarnation: int = Field(
-        description="Which life of the id the document is in (see docs/design.md)"
-    )
-    durability: str = Field(
-        examples=["local"],
-        description="The durability level reached: the requested one (status 200), or the "
-        "strongest one reached before the timeout (status 202)",
-    )
-    durable_on: list[str] = Field(
-        examples=[["us-east-1", "eu-west-1"]],
-        description="The nodes known to have committed the write when the answer was sent",
-    )
-
-
-class Placement(BaseModel):
-    mode: str = Field(examples=["default"])
-    regions: list[str] = Field(examples=[["eu-west"]])
-    pinned: bool = False
-
-
-class DocumentView(BaseModel):
-    id: str = Field(examples=["notes"])
-    content: dict[str, Any] = Field(
-        examples=[{"settings": {"theme": "dark"}, "body": "Hello", "items": [1, {"a": 2}]}]
-    )
-    state_vector: str = Field(examples=["AcW8tIEFBQ=="])
-    incarnation: int
-    placement: Placement
-    digest: str | None = Field(default=None, description="With ?digest=true only")
-
-
-class DocumentSummary(BaseModel):
-    id: str
-    incarnation: int
-
-
-class DocumentList(BaseModel):
-    documents: list[DocumentSummary]
-    next_cursor: str | None = Field(
-        description="Pass as cursor= for the next page; null at the end"
-    )
-
-
-class DeleteResponse(BaseModel):
-    id: str
-    deleted: bool
-    incarnation: int
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -190,21 +117,6 @@ def _require_content_type(request: Request, expected: str) -> None:
             "unsupported_media_type",
             f"expected Content-Type: {expected}, got {given or 'none'}",
         )
-
-
-def decode_base64(value: str, what: str) -> bytes:
-    """Standard or URL-safe base64, padding optional; 400 when it is neither."""
-    # A "+" that was not URL-encoded arrives as a space; base64 never contains one.
-    cleaned = value.strip().replace(" ", "+").replace("-", "+").replace("_", "/")
-    cleaned += "=" * (-len(cleaned) % 4)
-    try:
-        return base64.b64decode(cleaned, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ApiError(400, f"invalid_{what}", f"{what} is not valid base64") from exc
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 def _doc_id(doc_id: str) -> str:
@@ -601,63 +513,6 @@ def _connect(hub: Hub, replicator: Replicator) -> None:
     replicator.on_peer_gone = hub.peer_gone
 
 
-async def _authorize_websocket(
-    websocket: WebSocket, doc_id: str, *, sync: bool
-) -> tuple[bool, str | None] | None:
-    """(can write, subprotocol to accept) for a client WebSocket, or None after refusing it:
-    accepted, told why (the y-websocket auth message on /v1/sync), closed with 4401/4403."""
-    token, subprotocol = token_from_websocket(websocket)
-    authorizer: Authorizer = websocket.app.state.authorizer
-    try:
-        grant = authorizer.authorize(token, doc_id, "read")
-    except TokenError as exc:
-        await websocket.accept(subprotocol=subprotocol)
-        if sync:
-            await websocket.send_bytes(encode_permission_denied(exc.message))
-        await websocket.close(exc.websocket_close_code, exc.message[:120])
-        return None
-    return grant is None or grant.allows(doc_id, "write"), subprotocol
-
-
-@router.websocket("/v1/sync/{doc_id}")
-async def sync_document(websocket: WebSocket, doc_id: str) -> None:
-    """The y-websocket protocol: point a Yjs ``WebsocketProvider`` at ``ws://node/v1/sync``."""
-    node: Node = websocket.app.state.node
-    allowed = await _authorize_websocket(websocket, doc_id, sync=True)
-    if allowed is not None:
-        can_write, subprotocol = allowed
-        await serve_sync(websocket, node, doc_id, can_write=can_write, subprotocol=subprotocol)
-
-
-@router.websocket("/v1/docs/{doc_id}/events")
-async def document_events(websocket: WebSocket, doc_id: str) -> None:
-    """A JSON snapshot of the document, then its new content after every change."""
-    node: Node = websocket.app.state.node
-    allowed = await _authorize_websocket(websocket, doc_id, sync=False)
-    if allowed is None:
-        return
-    since = websocket.query_params.get("since")
-    raw = None
-    if since is not None:
-        try:
-            raw = encode_state_vector(decode_state_vector(decode_base64(since, "state_vector")))
-        except (ApiError, DecodeError):
-            await websocket.accept(subprotocol=allowed[1])
-            await websocket.close(1007, "since= is not a base64 state vector")
-            return
-    await serve_events(websocket, node, doc_id, since=raw, subprotocol=allowed[1])
-
-
-@router.websocket("/v1/peer")
-async def peer_link(websocket: WebSocket) -> None:
-    """Node-to-node replication (cluster-secret authenticated; not for clients)."""
-    node: Node = websocket.app.state.node
-    if node.replicator is None:
-        await websocket.close(1008, "this node replicates with no other node")
-        return
-    await node.replicator.accept(websocket)
-
-
 # -- the app -------------------------------------------------------------------------------
 
 
@@ -707,6 +562,7 @@ def create_app(
     install_error_handlers(app)
     app.state.authorizer = Authorizer.from_settings(settings)
     app.include_router(router)
+    app.include_router(streams.router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> dict[str, Any]:

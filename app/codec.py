@@ -1,0 +1,26 @@
+"""Base64 as the API speaks it: standard on the way out; standard or URL-safe, padded or
+not, on the way in (state vectors, cursors)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from .errors import ApiError
+
+__all__ = ["b64", "decode_base64"]
+
+
+def decode_base64(value: str, what: str) -> bytes:
+    """Standard or URL-safe base64, padding optional; 400 when it is neither."""
+    # A "+" that was not URL-encoded arrives as a space; base64 never contains one.
+    cleaned = value.strip().replace(" ", "+").replace("-", "+").replace("_", "/")
+    cleaned += "=" * (-len(cleaned) % 4)
+    try:
+        return base64.b64decode(cleaned, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(400, f"invalid_{what}", f"{what} is not valid base64") from exc
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -1,0 +1,99 @@
+"""Response models of the HTTP API, for the OpenAPI page at ``/docs`` (handlers return plain
+dicts; these only describe them)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from crdt import FORMAT_VERSION
+
+from .node import VERSION
+
+__all__ = [
+    "DeleteResponse",
+    "DocumentList",
+    "DocumentSummary",
+    "DocumentView",
+    "ErrorDetail",
+    "ErrorResponse",
+    "Health",
+    "Placement",
+    "WriteResponse",
+]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["invalid_update"])
+    message: str = Field(examples=["not a valid Yjs v1 update: truncated integer at byte 3"])
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    node: str = Field(examples=["eu-west-1"])
+    region: str = Field(examples=["eu-west"])
+    version: str = Field(examples=[VERSION])
+    status: str = Field(examples=["ok"])
+    storage_format: int = Field(examples=[FORMAT_VERSION])
+    cluster: str = Field(examples=["meridian-local"])
+    uptime_seconds: float
+
+
+class WriteResponse(BaseModel):
+    id: str = Field(examples=["notes"])
+    state_vector: str = Field(
+        description="The document's state vector after the write, base64", examples=["AcW8tIEFBQ=="]
+    )
+    changed: bool = Field(description="False when the write brought nothing new (a duplicate)")
+    created: bool = Field(description="True when the write created the document (or re-created it)")
+    incarnation: int = Field(
+        description="Which life of the id the document is in (see docs/design.md)"
+    )
+    durability: str = Field(
+        examples=["local"],
+        description="The durability level reached: the requested one (status 200), or the "
+        "strongest one reached before the timeout (status 202)",
+    )
+    durable_on: list[str] = Field(
+        examples=[["us-east-1", "eu-west-1"]],
+        description="The nodes known to have committed the write when the answer was sent",
+    )
+
+
+class Placement(BaseModel):
+    mode: str = Field(examples=["default"])
+    regions: list[str] = Field(examples=[["eu-west"]])
+    pinned: bool = False
+
+
+class DocumentView(BaseModel):
+    id: str = Field(examples=["notes"])
+    content: dict[str, Any] = Field(
+        examples=[{"settings": {"theme": "dark"}, "body": "Hello", "items": [1, {"a": 2}]}]
+    )
+    state_vector: str = Field(examples=["AcW8tIEFBQ=="])
+    incarnation: int
+    placement: Placement
+    digest: str | None = Field(default=None, description="With ?digest=true only")
+
+
+class DocumentSummary(BaseModel):
+    id: str
+    incarnation: int
+
+
+class DocumentList(BaseModel):
+    documents: list[DocumentSummary]
+    next_cursor: str | None = Field(
+        description="Pass as cursor= for the next page; null at the end"
+    )
+
+
+class DeleteResponse(BaseModel):
+    id: str
+    deleted: bool
+    incarnation: int

@@ -1,0 +1,78 @@
+"""The WebSocket routes: ``/v1/sync/{id}`` and ``/v1/docs/{id}/events`` for clients (token
+checked here, served by :mod:`app.sync`), ``/v1/peer`` for nodes (served by
+:mod:`app.replication`, which authenticates with the cluster secret)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, WebSocket
+
+from crdt import decode_state_vector, encode_state_vector
+from crdt.lib0 import DecodeError
+
+from .auth import Authorizer, TokenError, token_from_websocket
+from .codec import decode_base64
+from .errors import ApiError
+from .node import Node
+from .sync import serve_events, serve_sync
+from .sync.protocol import encode_permission_denied
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+async def _authorize_websocket(
+    websocket: WebSocket, doc_id: str, *, sync: bool
+) -> tuple[bool, str | None] | None:
+    """(can write, subprotocol to accept) for a client WebSocket, or None after refusing it:
+    accepted, told why (the y-websocket auth message on /v1/sync), closed with 4401/4403."""
+    token, subprotocol = token_from_websocket(websocket)
+    authorizer: Authorizer = websocket.app.state.authorizer
+    try:
+        grant = authorizer.authorize(token, doc_id, "read")
+    except TokenError as exc:
+        await websocket.accept(subprotocol=subprotocol)
+        if sync:
+            await websocket.send_bytes(encode_permission_denied(exc.message))
+        await websocket.close(exc.websocket_close_code, exc.message[:120])
+        return None
+    return grant is None or grant.allows(doc_id, "write"), subprotocol
+
+
+@router.websocket("/v1/sync/{doc_id}")
+async def sync_document(websocket: WebSocket, doc_id: str) -> None:
+    """The y-websocket protocol: point a Yjs ``WebsocketProvider`` at ``ws://node/v1/sync``."""
+    node: Node = websocket.app.state.node
+    allowed = await _authorize_websocket(websocket, doc_id, sync=True)
+    if allowed is not None:
+        can_write, subprotocol = allowed
+        await serve_sync(websocket, node, doc_id, can_write=can_write, subprotocol=subprotocol)
+
+
+@router.websocket("/v1/docs/{doc_id}/events")
+async def document_events(websocket: WebSocket, doc_id: str) -> None:
+    """A JSON snapshot of the document, then its new content after every change."""
+    node: Node = websocket.app.state.node
+    allowed = await _authorize_websocket(websocket, doc_id, sync=False)
+    if allowed is None:
+        return
+    since = websocket.query_params.get("since")
+    raw = None
+    if since is not None:
+        try:
+            raw = encode_state_vector(decode_state_vector(decode_base64(since, "state_vector")))
+        except (ApiError, DecodeError):
+            await websocket.accept(subprotocol=allowed[1])
+            await websocket.close(1007, "since= is not a base64 state vector")
+            return
+    await serve_events(websocket, node, doc_id, since=raw, subprotocol=allowed[1])
+
+
+@router.websocket("/v1/peer")
+async def peer_link(websocket: WebSocket) -> None:
+    """Node-to-node replication (cluster-secret authenticated; not for clients)."""
+    node: Node = websocket.app.state.node
+    if node.replicator is None:
+        await websocket.close(1008, "this node replicates with no other node")
+        return
+    await node.replicator.accept(websocket)
