@@ -162,6 +162,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listen now: connections made while the node opens its storage wait in the backlog
+    # instead of being refused (the node prints "serving" once the lifespan is done).
+    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 

@@ -260,7 +260,7 @@ class Replicator:
             peer.state = "connecting"
             opened_at: float | None = None
             try:
-                transport = await dial(url, timeout=config.link_timeout, max_size=max_size)
+                transport = await dial(url, timeout=config.connect_timeout, max_size=max_size)
                 link = PeerLink(self._protocol("dialer", peer.node_id), transport)
                 try:
                     await link.handshake(config.link_timeout)
