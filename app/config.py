@@ -68,10 +68,10 @@ class ReplicationConfig:
     #: A link that received nothing for this long is closed and dialled again.
     link_timeout: float = 5.0
     #: How long opening a link (TCP, WebSocket upgrade) may take before it is retried.
-    connect_timeout: float = 2.0
+    connect_timeout: float = 1.0
     #: Reconnection backoff: first delay and cap (doubling, with jitter).
     reconnect_min: float = 0.1
-    reconnect_max: float = 1.0
+    reconnect_max: float = 0.5
     #: Time between anti-entropy rounds on each link (one also runs when a link opens).
     anti_entropy_interval: float = 10.0
     #: Bytes of deltas queued for one peer; past it the oldest are left to anti-entropy.

@@ -40,6 +40,8 @@ log = logging.getLogger("meridian.peer")
 
 #: Durability levels, weakest first.
 LEVELS = ("local", "region", "quorum", "all")
+#: Seconds between dial attempts to a peer that refused the link.
+REFUSED_RETRY_SECONDS = 5.0
 #: Refusal codes after which redialling is slow (a configuration problem, not a network one).
 _REFUSALS = {"authentication_failed", "incompatible_version", "wrong_cluster", "unknown_node"}
 
@@ -278,7 +280,8 @@ class Replicator:
                     self.refusals.append(
                         {"to": peer.node_id, "reason": str(exc), "at": time.time()}
                     )
-                    delay = config.reconnect_max
+                    # A configuration problem: retry, but not at network-failure pace.
+                    delay = max(REFUSED_RETRY_SECONDS, config.reconnect_max)
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                 peer.last_error = f"cannot connect to {peer.address}: {exc or type(exc).__name__}"
                 if peer.state != "refused":
