@@ -72,8 +72,14 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 async def serve(
-    websocket_server: WebsocketServer, server: uvicorn.Server, sock: socket.socket
+    websocket_server: StoredRoomsServer, server: uvicorn.Server, sock: socket.socket
 ) -> None:
+    # Create the SQLite schema before any room opens: every room's store checks for the file
+    # and creates the tables when it is missing, so rooms opening at once on a new file race
+    # ("table yupdates already exists") and the losers' writes are lost.
+    async with websocket_server.store_class(path="/") as store:
+        assert store.db_initialized is not None
+        await store.db_initialized.wait()
     async with websocket_server:
         # The socket listens already: a client connecting now waits in the backlog.
         print(f"serving {sock.getsockname()[1]}", flush=True)
