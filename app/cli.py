@@ -1,7 +1,9 @@
 """The ``meridian`` command.
 
     meridian serve --region R --listen HOST:PORT --data DIR [--config regions.toml] [--node-id ID]
-                   [--insecure]
+                   [--insecure] [--log-format text|json]
+    meridian status [--config regions.toml | --url URL ...] [--token T] [--check] [--json]
+                    [--progress] [--timeout SECONDS] [--concurrency N]
     meridian demo  [--config regions.toml] [--data DIR] [--exit]
     meridian token create (--prefix P | --doc ID ...) [--read-only] [--ttl SECONDS]
                           [--subject S] [--config regions.toml]
@@ -10,6 +12,9 @@
 requests in flight finish (their commits included) and closes the store. Errors a user can fix
 (bad configuration, a data directory in use, a newer storage format) print one line and exit
 with status 2 (usage) or 1 (runtime).
+
+``status`` asks every node for its view of the cluster and prints it; ``--check`` compares
+every document's copies (see app.status for the exit statuses).
 """
 
 from __future__ import annotations
@@ -37,13 +42,12 @@ from .config import (
     load_config,
     parse_listen,
 )
+from .logs import LOG_FORMATS, bind_node, configure_logging
 from .node import VERSION, Node
 
 __all__ = ["main"]
 
 log = logging.getLogger("meridian.cli")
-
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
 
 def _fail(message: str, status: int = 1) -> int:
@@ -113,6 +117,8 @@ def serve(args: argparse.Namespace) -> int:
         )
     except ConfigError as exc:
         return _fail(str(exc), 2)
+    # From here on every log line names this node, and never shows the secret.
+    bind_node(settings.node_id, settings.region, [secret] if secret else [])
     member = settings.member()
     if member is not None and member.region != args.region:
         return _fail(
@@ -286,6 +292,33 @@ def token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def status(args: argparse.Namespace) -> int:
+    """Prints every node's view of the cluster; with ``--check``, compares the copies."""
+    from .status import run_status, targets_from_config, targets_from_urls
+
+    if args.url:
+        targets = targets_from_urls(args.url)
+    else:
+        try:
+            cluster = _load_cluster(args.config)
+        except ConfigError as exc:
+            return _fail(str(exc), 2)
+        targets = targets_from_config(cluster)
+    if not targets:
+        return _fail("no nodes to ask: pass --config with a file that lists [regions], or --url", 2)
+    if args.timeout <= 0 or args.concurrency < 1:
+        return _fail("--timeout and --concurrency must be positive", 2)
+    return run_status(
+        targets,
+        token=args.token or os.environ.get("MERIDIAN_TOKEN") or None,
+        check=args.check,
+        as_json=args.json,
+        progress=True if args.progress else None,
+        timeout=args.timeout,
+        concurrency=args.concurrency,
+    )
+
+
 def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -325,7 +358,60 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve without access tokens whatever the listen address and [auth] say",
     )
+    p.add_argument(
+        "--log-format",
+        default=os.environ.get("MERIDIAN_LOG_FORMAT", "text"),
+        choices=LOG_FORMATS,
+        help="log lines on stderr as text (default) or one JSON object per line",
+    )
     p.set_defaults(func=serve)
+
+    p = commands.add_parser(
+        "status",
+        help="print the cluster as its nodes see it; --check compares every document's copies",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--config", help="topology file whose nodes to ask (default: ./regions.toml)"
+    )
+    where.add_argument(
+        "--url",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="ask this node (http://host:port) instead of the listed ones; repeatable",
+    )
+    p.add_argument(
+        "--token",
+        help="access token for nodes that require one (default: $MERIDIAN_TOKEN, which keeps "
+        "it out of the process list); --check needs one that covers every document",
+    )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="compare every document's digest on every node: exit 0 identical, 1 some "
+        "differ, 2 a node could not be checked",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON document instead")
+    p.add_argument(
+        "--progress",
+        action="store_true",
+        help="report --check's progress on stderr even when it is not a terminal",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for each answer (default 5)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=16,
+        help="documents --check compares at once (default 16)",
+    )
+    # httpx logs every request at INFO.
+    p.set_defaults(func=status, log_level="warning")
 
     p = commands.add_parser(
         "demo",
@@ -379,8 +465,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = getattr(args, "log_level", "info").upper()
-    logging.basicConfig(level=level, format=_LOG_FORMAT, stream=sys.stderr)
+    log_format = getattr(args, "log_format", "text")
+    if log_format not in LOG_FORMATS:
+        return _fail(f"MERIDIAN_LOG_FORMAT must be one of {', '.join(LOG_FORMATS)}", 2)
+    configure_logging(getattr(args, "log_level", "info"), log_format)
     try:
         status: int = args.func(args)
     except CrdtError as exc:

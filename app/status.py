@@ -1,0 +1,622 @@
+"""``meridian status``: the cluster as its nodes see it, and proof that their copies agree.
+
+Three layers, each usable alone:
+
+- asking (httpx): :func:`ask_nodes` gets ``GET /v1/cluster`` from every node;
+  :func:`check_convergence` lists every document on every node (``GET /v1/docs``) and compares
+  their digests (``GET /v1/docs/{id}?digest=true``), a bounded number of documents at a time;
+- rendering (plain functions of the answers): :func:`render_status`, :func:`render_check`;
+- :func:`run_status`, which ``meridian status`` calls, and its exit status: 0 every node
+  answered (and, with the check, every copy is identical), 1 some copies differ, 2 some node
+  could not be asked (unreachable, or it refused the token).
+
+A node that cannot be reached is a row saying so, never a crash: operators run this when
+something is wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, TextIO
+
+import httpx
+
+from .config import ClusterConfig
+
+__all__ = [
+    "CheckResult",
+    "Copy",
+    "NodeAnswer",
+    "Target",
+    "ask_nodes",
+    "check_convergence",
+    "render_check",
+    "render_status",
+    "run_status",
+    "targets_from_config",
+    "targets_from_urls",
+]
+
+#: Documents listed per request (nodes clamp it to their ``limits.max_list_limit``).
+_PAGE = 1000
+#: A document whose copies differ is fetched again after this many seconds before it is
+#: reported: a write may still have been on its way to the other nodes.
+RECHECK_DELAY = 1.0
+#: Differing documents printed at most (``--json`` has them all).
+_MAX_PRINTED = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A node to ask: its URL, and its id and region when ``regions.toml`` lists it."""
+
+    url: str
+    node: str | None = None
+    region: str | None = None
+
+    @property
+    def address(self) -> str:
+        return self.url.split("://", 1)[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAnswer:
+    """What one node answered to ``GET /v1/cluster``: its ``view``, or why there is none
+    (``unreachable``: no HTTP answer at all; else the node answered with an error)."""
+
+    target: Target
+    view: dict[str, Any] | None = None
+    error: str | None = None
+    unreachable: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.view is not None:
+            return str(self.view["node"])
+        return self.target.node or self.target.address
+
+    @property
+    def region(self) -> str:
+        if self.view is not None:
+            return str(self.view["region"])
+        return self.target.region or "?"
+
+    @property
+    def state(self) -> str:
+        if self.view is not None:
+            return "up"
+        return "unreachable" if self.unreachable else "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Copy:
+    """One node's copy of a document: ``live`` (with its incarnation and digest),
+    ``deleted`` (a tombstone) or ``missing`` (never written there)."""
+
+    state: Literal["live", "deleted", "missing"]
+    incarnation: int | None = None
+    digest: str | None = None
+
+    def describe(self) -> str:
+        if self.state != "live":
+            return self.state
+        return f"digest {(self.digest or '')[:16]} (incarnation {self.incarnation})"
+
+
+@dataclass(slots=True)
+class CheckResult:
+    """The outcome of :func:`check_convergence`."""
+
+    #: The nodes whose copies were compared.
+    nodes: list[str]
+    #: Documents compared (every id listed by any of those nodes).
+    documents: int = 0
+    #: Document id -> node -> its copy, for each document whose copies differ.
+    differences: dict[str, dict[str, Copy]] = field(default_factory=dict)
+    #: Node -> why it could not be checked (not asked, or it failed during the check).
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def exit_status(self) -> int:
+        return 2 if self.failed else 1 if self.differences else 0
+
+
+class _NodeFailed(Exception):
+    """A node did not answer a request usefully (no connection, timeout, an error status)."""
+
+    def __init__(self, message: str, *, unreachable: bool) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
+
+
+# -- targets ---------------------------------------------------------------------------------
+
+
+def targets_from_config(cluster: ClusterConfig) -> list[Target]:
+    """Every node ``regions.toml`` lists, at its listed address."""
+    return [Target(f"http://{m.address}", m.node_id, m.region) for m in cluster.members()]
+
+
+def targets_from_urls(urls: Iterable[str]) -> list[Target]:
+    """``http://host:port`` (a bare ``host:port`` gets ``http://``)."""
+    return [
+        Target((url if "://" in url else f"http://{url}").rstrip("/"))
+        for url in urls
+        if url.strip()
+    ]
+
+
+# -- asking ----------------------------------------------------------------------------------
+
+
+def _client(
+    target: Target, token: str | None, timeout: float, connections: int
+) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.AsyncClient(
+        base_url=target.url,
+        headers=headers,
+        timeout=timeout,
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+    )
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        error = response.json()["error"]
+        return f"{response.status_code} {error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {response.status_code}"
+
+
+async def _get(client: httpx.AsyncClient, path: str, params: dict[str, Any]) -> httpx.Response:
+    try:
+        return await client.get(path, params=params)
+    except httpx.TimeoutException as exc:
+        raise _NodeFailed(
+            f"no answer within the timeout ({type(exc).__name__})", unreachable=True
+        ) from exc
+    except httpx.ConnectError as exc:
+        raise _NodeFailed(f"cannot connect ({exc})", unreachable=True) from exc
+    except httpx.TransportError as exc:
+        raise _NodeFailed(str(exc) or type(exc).__name__, unreachable=True) from exc
+
+
+async def _ask(target: Target, token: str | None, timeout: float) -> NodeAnswer:
+    async with _client(target, token, timeout, 1) as client:
+        try:
+            response = await _get(client, "/v1/cluster", {})
+        except _NodeFailed as exc:
+            return NodeAnswer(target, error=str(exc), unreachable=True)
+    if response.status_code != 200:
+        return NodeAnswer(target, error=_error_text(response))
+    try:
+        view = response.json()
+    except ValueError:
+        view = None
+    if not isinstance(view, dict) or not {"node", "region"} <= view.keys():
+        return NodeAnswer(target, error="the answer is not a Meridian /v1/cluster view")
+    return NodeAnswer(target, view=view)
+
+
+async def ask_nodes(
+    targets: Sequence[Target], *, token: str | None, timeout: float
+) -> list[NodeAnswer]:
+    """``GET /v1/cluster`` from every target at once; one answer per target, in order."""
+    return list(await asyncio.gather(*(_ask(t, token, timeout) for t in targets)))
+
+
+async def _list_documents(client: httpx.AsyncClient, listed: Callable[[int], None]) -> set[str]:
+    ids: set[str] = set()
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": _PAGE}
+        if cursor:
+            params["cursor"] = cursor
+        response = await _get(client, "/v1/docs", params)
+        if response.status_code != 200:
+            raise _NodeFailed(f"listing documents: {_error_text(response)}", unreachable=False)
+        page = response.json()
+        ids.update(d["id"] for d in page["documents"])
+        listed(len(page["documents"]))
+        cursor = page["next_cursor"]
+        if not cursor:
+            return ids
+
+
+async def _copy(client: httpx.AsyncClient, doc_id: str) -> Copy:
+    response = await _get(client, f"/v1/docs/{urllib.parse.quote(doc_id)}", {"digest": "true"})
+    if response.status_code == 200:
+        body = response.json()
+        return Copy("live", body["incarnation"], body["digest"])
+    if response.status_code == 404:
+        code = response.json().get("error", {}).get("code")
+        if code == "document_deleted":
+            return Copy("deleted")
+        if code == "document_not_found":
+            return Copy("missing")
+    raise _NodeFailed(f"reading {doc_id}: {_error_text(response)}", unreachable=False)
+
+
+def _differ(copies: dict[str, Copy]) -> bool:
+    return len(set(copies.values())) > 1
+
+
+async def check_convergence(
+    answers: Sequence[NodeAnswer],
+    *,
+    token: str | None,
+    timeout: float,
+    concurrency: int = 16,
+    recheck_delay: float = RECHECK_DELAY,
+    progress: Callable[[str], None] = lambda text: None,
+) -> CheckResult:
+    """Compares every document's copies on the nodes that answered (``answers``).
+
+    Lists each node's documents, then reads each listed document's digest on every node,
+    ``concurrency`` documents at a time; documents that differ are read again after
+    ``recheck_delay`` seconds and reported only if they still differ. A node that fails
+    during the check is left out of the comparison and named in ``failed``.
+    """
+    result = CheckResult(nodes=[a.name for a in answers if a.view is not None])
+    result.failed = {a.name: f"{a.state}: {a.error}" for a in answers if a.view is None}
+    reachable = [a for a in answers if a.view is not None]
+    clients = {a.name: _client(a.target, token, timeout, concurrency) for a in reachable}
+    try:
+        listed = 0
+
+        def count(n: int) -> None:
+            nonlocal listed
+            listed += n
+            progress(f"listed {listed} documents")
+
+        async def list_one(name: str) -> set[str]:
+            try:
+                return await _list_documents(clients[name], count)
+            except _NodeFailed as exc:
+                result.failed[name] = str(exc)
+                return set()
+
+        listings = await asyncio.gather(*(list_one(name) for name in clients))
+        ids = sorted(set().union(*listings))
+        result.documents = len(ids)
+
+        async def copies_of(doc_id: str) -> dict[str, Copy]:
+            names = [name for name in clients if name not in result.failed]
+
+            async def one(name: str) -> Copy | None:
+                try:
+                    return await _copy(clients[name], doc_id)
+                except _NodeFailed as exc:
+                    result.failed.setdefault(name, str(exc))
+                    return None
+
+            copies = await asyncio.gather(*(one(name) for name in names))
+            return {n: c for n, c in zip(names, copies, strict=True) if c is not None}
+
+        differing: dict[str, dict[str, Copy]] = {}
+        checked = 0
+        pending = iter(ids)
+
+        async def worker() -> None:
+            nonlocal checked
+            for doc_id in pending:  # shared: each document goes to one worker
+                copies = await copies_of(doc_id)
+                if _differ(copies):
+                    differing[doc_id] = copies
+                checked += 1
+                progress(f"checked {checked}/{len(ids)} documents")
+
+        await asyncio.gather(*(worker() for _ in range(max(1, concurrency))))
+        if differing and recheck_delay > 0:
+            await asyncio.sleep(recheck_delay)
+            again = await asyncio.gather(*(copies_of(doc_id) for doc_id in sorted(differing)))
+            differing = {
+                doc_id: copies
+                for doc_id, copies in zip(sorted(differing), again, strict=True)
+                if _differ(copies)
+            }
+        # Compare only the nodes that answered throughout.
+        for doc_id in sorted(differing):
+            copies = {n: c for n, c in differing[doc_id].items() if n not in result.failed}
+            if _differ(copies):
+                result.differences[doc_id] = copies
+        result.nodes = sorted(name for name in result.nodes if name not in result.failed)
+        return result
+    finally:
+        await asyncio.gather(*(client.aclose() for client in clients.values()))
+
+
+# -- rendering -------------------------------------------------------------------------------
+
+
+def _table(
+    headers: Sequence[str], rows: Sequence[Sequence[str]], right: Iterable[int] = ()
+) -> list[str]:
+    """Columns two spaces apart; the ``right`` columns (numbers) aligned right."""
+    aligned = set(right)
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(
+            cell.rjust(width) if index in aligned else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return [line(headers), *(line(row) for row in rows)]
+
+
+def _number(value: Any, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    if digits:
+        return f"{float(value):.{digits}f}"
+    return str(value)
+
+
+def _ago(at: float | None, now: float) -> str:
+    if at is None:
+        return "never"
+    seconds = max(0.0, now - at)
+    if seconds < 60:
+        return f"{seconds:.0f}s ago"
+    if seconds < 3600:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.1f}h ago"
+
+
+def _node_rows(answers: Sequence[NodeAnswer]) -> list[list[str]]:
+    rows: list[tuple[str, str, list[str]]] = []
+    asked = {a.name for a in answers}
+    for answer in answers:
+        documents = answer.view["documents"] if answer.view is not None else {}
+        rows.append(
+            (
+                answer.region,
+                answer.name,
+                [
+                    answer.region,
+                    answer.name,
+                    answer.target.address,
+                    answer.state,
+                    _number(documents.get("live")),
+                    _number(documents.get("tombstones")),
+                    _number(documents.get("hot")),
+                ],
+            )
+        )
+    # Nodes the answering ones know of but nobody asked (``--url`` names only some).
+    for answer in answers:
+        for node in (answer.view or {}).get("nodes", []):
+            if node["id"] not in asked:
+                asked.add(node["id"])
+                region = node["region"]
+                rows.append(
+                    (region, node["id"], [region, node["id"], "-", "not asked", "-", "-", "-"])
+                )
+    return [cells for _, _, cells in sorted(rows, key=lambda r: (r[0], r[1]))]
+
+
+def _link_rows(answers: Sequence[NodeAnswer], now: float) -> list[list[str]]:
+    rows = []
+    for answer in sorted(answers, key=lambda a: a.name):
+        for peer in (answer.view or {}).get("peers", []):
+            buffered = peer.get("buffered", {})
+            ae = peer.get("anti_entropy", {})
+            last = "never"
+            if ae.get("rounds"):
+                last = (
+                    f"{_ago(ae.get('last_at'), now)}, checked {ae.get('last_checked', 0)}, "
+                    f"repaired {ae.get('last_repaired', 0)}"
+                )
+                if ae.get("failures"):
+                    last += f", {ae['failures']} failed"
+            rows.append(
+                [
+                    answer.name,
+                    str(peer["node"]),
+                    str(peer["state"]),
+                    _number(peer.get("rtt_ms") if peer["state"] == "up" else None, 1),
+                    _number(peer.get("lag_seconds"), 1),
+                    _number(buffered.get("deltas")),
+                    _number(buffered.get("in_flight")),
+                    last,
+                    "" if peer["state"] == "up" else str(peer.get("last_error") or ""),
+                ]
+            )
+    return rows
+
+
+def render_status(answers: Sequence[NodeAnswer], *, now: float) -> list[str]:
+    """The nodes table, then the links table, then why each missing node is missing."""
+    up = [a for a in answers if a.view is not None]
+    cluster = up[0].view["cluster"] if up and up[0].view is not None else "?"
+    regions = sorted({a.region for a in answers} - {"?"})
+    down = len(answers) - len(up)
+    lines = [
+        f"cluster {cluster}: {len(regions)} regions, {len(answers)} nodes asked, "
+        f"{len(up)} up" + (f", {down} not answering" if down else ""),
+        "",
+        *_table(
+            ["REGION", "NODE", "ADDRESS", "STATE", "LIVE", "TOMBSTONES", "HOT"],
+            _node_rows(answers),
+            right=(4, 5, 6),
+        ),
+    ]
+    links = _link_rows(answers, now)
+    if links:
+        lines += [
+            "",
+            "links, as each node sees them:",
+            *_table(
+                [
+                    "FROM",
+                    "TO",
+                    "STATE",
+                    "RTT MS",
+                    "LAG S",
+                    "BUFFERED",
+                    "IN FLIGHT",
+                    "LAST ANTI-ENTROPY",
+                    "ERROR",
+                ],
+                links,
+                right=(3, 4, 5, 6),
+            ),
+        ]
+    problems = [a for a in answers if a.view is None]
+    if problems:
+        lines.append("")
+        lines += [f"{a.name} ({a.target.url}): {a.state}: {a.error}" for a in problems]
+    return lines
+
+
+def render_check(result: CheckResult) -> list[str]:
+    """The check's summary, or each document that differs and what each node holds."""
+    nodes = f"{len(result.nodes)} node{'s' if len(result.nodes) != 1 else ''}"
+    lines = []
+    if len(result.nodes) < 2 and result.failed:
+        names = f" ({', '.join(result.nodes)})" if result.nodes else ""
+        lines.append(f"check: nothing to compare: only {nodes} answered{names}")
+    elif not result.differences:
+        lines.append(
+            f"check: {result.documents} documents identical on {nodes} ({', '.join(result.nodes)})"
+        )
+    else:
+        lines.append(
+            f"check: {len(result.differences)} of {result.documents} documents differ "
+            f"between {nodes} ({', '.join(result.nodes)}):"
+        )
+        for doc_id in list(result.differences)[:_MAX_PRINTED]:
+            copies = result.differences[doc_id]
+            lines.append(f"  {doc_id}")
+            lines += [f"    {node}: {copies[node].describe()}" for node in sorted(copies)]
+        if len(result.differences) > _MAX_PRINTED:
+            lines.append(
+                f"  ... and {len(result.differences) - _MAX_PRINTED} more (--json lists them all)"
+            )
+    if result.failed:
+        lines.append("check incomplete: these nodes could not be checked:")
+        lines += [f"  {node}: {why}" for node, why in sorted(result.failed.items())]
+    return lines
+
+
+def _json(answers: Sequence[NodeAnswer], result: CheckResult | None, status: int) -> str:
+    document: dict[str, Any] = {
+        "status": status,
+        "nodes": [
+            {
+                "node": a.name,
+                "region": a.region,
+                "url": a.target.url,
+                "state": a.state,
+                "error": a.error,
+                "cluster": a.view,
+            }
+            for a in answers
+        ],
+        "check": None,
+    }
+    if result is not None:
+        document["check"] = {
+            "nodes": result.nodes,
+            "documents": result.documents,
+            "identical": result.documents - len(result.differences),
+            "differences": [
+                {"id": doc_id, "copies": {n: asdict(c) for n, c in copies.items()}}
+                for doc_id, copies in result.differences.items()
+            ],
+            "failed": result.failed,
+        }
+    return json.dumps(document, indent=2)
+
+
+class _Progress:
+    """Progress lines on a stream: rewritten in place on a terminal, else at most one a
+    second (and the last one)."""
+
+    def __init__(self, stream: TextIO, *, enabled: bool) -> None:
+        self.stream = stream
+        self.enabled = enabled
+        self.tty = enabled and stream.isatty()
+        self.last = 0.0
+        self.pending = ""
+
+    def __call__(self, text: str) -> None:
+        if not self.enabled:
+            return
+        self.pending = text
+        now = time.monotonic()
+        if now - self.last >= (0.1 if self.tty else 1.0):
+            self.last = now
+            self._write(text)
+            self.pending = ""
+
+    def _write(self, text: str) -> None:
+        if self.tty:
+            self.stream.write(f"\r\x1b[K{text}")
+        else:
+            self.stream.write(f"{text}\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.pending:
+            self._write(self.pending)
+            self.pending = ""
+        if self.tty and self.last:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def run_status(
+    targets: Sequence[Target],
+    *,
+    token: str | None,
+    check: bool = False,
+    as_json: bool = False,
+    progress: bool | None = None,
+    timeout: float = 5.0,
+    concurrency: int = 16,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
+    """Asks ``targets``, prints the status (and the check) to ``out``; returns the exit
+    status. ``progress`` None: shown when ``err`` is a terminal."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    reporter = _Progress(err, enabled=err.isatty() if progress is None else progress)
+
+    async def run() -> tuple[list[NodeAnswer], CheckResult | None]:
+        answers = await ask_nodes(targets, token=token, timeout=timeout)
+        if not check:
+            return answers, None
+        try:
+            result = await check_convergence(
+                answers,
+                token=token,
+                timeout=timeout,
+                concurrency=concurrency,
+                progress=reporter,
+            )
+        finally:
+            reporter.close()
+        return answers, result
+
+    answers, result = asyncio.run(run())
+    status = result.exit_status if result is not None else 0
+    if any(a.view is None for a in answers):
+        status = 2
+    if as_json:
+        print(_json(answers, result, status), file=out, flush=True)
+        return status
+    lines = render_status(answers, now=time.time())
+    if result is not None:
+        lines += ["", *render_check(result)]
+    print("\n".join(lines), file=out, flush=True)
+    return status
