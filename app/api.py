@@ -25,7 +25,7 @@ from crdt import (
 from crdt.lib0 import DecodeError
 from crdt.storage import DocumentRecord
 
-from . import streams
+from . import metrics, streams
 from .auth import Authorizer, Grant, Right, bearer_token
 from .codec import b64, decode_base64
 from .config import NodeSettings
@@ -539,6 +539,7 @@ def create_app(
                 stack.push_async_callback(node.hub.aclose)
                 if node.replicator is not None:
                     _connect(node.hub, node.replicator)
+                await stack.enter_async_context(metrics.open_node_metrics(node_metrics, node))
             except Exception as exc:
                 if on_startup_error is not None:
                     on_startup_error(exc)
@@ -559,10 +560,15 @@ def create_app(
         ),
         lifespan=lifespan,
     )
-    install_error_handlers(app)
+    # The node's metrics (its own registry): requests by route, 4xx answers by code.
+    node_metrics = metrics.Metrics()
+    app.state.metrics = node_metrics
+    install_error_handlers(app, on_rejected=node_metrics.rejected)
+    app.add_middleware(metrics.HttpMetrics, metrics=node_metrics)
     app.state.authorizer = Authorizer.from_settings(settings)
     app.include_router(router)
     app.include_router(streams.router)
+    app.include_router(metrics.router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> dict[str, Any]:

@@ -4,12 +4,14 @@ Every error answer is ``{"error": {"code": "<snake_case>", "message": "<human se
 (PRODUCT.md). The engine raises :class:`crdt.CrdtError` subclasses; the node raises
 :class:`ApiError` for problems that only exist at the HTTP boundary (a body too large, a wrong
 content type, JSON that does not parse); :mod:`app.auth` raises :class:`~app.auth.TokenError`
-(401 with a ``WWW-Authenticate: Bearer`` challenge, or 403).
+(401 with a ``WWW-Authenticate: Bearer`` challenge, or 403). Every 4xx answered here is
+reported to ``on_rejected(code)`` (the node's ``meridian_rejected_total``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -84,23 +86,32 @@ def _challenge(exc: TokenError) -> dict[str, str]:
     return {"WWW-Authenticate": 'Bearer realm="meridian", error="invalid_token"'}
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(
+    app: FastAPI, *, on_rejected: Callable[[str], None] | None = None
+) -> None:
+    """Maps every error to its answer; ``on_rejected(code)`` is called for each 4xx."""
+
+    def answer(
+        status: int, code: str, message: str, headers: Mapping[str, str] | None = None
+    ) -> JSONResponse:
+        if on_rejected is not None and 400 <= status < 500:
+            on_rejected(code)
+        return JSONResponse(error_body(code, message), status_code=status, headers=headers)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message), status_code=exc.status)
+        return answer(exc.status, exc.code, exc.message)
 
     @app.exception_handler(TokenError)
     async def _token_error(request: Request, exc: TokenError) -> JSONResponse:
-        return JSONResponse(
-            error_body(exc.code, exc.message), status_code=exc.status, headers=_challenge(exc)
-        )
+        return answer(exc.status, exc.code, exc.message, _challenge(exc))
 
     @app.exception_handler(CrdtError)
     async def _crdt_error(request: Request, exc: CrdtError) -> JSONResponse:
         status, code = _status_and_code(exc)
         if status >= 500:
             log.error("%s %s failed: %s", request.method, request.url.path, exc)
-        return JSONResponse(error_body(code, str(exc)), status_code=status)
+        return answer(status, code, str(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -108,7 +119,7 @@ def install_error_handlers(app: FastAPI) -> None:
             f"{'.'.join(str(part) for part in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
             for err in exc.errors()
         )
-        return JSONResponse(error_body("invalid_request", problems), status_code=400)
+        return answer(400, "invalid_request", problems)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -116,9 +127,7 @@ def install_error_handlers(app: FastAPI) -> None:
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route for {request.method} {request.url.path}"
-        return JSONResponse(
-            error_body(code, message), status_code=exc.status_code, headers=exc.headers
-        )
+        return answer(exc.status_code, code, message, exc.headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -197,6 +197,11 @@ class Storage:
         self._next_seq = 1
         self._counters = _Counters()
         self._closing = False
+        #: Called by the writer thread after each committed write transaction (not snapshot
+        #: installs), before its callers are answered: (jobs in it, seconds the transaction
+        #: took, seconds each job spent from submit() to committed). Must be quick and
+        #: thread-safe; its exceptions are logged. The node's metrics set it.
+        self.on_commit: Callable[[int, float, list[float]], None] | None = None
         #: The Yjs client id of this node's own edits (JSON operations); see new_client_id.
         self.client_id = 0
         #: The id of this file's seq space (uuid4 hex), set by open(); peers key checkpoints
@@ -338,6 +343,13 @@ class Storage:
         counters.batch_size_last = len(batch)
         counters.batch_size_max = max(counters.batch_size_max, len(batch))
         counters.commit_seconds_total += elapsed
+        observer = self.on_commit
+        if observer is not None and not isinstance(batch[0].job, Compact):
+            now = time.monotonic()
+            try:
+                observer(len(batch), elapsed, [now - p.enqueued for p in batch])
+            except Exception:
+                log.exception("the storage commit observer failed")
         self._answer_all([(p, result, None) for p, result in zip(batch, results, strict=True)])
 
     def _answer(self, pending: _Pending, *, error: BaseException) -> None:

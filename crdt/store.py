@@ -111,6 +111,9 @@ class DocumentStore:
         self._rejected = 0
         self._compactions_queued = 0
         self._compaction_failures = 0
+        #: Called with the seconds each accepted write spent being validated and applied in
+        #: memory (before its commit); its exceptions are logged. The node's metrics set it.
+        self.on_apply: Callable[[float], None] | None = None
 
     # -- reading -------------------------------------------------------------------------
 
@@ -263,6 +266,7 @@ class DocumentStore:
         entry, created, replaced = writable
         try:
             document = entry.document
+            started = time.perf_counter()
             self._check_size(document, len(data))
             try:
                 store = document.apply_update(data)
@@ -271,6 +275,7 @@ class DocumentStore:
                 if document.poisoned and not created:
                     self._drop(doc_id)
                 raise
+            self._applied(time.perf_counter() - started)
             if created:
                 self._install_fresh(doc_id, entry, replaced)
             if on_applied is not None:
@@ -284,20 +289,31 @@ class DocumentStore:
     ) -> WriteResult:
         """Applies JSON operations (PRODUCT.md) atomically; see :mod:`crdt.ops`."""
         check_document_id(doc_id)
+        started = time.perf_counter()
         ops = parse_operations(body, max_operations=self.limits.max_operations)
+        parsing = time.perf_counter() - started
         writable = await self._writable(doc_id, None)
         assert not isinstance(writable, WriteResult)
         entry, created, replaced = writable
         try:
             document = entry.document
+            started = time.perf_counter()
             update = apply_operations(document, ops, client_id=self.storage.client_id)
             self._check_size(document, len(update))
             store = document.apply_update(update)
+            self._applied(parsing + time.perf_counter() - started)
             if created:
                 self._install_fresh(doc_id, entry, replaced)
             return await self._commit(doc_id, entry, update if store else None, created, origin)
         finally:
             entry.writers -= 1
+
+    def _applied(self, seconds: float) -> None:
+        if self.on_apply is not None:
+            try:
+                self.on_apply(seconds)
+            except Exception:
+                log.exception("the apply observer failed")
 
     def _check_size(self, document: Document, adding: int) -> None:
         limit = self.limits.max_document_bytes

@@ -561,6 +561,7 @@ def test_health_and_root_stay_open(auth_node: ThreadedNode) -> None:
         assert client.get("/v1/health").json()["status"] == "ok"
         assert client.get("/").status_code == 200
         assert client.get("/v1/health", headers=_auth("garbage")).status_code == 200
+        assert client.get("/metrics").status_code == 200  # scrapers carry no token
 
 
 def test_peer_link_needs_no_token(tmp_path: Path) -> None:

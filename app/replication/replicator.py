@@ -70,6 +70,8 @@ class AntiEntropyStats:
     last_repaired: list[str] = field(default_factory=list)
     last_repaired_count: int = 0
     last_bytes: int = 0
+    #: Bytes exchanged by every round (listings and the syncs that repaired documents).
+    bytes_total: int = 0
 
     def record(self, *, checked: int, repaired: list[str], seconds: float, traffic: int) -> None:
         self.rounds += 1
@@ -80,6 +82,7 @@ class AntiEntropyStats:
         self.last_repaired = repaired[:20]
         self.last_repaired_count = len(repaired)
         self.last_bytes = traffic
+        self.bytes_total += traffic
 
 
 class Peer:
@@ -159,6 +162,7 @@ class Peer:
                 "last_repaired": ae.last_repaired_count,
                 "last_repaired_ids": ae.last_repaired,
                 "last_bytes": ae.last_bytes,
+                "bytes_total": ae.bytes_total,
             },
         }
 
@@ -203,6 +207,8 @@ class Replicator:
         self.on_peer_gone: Callable[[str], None] | None = None
         # Recent refused links (newest last), for /v1/cluster.
         self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
+        # Every refused link since start (the deque above keeps only the recent ones).
+        self.links_refused = 0
         self._unsubscribe = self.store.subscribe(self._on_change)
 
     # -- links ----------------------------------------------------------------------------
@@ -250,6 +256,7 @@ class Replicator:
         except LinkClosed as exc:
             log.warning("refused a peer link from %s: %s", where, exc)
             self.refusals.append({"from": where, "reason": str(exc), "at": time.time()})
+            self.links_refused += 1
             return
         await self._run(self.peers[opened.peer.node], link)
 
@@ -280,6 +287,7 @@ class Replicator:
                     self.refusals.append(
                         {"to": peer.node_id, "reason": str(exc), "at": time.time()}
                     )
+                    self.links_refused += 1
                     # A configuration problem: retry, but not at network-failure pace.
                     delay = max(REFUSED_RETRY_SECONDS, config.reconnect_max)
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
@@ -306,7 +314,12 @@ class Replicator:
         peer.last_error = None
         peer.links_opened += 1
         peer.wake.set()
-        log.info("link to %s up (protocol %d)", peer.node_id, opened.version)
+        log.info(
+            "link to %s up (protocol %d)",
+            peer.node_id,
+            opened.version,
+            extra={"peer": peer.node_id},
+        )
         try:
             closed = await session.run()
         finally:
@@ -319,7 +332,9 @@ class Replicator:
                 if self.on_peer_gone is not None:
                     self.on_peer_gone(peer.node_id)
         peer.last_error = f"{closed.code}: {closed.reason}"
-        log.info("link to %s closed: %s", peer.node_id, peer.last_error)
+        log.info(
+            "link to %s closed: %s", peer.node_id, peer.last_error, extra={"peer": peer.node_id}
+        )
 
     # -- deltas ---------------------------------------------------------------------------
 
@@ -445,6 +460,7 @@ class Replicator:
         return {
             "peers": [peer.statistics() for peer in self.peers.values()],
             "refused_links": list(self.refusals),
+            "links_refused": self.links_refused,
         }
 
 

@@ -147,7 +147,12 @@ class PeerSession:
             delta = peer.outbox.rejected(message.seq)
             doc = delta.doc_id if delta else "?"
             log.warning(
-                "> %s refused doc=%s: %s: %s", peer.node_id, doc, message.code, message.reason
+                "> %s refused doc=%s: %s: %s",
+                peer.node_id,
+                doc,
+                message.code,
+                message.reason,
+                extra={"peer": peer.node_id, "doc": doc},
             )
             peer.wake.set()
         elif isinstance(message, m.ChangesRequest | m.SyncStep1):
@@ -181,7 +186,13 @@ class PeerSession:
                     )
             except CrdtError as exc:
                 self.peer.refused_from_peer += 1
-                log.warning("< %s refused doc=%s: %s", self.peer.node_id, message.doc_id, exc)
+                log.warning(
+                    "< %s refused doc=%s: %s",
+                    self.peer.node_id,
+                    message.doc_id,
+                    exc,
+                    extra={"peer": self.peer.node_id, "doc": message.doc_id},
+                )
                 await self.link.send(m.Reject(message.seq, _error_code(exc), str(exc)[:1000]))
                 return
             self.peer.applied_from_peer += 1
@@ -233,7 +244,10 @@ class PeerSession:
             silent = now - protocol.last_received
             if silent > config.link_timeout:
                 log.warning(
-                    "link to %s: nothing received for %.1fs, closing", self.peer.node_id, silent
+                    "link to %s: nothing received for %.1fs, closing",
+                    self.peer.node_id,
+                    silent,
+                    extra={"peer": self.peer.node_id},
                 )
                 await self.link.close("heartbeat_timeout", f"nothing received for {silent:.1f}s")
                 return
@@ -241,7 +255,11 @@ class PeerSession:
             if overdue is not None and now - overdue > 4 * config.link_timeout:
                 # The peer answers pings but not deltas (lost on the way): start over on a
                 # new link, which sends them again.
-                log.warning("link to %s: acknowledgements overdue, closing", self.peer.node_id)
+                log.warning(
+                    "link to %s: acknowledgements overdue, closing",
+                    self.peer.node_id,
+                    extra={"peer": self.peer.node_id},
+                )
                 await self.link.close("ack_timeout", "deltas unacknowledged for too long")
                 return
             protocol.ping()
@@ -318,7 +336,12 @@ class PeerSession:
                 return
             except Exception as exc:
                 self.peer.ae.failures += 1
-                log.error("anti-entropy with %s failed: %s", self.peer.node_id, exc)
+                log.error(
+                    "anti-entropy with %s failed: %s",
+                    self.peer.node_id,
+                    exc,
+                    extra={"peer": self.peer.node_id},
+                )
             try:
                 async with asyncio.timeout(interval * random.uniform(0.8, 1.2)):
                     await self.anti_entropy_now.wait()
@@ -365,6 +388,7 @@ class PeerSession:
                 peer.node_id,
                 checked,
                 len(repaired),
+                extra={"peer": peer.node_id},
             )
 
     async def _sync_entry(self, entry: m.ChangeEntry) -> bool:
@@ -403,7 +427,13 @@ class PeerSession:
         try:
             await self.pull(doc_id, local.document.state_vector() if local and live else None)
         except (TimeoutError, CrdtError) as exc:
-            log.warning("pulling %s from %s failed: %s", doc_id, self.peer.node_id, exc)
+            log.warning(
+                "pulling %s from %s failed: %s",
+                doc_id,
+                self.peer.node_id,
+                exc,
+                extra={"peer": self.peer.node_id, "doc": doc_id},
+            )
 
     async def pull(self, doc_id: str, state_vector: bytes | None = None) -> bool:
         """Yjs sync step 1/2 for one document: asks the peer for what this copy lacks."""

@@ -45,6 +45,7 @@ async def _open(
     try:
         check_document_id(doc_id)
     except CrdtError as exc:
+        node.hub.refused_input(kind, 4400)
         await websocket.close(4400, str(exc)[:120])
         return None
     hub = node.hub

@@ -35,6 +35,15 @@ CLOSE_TOO_SLOW = 1013
 #: A sync client that received nothing for this long gets a no-op message (y-websocket
 #: clients reconnect after 30 s of silence).
 KEEPALIVE_SECONDS = 10.0
+#: Close codes that refuse a client's input (see :mod:`app.sync.endpoints`), by the reason
+#: name statistics() and /metrics show.
+REFUSED_INPUT = {
+    1002: "protocol_error",
+    1003: "text_frame",
+    1007: "invalid_message",
+    1009: "message_too_big",
+    4400: "invalid_document_id",
+}
 
 Kind = Literal["sync", "events"]
 
@@ -144,6 +153,8 @@ class Hub:
         self._unsubscribe = store.subscribe(self._on_change)
         self._spawn(self._housekeeping())
         self.disconnected_slow = 0
+        # Connections closed for bad input, by (endpoint, reason of REFUSED_INPUT).
+        self._refused: collections.Counter[tuple[Kind, str]] = collections.Counter()
 
     def _spawn(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -173,6 +184,8 @@ class Hub:
                 del self._subscribers[doc_id]
         if subscriber.closing is not None and subscriber.closing[0] == CLOSE_TOO_SLOW:
             self.disconnected_slow += 1
+        if subscriber.closing is not None:
+            self.refused_input(subscriber.kind, subscriber.closing[0])
         awareness = self._awareness.get(doc_id)
         if awareness is not None:
             removal = awareness.remove_owner(subscriber)
@@ -189,7 +202,17 @@ class Hub:
                 1 for subs in self._subscribers.values() for s in subs if s.kind == "events"
             ),
             "disconnected_slow": self.disconnected_slow,
+            "refused_input": {
+                kind: {r: n for (k, r), n in sorted(self._refused.items()) if k == kind}
+                for kind in ("sync", "events")
+            },
         }
+
+    def refused_input(self, kind: Kind, code: int) -> None:
+        """Counts a connection closed with ``code``, when that code refuses bad input."""
+        reason = REFUSED_INPUT.get(code)
+        if reason is not None:
+            self._refused[(kind, reason)] += 1
 
     def connections(self) -> int:
         return sum(len(subs) for subs in self._subscribers.values())
