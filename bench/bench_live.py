@@ -98,7 +98,7 @@ class Sizes:
 
 
 FULL = Sizes(1000, 200, 20.0, 8, 10.0, 128, 30.0, 10_000, 100, 35.0, True)
-QUICK = Sizes(200, 40, 20.0, 8, 3.0, 128, 10.0, 1000, 20, 12.0, False)
+QUICK = Sizes(200, 40, 20.0, 8, 3.0, 128, 10.0, 1000, 20, 20.0, False)
 
 
 # -- the y-websocket protocol, by hand ---------------------------------------------------------
@@ -210,6 +210,8 @@ class CpuWatch:
         self.pids = pids
         self._before: dict[str, float] = {}
         self._started = 0.0
+        #: Seconds between the last start() and stop().
+        self.seconds = 0.0
 
     def _read(self) -> dict[str, float]:
         values = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
@@ -222,8 +224,8 @@ class CpuWatch:
 
     def stop(self) -> dict[str, float]:
         after = self._read()
-        elapsed = max(clock() - self._started, 1e-9)
-        shares = {name: (after[name] - self._before[name]) / elapsed for name in after}
+        self.seconds = max(clock() - self._started, 1e-9)
+        shares = {name: (after[name] - self._before[name]) / self.seconds for name in after}
         shares["rest"] = max(0.0, shares["machine"] - sum(shares[n] for n in self.pids))
         return shares
 
@@ -928,6 +930,9 @@ async def fanout_run(
         rss_after = rss_mib(server.pid)
         stats = await server.statistics() if isinstance(server, MeridianNode) else None
     delays: list[float] = []
+    # Per update: the delay to its first and to its last subscriber.
+    first = [float("inf")] * len(sends)
+    last = [0.0] * len(sends)
     missing = 0
     closed: list[str] = []
     for outcome in outcomes:
@@ -936,9 +941,13 @@ async def fanout_run(
         for times in outcome["arrivals"]:
             for index, arrived in enumerate(times):
                 if arrived:
-                    delays.append((arrived - sends[index]) * 1e3)
+                    delay = (arrived - sends[index]) * 1e3
+                    delays.append(delay)
+                    first[index] = min(first[index], delay)
+                    last[index] = max(last[index], delay)
                 else:
                     missing += 1
+    worst = sorted(range(len(sends)), key=lambda i: last[i], reverse=True)[:3]
     total = sizes.subscribers * sizes.fanout_updates
     p50.add(name, percentile(delays, 50))
     p99.add(name, percentile(delays, 99))
@@ -948,8 +957,12 @@ async def fanout_run(
         f"{len(delays):,} of {total:,} (subscriber, update) arrivals, {missing:,} missing; "
         f"p50 {p50.values[name][-1]:.1f} ms, p99 {p99.values[name][-1]:.1f} ms, "
         f"max {max(delays, default=float('nan')):.1f} ms; "
-        f"writer sent {len(sends)} updates over {sends[-1] - sends[0]:.1f}s; "
-        f"CPU (share of a core): {cpu_text(shares)}; "
+        f"writer sent {len(sends)} updates over {sends[-1] - sends[0]:.1f}s; per update, "
+        f"median delay to its first subscriber {statistics.median(first):.1f} ms and to its "
+        f"last {statistics.median(last):.1f} ms; slowest to reach all: "
+        f"{', '.join(f'#{i} {last[i]:.0f} ms' for i in worst)}; "
+        f"CPU (share of a core): {cpu_text(shares)}; server CPU per delivered frame "
+        f"{shares['server'] * watch.seconds / max(len(delays), 1) * 1e6:.0f} µs; "
         f"server RSS {rss_before:.0f} -> {rss_after:.0f} MiB"
     )
     if closed:
@@ -1137,7 +1150,8 @@ async def idle_run(
         tasks = [{"kind": "idle", "urls": part, "deflate": args.deflate}
                  for part in split(urls, args.idle_workers)]  # fmt: skip
         async with open_workers(tasks) as workers:
-            watch = CpuWatch({"server": server.pid})
+            generators = {f"generator {i + 1}": w.pid for i, w in enumerate(workers)}
+            watch = CpuWatch({"server": server.pid, **generators})
             watch.start()
             ready = [await w.expect("ready", 600) for w in workers]
             connect_shares = watch.stop()
@@ -1161,8 +1175,8 @@ async def idle_run(
     closed = [c for d in done for c in d["closed"]]
     detail = (
         f"{name} run {run + 1}: {connected:,} connected and synced in {connect_seconds:.1f}s "
-        f"({failed:,} failed{': ' + str(ready[0]['errors'][:2]) if failed else ''}; server CPU "
-        f"{connect_shares['server']:.0%} meanwhile); held {sizes.idle_hold_seconds:g}s: "
+        f"({failed:,} failed{': ' + str(ready[0]['errors'][:2]) if failed else ''}; CPU "
+        f"meanwhile: {cpu_text(connect_shares)}); held {sizes.idle_hold_seconds:g}s: "
         f"{still_open:,} open, {sum(d['closed_count'] for d in done):,} closed by the server"
         f"{' ' + str(sorted(set(closed))[:3]) if closed else ''}; "
         f"{sum(d['messages'] for d in done):,} messages received while idle, longest silence "
