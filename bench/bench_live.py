@@ -52,7 +52,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -469,12 +469,17 @@ class Worker:
 
 
 @contextlib.asynccontextmanager
-async def open_workers(tasks: Sequence[dict[str, Any]]) -> Any:
+async def open_workers(tasks: Sequence[dict[str, Any]]) -> AsyncIterator[list[Worker]]:
+    """One worker per task; each is waited for (stdin closed) on the way out."""
     workers = [await Worker.start(task) for task in tasks]
     try:
         yield workers
     finally:
         await asyncio.gather(*(w.close() for w in workers))
+
+
+def generator_pids(workers: Sequence[Worker]) -> dict[str, int]:
+    return {f"generator {i + 1}": w.pid for i, w in enumerate(workers)}
 
 
 def split(items: Sequence[Any], parts: int) -> list[list[Any]]:
@@ -902,12 +907,7 @@ async def fanout_run(
             subscribers = sum(r["connected"] for r in ready)
             await asyncio.sleep(1.0)  # let the connection bursts settle
             rss_before = rss_mib(server.pid)
-            watch = CpuWatch(
-                {
-                    "server": server.pid,
-                    **{f"generator {i + 1}": w.pid for i, w in enumerate(workers)},
-                }
-            )
+            watch = CpuWatch({"server": server.pid, **generator_pids(workers)})
             watch.start()
             sends = await send_paced(writer, frames, sizes.fanout_rate)
             deadline = clock() + 15.0
@@ -1031,12 +1031,7 @@ async def throughput_run(
                 ready = await w.expect("ready", 120)
                 if ready["failed"]:
                     raise RuntimeError(f"{name}: throughput clients failed: {ready['errors']}")
-            watch = CpuWatch(
-                {
-                    "server": server.pid,
-                    **{f"generator {i + 1}": w.pid for i, w in enumerate(workers)},
-                }
-            )
+            watch = CpuWatch({"server": server.pid, **generator_pids(workers)})
             watch.start()
             for w in workers:
                 w.send({"command": "go"})
@@ -1150,8 +1145,7 @@ async def idle_run(
         tasks = [{"kind": "idle", "urls": part, "deflate": args.deflate}
                  for part in split(urls, args.idle_workers)]  # fmt: skip
         async with open_workers(tasks) as workers:
-            generators = {f"generator {i + 1}": w.pid for i, w in enumerate(workers)}
-            watch = CpuWatch({"server": server.pid, **generators})
+            watch = CpuWatch({"server": server.pid, **generator_pids(workers)})
             watch.start()
             ready = [await w.expect("ready", 600) for w in workers]
             connect_shares = watch.stop()
