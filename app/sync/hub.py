@@ -93,19 +93,21 @@ class Subscriber:
     async def run(self) -> None:
         """Writes queued frames until closed. A client that stops reading blocks this in a
         send; its handler then cancels this (see :meth:`serve`)."""
-        websocket = self.websocket
         while self.closing is None:
             await self._ready.wait()
             self._ready.clear()
             while self._queue and self.closing is None:
                 frame = self._queue.popleft()
                 self._bytes -= len(frame)
-                if isinstance(frame, bytes):
-                    await websocket.send_bytes(frame)
-                else:
-                    await websocket.send_text(frame)
+                await self._send(frame)
                 self.sent += 1
                 self.last_sent = time.monotonic()
+
+    async def _send(self, frame: bytes | str) -> None:
+        if isinstance(frame, bytes):
+            await self.websocket.send_bytes(frame)
+        else:
+            await self.websocket.send_text(frame)
 
     async def serve(self, reader: Coroutine[Any, Any, None]) -> None:
         """Runs ``reader`` (the client's messages) and the writer until either ends or the
@@ -126,11 +128,7 @@ class Subscriber:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1.0):
                 while self._queue:
-                    frame = self._queue.popleft()
-                    if isinstance(frame, bytes):
-                        await self.websocket.send_bytes(frame)
-                    else:
-                        await self.websocket.send_text(frame)
+                    await self._send(self._queue.popleft())
                 await self.websocket.close(code, reason[:120])
 
 
