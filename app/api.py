@@ -25,7 +25,7 @@ from crdt import (
 from crdt.lib0 import DecodeError
 from crdt.storage import DocumentRecord
 
-from . import metrics, streams
+from . import dashboard, metrics, streams
 from .auth import Authorizer, Grant, Right, bearer_token
 from .codec import b64, decode_base64
 from .config import NodeSettings
@@ -36,6 +36,7 @@ from .models import (
     DocumentView,
     ErrorResponse,
     Health,
+    ReplicaList,
     WriteResponse,
 )
 from .node import VERSION, Node, open_node
@@ -397,7 +398,46 @@ async def get_document(
         "content": document.to_json(),
         "state_vector": b64(document.state_vector()),
         "incarnation": document.incarnation,
-        "placement": {"mode": "default", "regions": [node.region], "pinned": False},
+        "placement": {
+            "mode": "default",
+            "regions": _holding_regions(node, doc_id),
+            "pinned": False,
+        },
+    }
+
+
+def _holding_regions(node: Node, doc_id: str) -> list[str]:
+    """The regions holding ``doc_id``: this node's and those of the peers it replicates to."""
+    peers = node.replicator.targets(doc_id) if node.replicator is not None else []
+    return sorted({node.region, *(peer.member.region for peer in peers)})
+
+
+@router.get(
+    "/v1/docs/{doc_id}/replicas",
+    response_model=ReplicaList,
+    responses=_ERRORS,
+    tags=["documents"],
+)
+async def get_replicas(request: Request, doc_id: str) -> dict[str, Any]:
+    """Where the document is held and, from this node's side, whether each copy has every
+    change this node has: ``in_sync``, ``sending`` (``pending`` changes queued or in flight),
+    ``catching_up`` (left to the peer's anti-entropy) or ``unreachable`` (link not up)."""
+    _authorize(request, doc_id, "read")
+    node = _node(request)
+    document = await node.store.get(_doc_id(doc_id))
+    here = {
+        "node": node.node_id,
+        "region": node.region,
+        "link": "self",
+        "state": "in_sync",
+        "pending": 0,
+    }
+    others = node.replicator.replicas(doc_id) if node.replicator is not None else []
+    return {
+        "id": doc_id,
+        "incarnation": document.incarnation,
+        "regions": _holding_regions(node, doc_id),
+        "replicas": [here, *others],
     }
 
 
@@ -569,9 +609,5 @@ def create_app(
     app.include_router(router)
     app.include_router(streams.router)
     app.include_router(metrics.router)
-
-    @app.get("/", include_in_schema=False)
-    async def root() -> dict[str, Any]:
-        return {"service": "meridian", "api": "/v1", "openapi": "/docs"}
-
+    app.include_router(dashboard.router)
     return app

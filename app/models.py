@@ -3,7 +3,7 @@ dicts; these only describe them)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -91,6 +91,25 @@ class DocumentList(BaseModel):
     next_cursor: str | None = Field(
         description="Pass as cursor= for the next page; null at the end"
     )
+
+
+class Replica(BaseModel):
+    node: str = Field(examples=["us-east-1"])
+    region: str = Field(examples=["us-east"])
+    link: str = Field(
+        examples=["up"], description="This node's link to it: self, up, connecting, down, refused"
+    )
+    state: Literal["in_sync", "sending", "catching_up", "unreachable"] = Field(
+        description="Whether it has every change this node has (see GET /v1/docs/{id}/replicas)"
+    )
+    pending: int = Field(description="This document's changes queued or in flight to it")
+
+
+class ReplicaList(BaseModel):
+    id: str
+    incarnation: int
+    regions: list[str] = Field(examples=[["eu-west", "us-east"]])
+    replicas: list[Replica]
 
 
 class DeleteResponse(BaseModel):

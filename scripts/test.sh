@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up what the tests need (idempotent) and runs every gate:
 # ruff format, ruff check, mypy on app/ and crdt/, then pytest with warnings as errors.
+# Installs: the Python packages (.venv), the JS Yjs packages (npm), Chromium (apt, as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,17 @@ fi
 # JavaScript Yjs, for the interop tests (versions pinned by tests/js/package-lock.json).
 if [ -f tests/js/package.json ] && [ ! -d tests/js/node_modules ]; then
     (cd tests/js && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# Debian's Chromium and ChromeDriver, for the dashboard's browser test (tests/test_dashboard.py).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "the browser test needs Debian's chromium and chromium-driver:" \
+            "sudo apt-get install chromium chromium-driver" >&2
+    fi
 fi
 
 echo "== ruff format";  .venv/bin/ruff format --check .

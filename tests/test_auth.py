@@ -388,6 +388,7 @@ ROUTES: list[tuple[str, str, str | None, dict[str, Any]]] = [
     ("GET", "/v1/docs", None, {}),
     ("GET", "/v1/docs/{doc_id}", "read", {}),
     ("GET", "/v1/docs/{doc_id}/update", "read", {}),
+    ("GET", "/v1/docs/{doc_id}/replicas", "read", {}),
     ("POST", "/v1/docs/{doc_id}/update", "write", {"content": _update("new"), "headers": OCTET}),
     (
         "PATCH",

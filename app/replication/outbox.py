@@ -139,6 +139,12 @@ class Outbox:
         if self.overflow_since is not None and self.overflow_since <= as_of:
             self.overflow_since = None
 
+    def pending(self, doc_id: str) -> int:
+        """How many of ``doc_id``'s deltas are queued or in flight (a scan: for views, not
+        for the write path)."""
+        waiting = (*self._queue, *self._in_flight.values())
+        return sum(1 for delta in waiting if delta.doc_id == doc_id)
+
     def statistics(self) -> OutboxStatistics:
         oldest = [d.enqueued_at for d in self._in_flight.values()]
         if self._queue:

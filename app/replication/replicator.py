@@ -388,6 +388,36 @@ class Replicator:
         except ValueError as exc:
             log.warning("< awareness from %s doc=%s refused: %s", node, doc_id, exc)
 
+    def replicas(self, doc_id: str) -> list[dict[str, Any]]:
+        """This node's view of the other copies of ``doc_id``: for each peer holding it, the
+        link and whether this node's changes to it have all reached the peer.
+
+        ``in_sync``: nothing of the document is waiting for the peer; ``sending``: some of
+        its changes are queued or in flight (``pending``); ``catching_up``: the outbox
+        overflowed, so the peer's next anti-entropy round carries the rest; ``unreachable``:
+        the link is not up (the peer holds what it had when the link went down)."""
+        replicas = []
+        for peer in self.targets(doc_id):
+            pending = peer.outbox.pending(doc_id)
+            if peer.state != "up":
+                state = "unreachable"
+            elif pending:
+                state = "sending"
+            elif peer.outbox.overflow_since is not None:
+                state = "catching_up"
+            else:
+                state = "in_sync"
+            replicas.append(
+                {
+                    "node": peer.node_id,
+                    "region": peer.member.region,
+                    "link": peer.state,
+                    "state": state,
+                    "pending": pending,
+                }
+            )
+        return replicas
+
     def region_of(self, node: str) -> str | None:
         return self._regions.get(node)
 

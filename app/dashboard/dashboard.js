@@ -1,0 +1,474 @@
+// The Meridian dashboard: this node's view of the cluster, its documents, and one document
+// live. Plain browser JavaScript served by the node (no build step, no CDN).
+//
+// Data comes from the public API only: GET /v1/cluster (polled), GET /v1/docs (polled),
+// WS /v1/docs/{id}/events (the open document's JSON, live), GET /v1/docs/{id}/replicas
+// (polled) and PATCH /v1/docs/{id} (edits). With an access token the requests carry it.
+
+const CLUSTER_EVERY_MS = 1000;
+const DOCS_EVERY_MS = 2000;
+const REPLICAS_EVERY_MS = 1000;
+const LIST_LIMIT = 200;
+const TOKEN_KEY = "meridian.token";
+const SVG = "http://www.w3.org/2000/svg";
+
+const $ = (selector) => document.querySelector(selector);
+
+const state = {
+  token: sessionStorage.getItem(TOKEN_KEY) || "",
+  openId: null,
+  events: null, // the open document's WebSocket
+  eventsRetry: 0,
+  replicasTimer: null,
+  // The open document exists here (its event stream said so): only then are its copies asked
+  // for, a missing document's would be a 404.
+  exists: false,
+};
+
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  if (state.token) headers.Authorization = `Bearer ${state.token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const response = await fetch(path, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await response.text();
+  let data = null;
+  try {
+    data = text ? JSON.parse(text) : null;
+  } catch {
+    throw new ApiError(response.status, "not_json", text.slice(0, 200));
+  }
+  if (!response.ok) {
+    const error = (data && data.error) || {};
+    throw new ApiError(response.status, error.code || "error", error.message || text);
+  }
+  return data;
+}
+
+// -- helpers --------------------------------------------------------------------------------
+
+function el(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  for (const child of children) node.append(child);
+  return node;
+}
+
+function svg(tag, attributes = {}, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [key, value] of Object.entries(attributes)) node.setAttribute(key, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function duration(seconds) {
+  if (seconds === null || seconds === undefined) return "–";
+  if (seconds >= 1) return `${seconds.toFixed(1)} s`;
+  return `${Math.round(seconds * 1000)} ms`;
+}
+
+function banner(message) {
+  const node = $("#banner");
+  node.hidden = !message;
+  node.textContent = message || "";
+}
+
+function explain(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    return "This cluster requires an access token: paste one above (meridian token create).";
+  }
+  if (error instanceof ApiError && error.status === 403) {
+    return "The access token does not grant this.";
+  }
+  return error instanceof ApiError ? `${error.status} ${error.code}: ${error.message}` : String(error);
+}
+
+// Calls `task` now and again `every` ms after each run ends (no overlapping runs).
+function repeat(task, every) {
+  let timer = null;
+  const run = async () => {
+    await task();
+    timer = setTimeout(run, every);
+  };
+  run();
+  return { stop: () => clearTimeout(timer) };
+}
+
+// -- the cluster ----------------------------------------------------------------------------
+
+async function refreshCluster() {
+  let cluster;
+  try {
+    cluster = await api("GET", "/v1/cluster");
+  } catch (error) {
+    banner(explain(error));
+    return;
+  }
+  banner("");
+  $("#identity").textContent =
+    `cluster ${cluster.cluster} · this node ${cluster.node} (${cluster.region})`;
+  document.title = `Meridian · ${cluster.node}`;
+  $("#cluster-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+  drawMap(cluster);
+  fillPeers(cluster);
+  const docs = cluster.documents;
+  const storage = cluster.storage;
+  $("#node-stats").textContent =
+    `${docs.live} documents (${docs.tombstones} deleted, ${docs.hot} in memory) · ` +
+    `${storage.commits} commits, queue ${storage.queue_depth} · ` +
+    `live clients: ${cluster.clients.sync_clients} sync, ${cluster.clients.event_streams} event streams`;
+}
+
+// Regions around an ellipse, their nodes inside; a line from this node to each peer.
+function drawMap(cluster) {
+  const map = $("#map");
+  const width = 900;
+  const height = 320;
+  const regions = cluster.regions.map((region) => ({
+    name: region.name,
+    nodes: cluster.nodes.filter((node) => node.region === region.name),
+  }));
+  const boxWidth = 170;
+  const rowHeight = 34;
+  const centres = new Map();
+  const positions = new Map();
+  const layer = { regions: svg("g"), links: svg("g") };
+  regions.forEach((region, index) => {
+    const angle = Math.PI + (2 * Math.PI * index) / Math.max(regions.length, 1);
+    const cx = regions.length === 1 ? width / 2 : width / 2 + Math.cos(angle) * 300;
+    const cy = regions.length === 1 ? height / 2 : height / 2 + Math.sin(angle) * 95;
+    const boxHeight = 36 + rowHeight * Math.max(region.nodes.length, 1);
+    const group = svg("g", { class: "region", "data-region": region.name });
+    group.append(
+      svg("rect", {
+        x: cx - boxWidth / 2, y: cy - boxHeight / 2, width: boxWidth, height: boxHeight, rx: 10,
+      }),
+      svg("text", { class: "name", x: cx, y: cy - boxHeight / 2 + 20, "text-anchor": "middle" },
+        region.name),
+    );
+    region.nodes.forEach((node, row) => {
+      const x = cx - boxWidth / 2 + 22;
+      const y = cy - boxHeight / 2 + 46 + row * rowHeight;
+      positions.set(node.id, { x, y });
+      const item = svg("g", {
+        class: `node${node.self ? " self" : ""}`, "data-node": node.id, "data-state": node.state,
+      });
+      item.append(
+        svg("circle", { cx: x, cy: y, r: 9, class: node.self ? "" : node.state }),
+        svg("text", { x: x + 16, y: y + 4 }, node.self ? `${node.id} (this node)` : node.id),
+      );
+      group.append(item);
+    });
+    centres.set(region.name, { x: cx, y: cy });
+    layer.regions.append(group);
+  });
+  const self = positions.get(cluster.node);
+  for (const peer of cluster.peers) {
+    const to = positions.get(peer.node);
+    if (!self || !to) continue;
+    const group = svg("g", { class: "link", "data-peer": peer.node, "data-state": peer.state });
+    group.append(svg("line", { x1: self.x, y1: self.y, x2: to.x, y2: to.y, class: peer.state }));
+    const rtt = peer.rtt_ms === null ? "" : `${Math.round(peer.rtt_ms)} ms`;
+    const lag = peer.lag_seconds > 0 ? ` · lag ${duration(peer.lag_seconds)}` : "";
+    const label = peer.state === "up" ? `${rtt}${lag}` : `${peer.state}${lag}`;
+    group.append(svg("text", {
+      x: (self.x + to.x) / 2, y: (self.y + to.y) / 2 - 4, "text-anchor": "middle",
+    }, label));
+    layer.links.append(group);
+  }
+  map.replaceChildren(layer.links, layer.regions);
+}
+
+function fillPeers(cluster) {
+  const rows = cluster.peers.map((peer) => {
+    const ae = peer.anti_entropy;
+    const lastAe = ae.last_at
+      ? `${ae.last_checked} checked, ${ae.last_repaired} repaired (${duration(ae.last_seconds)})`
+      : "–";
+    const row = el(
+      "tr", { "data-peer": peer.node },
+      el("td", {}, peer.node),
+      el("td", {}, peer.region),
+      el("td", { class: peer.state }, peer.last_error && peer.state !== "up"
+        ? `${peer.state} (${peer.last_error})` : peer.state),
+      el("td", {}, peer.rtt_ms === null ? "–" : `${peer.rtt_ms.toFixed(1)} ms`),
+      el("td", {}, duration(peer.lag_seconds)),
+      el("td", {}, `${peer.buffered.deltas + peer.buffered.in_flight} (${peer.buffered.bytes} B)`),
+      el("td", {}, String(peer.deltas.acked)),
+      el("td", {}, lastAe),
+    );
+    return row;
+  });
+  if (!rows.length) {
+    rows.push(el("tr", {}, el("td", { colspan: "8" }, "No peers: a standalone node.")));
+  }
+  $("#peers tbody").replaceChildren(...rows);
+}
+
+// -- the document list ----------------------------------------------------------------------
+
+async function refreshDocuments() {
+  const prefix = $("#doc-filter").value.trim();
+  const query = new URLSearchParams({ limit: String(LIST_LIMIT) });
+  if (prefix) query.set("prefix", prefix);
+  let listing;
+  try {
+    listing = await api("GET", `/v1/docs?${query}`);
+  } catch (error) {
+    $("#documents-count").textContent = explain(error);
+    return;
+  }
+  $("#documents-count").textContent = prefix
+    ? `${listing.documents.length} starting with “${prefix}”`
+    : `${listing.documents.length}${listing.next_cursor ? "+" : ""}`;
+  const items = listing.documents.map((doc) => {
+    const item = el("li", { "data-id": doc.id, tabindex: "0" }, doc.id,
+      el("span", { class: "incarnation" }, doc.incarnation > 1 ? `#${doc.incarnation}` : ""));
+    if (doc.id === state.openId) item.classList.add("open");
+    return item;
+  });
+  $("#doc-list").replaceChildren(...items);
+  const more = $("#doc-list-more");
+  more.hidden = !listing.next_cursor;
+  more.textContent = `Only the first ${LIST_LIMIT} are listed: type a prefix to narrow.`;
+}
+
+// -- one document, live ---------------------------------------------------------------------
+
+function openDocument(id) {
+  if (state.openId === id) return;
+  closeDocument();
+  state.openId = id;
+  state.eventsRetry = 0;
+  state.exists = false;
+  $("#document-section").hidden = false;
+  $("#doc-id").textContent = id;
+  $("#doc-content").textContent = "loading…";
+  $("#doc-meta").textContent = "";
+  $("#replicas").replaceChildren();
+  $("#edit-result").textContent = "";
+  for (const item of document.querySelectorAll("#doc-list li")) {
+    item.classList.toggle("open", item.dataset.id === id);
+  }
+  history.replaceState(null, "", `#doc=${encodeURIComponent(id)}`);
+  followEvents(id);
+  state.replicasTimer = repeat(() => refreshReplicas(id), REPLICAS_EVERY_MS);
+}
+
+function closeDocument() {
+  if (state.events) {
+    state.events.onclose = null;
+    state.events.close();
+    state.events = null;
+  }
+  if (state.replicasTimer) state.replicasTimer.stop();
+  state.openId = null;
+}
+
+function followEvents(id) {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const query = state.token ? `?token=${encodeURIComponent(state.token)}` : "";
+  const socket = new WebSocket(
+    `${scheme}://${location.host}/v1/docs/${encodeURIComponent(id)}/events${query}`);
+  state.events = socket;
+  socket.onopen = () => { state.eventsRetry = 0; };
+  socket.onmessage = (message) => {
+    if (state.openId !== id) return;
+    showEvent(JSON.parse(message.data));
+  };
+  socket.onclose = (close) => {
+    if (state.openId !== id || state.events !== socket) return;
+    if (close.code === 4404) {
+      $("#doc-meta").textContent = "deleted on this node";
+      return;
+    }
+    if (close.code === 4401 || close.code === 4403) {
+      $("#doc-meta").textContent = `refused: ${close.reason}`;
+      return;
+    }
+    // Reconnect with backoff: the node restarting, a network blip.
+    state.eventsRetry = Math.min(state.eventsRetry + 1, 5);
+    $("#doc-meta").textContent = `event stream closed (${close.code} ${close.reason}), reconnecting…`;
+    setTimeout(() => { if (state.openId === id) followEvents(id); }, 200 * 2 ** state.eventsRetry);
+  };
+}
+
+function showEvent(event) {
+  state.exists = event.type !== "deleted" && (event.type === "resumed" || event.incarnation > 0);
+  if (event.type === "deleted") {
+    $("#doc-content").textContent = "{}";
+    $("#doc-meta").textContent = `deleted (incarnation ${event.incarnation}) by ${event.node}`;
+    return;
+  }
+  if (event.type === "resumed") return;
+  $("#doc-content").textContent = JSON.stringify(event.content, null, 2);
+  const source = event.type === "snapshot" ? "as of opening" : `last change from ${event.node} (${event.region})`;
+  const incarnation = event.incarnation ? `incarnation ${event.incarnation}` : "not created yet";
+  $("#doc-meta").textContent =
+    `${incarnation} · ${source} at ${new Date().toLocaleTimeString()} · state vector ${event.state_vector || "(empty)"}`;
+}
+
+async function refreshReplicas(id) {
+  if (!state.exists) {
+    $("#replicas").replaceChildren(el("span", { class: "muted" }, "Not created yet."));
+    return;
+  }
+  let replicas;
+  try {
+    replicas = await api("GET", `/v1/docs/${encodeURIComponent(id)}/replicas`);
+  } catch (error) {
+    if (state.openId === id) $("#replicas").replaceChildren(el("span", {}, explain(error)));
+    return;
+  }
+  if (state.openId !== id) return;
+  const label = el("span", { class: "muted" }, `Held in ${replicas.regions.join(", ")}:`);
+  const chips = replicas.replicas.map((replica) => {
+    const words = {
+      in_sync: "in sync", sending: `sending ${replica.pending}`,
+      catching_up: "catching up", unreachable: "unreachable",
+    };
+    const text = replica.link === "self"
+      ? `${replica.region} · ${replica.node} (this node)`
+      : `${replica.region} · ${replica.node}: ${words[replica.state]}`;
+    return el("span", {
+      class: `replica ${replica.state}`, "data-region": replica.region, "data-node": replica.node,
+    }, text);
+  });
+  $("#replicas").replaceChildren(label, ...chips);
+}
+
+// -- edits ----------------------------------------------------------------------------------
+
+function parsePath(text) {
+  const value = text.trim();
+  if (value.startsWith("[")) return JSON.parse(value);
+  return value.split("/").filter(Boolean).map((part) => (/^\d+$/.test(part) ? Number(part) : part));
+}
+
+function parseValue(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text; // plain text is a string
+  }
+}
+
+function operationFromForm() {
+  const op = $("#edit-op").value;
+  const operation = { op, path: parsePath($("#edit-path").value) };
+  const index = Number($("#edit-index").value);
+  const length = Number($("#edit-length").value);
+  if (op === "set") operation.value = parseValue($("#edit-value").value);
+  if (["insert_text", "delete_text", "insert", "remove"].includes(op)) operation.index = index;
+  if (op === "insert_text") operation.text = $("#edit-text").value;
+  if (["delete_text", "remove"].includes(op)) operation.length = length;
+  if (["append", "insert"].includes(op)) {
+    const values = JSON.parse($("#edit-values").value || "[]");
+    if (!Array.isArray(values)) throw new SyntaxError("Values must be a JSON array");
+    operation.values = values;
+  }
+  return operation;
+}
+
+async function applyOperations(ops) {
+  const result = $("#edit-result");
+  const id = state.openId;
+  const durability = $("#edit-durability").value;
+  result.className = "";
+  result.textContent = "applying…";
+  try {
+    const answer = await api("PATCH",
+      `/v1/docs/${encodeURIComponent(id)}?durability=${durability}`, { ops });
+    const where = answer.durable_on ? ` on ${answer.durable_on.join(", ")}` : "";
+    result.textContent = answer.changed
+      ? `applied: durable (${answer.durability})${where}`
+      : "nothing to change";
+    if (answer.created) refreshDocuments();
+  } catch (error) {
+    result.className = "error";
+    result.textContent = explain(error);
+  }
+}
+
+function showFieldsFor(op) {
+  for (const label of document.querySelectorAll("#edit-form label[data-for]")) {
+    label.hidden = !label.dataset.for.split(" ").includes(op);
+  }
+}
+
+// -- wiring ---------------------------------------------------------------------------------
+
+function start() {
+  $("#token").value = state.token;
+  $("#token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    state.token = $("#token").value.trim();
+    // Kept for this browser tab only.
+    if (state.token) sessionStorage.setItem(TOKEN_KEY, state.token);
+    else sessionStorage.removeItem(TOKEN_KEY);
+    const open = state.openId;
+    closeDocument();
+    if (open) openDocument(open);
+    refreshCluster();
+    refreshDocuments();
+  });
+  $("#open-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const id = $("#doc-filter").value.trim();
+    if (id) openDocument(id);
+  });
+  $("#doc-filter").addEventListener("input", () => refreshDocuments());
+  const list = $("#doc-list");
+  list.addEventListener("click", (event) => {
+    const item = event.target.closest("li[data-id]");
+    if (item) openDocument(item.dataset.id);
+  });
+  list.addEventListener("keydown", (event) => {
+    const item = event.target.closest("li[data-id]");
+    if (item && event.key === "Enter") openDocument(item.dataset.id);
+  });
+  $("#edit-op").addEventListener("change", (event) => showFieldsFor(event.target.value));
+  showFieldsFor($("#edit-op").value);
+  $("#edit-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    let operation;
+    try {
+      operation = operationFromForm();
+    } catch (error) {
+      $("#edit-result").className = "error";
+      $("#edit-result").textContent = `Not valid JSON: ${error.message}`;
+      return;
+    }
+    applyOperations([operation]);
+  });
+  $("#edit-ops-apply").addEventListener("click", () => {
+    let ops;
+    try {
+      ops = JSON.parse($("#edit-ops").value);
+      if (!Array.isArray(ops)) throw new SyntaxError("expected a JSON array of operations");
+    } catch (error) {
+      $("#edit-result").className = "error";
+      $("#edit-result").textContent = `Not valid JSON: ${error.message}`;
+      return;
+    }
+    applyOperations(ops);
+  });
+
+  repeat(refreshCluster, CLUSTER_EVERY_MS);
+  repeat(refreshDocuments, DOCS_EVERY_MS);
+  const match = /^#doc=(.+)$/.exec(location.hash);
+  if (match) openDocument(decodeURIComponent(match[1]));
+}
+
+start();

@@ -1,0 +1,327 @@
+"""The dashboard at ``/``, in a real headless Chromium (Debian's ``chromium`` and
+``chromium-driver``, driven by Selenium) against a real 3-region cluster: the page loads with
+no console errors, draws every region with this node's links live (a cut shows, a heal
+clears), and an edit made in one node's page appears in another node's page; plus the files
+it is served from and ``GET /v1/docs/{id}/replicas`` over plain HTTP.
+
+``scripts/test.sh`` installs the browser when it is missing (as root, with apt).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.ui import Select
+
+from .cluster import Cluster
+from .support import TIMEOUT_FACTOR, ThreadedNode, wait_for
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+LAYOUT = {"us-east": 1, "eu-west": 1, "ap-south": 1}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path_factory.mktemp("dashboard"), LAYOUT, latency_ms=5).start()
+    try:
+        cluster.wait_links_up()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+class Browser:
+    """One headless Chromium showing one node's dashboard."""
+
+    def __init__(self, profile: Path) -> None:
+        for program in (CHROMIUM, CHROMEDRIVER):
+            if shutil.which(program) is None:
+                pytest.fail(
+                    f"{program} is missing: install Debian's chromium and chromium-driver "
+                    "(scripts/test.sh does, as root)"
+                )
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        # Headless, no sandbox (root in CI), and none of Chromium's own network traffic: this
+        # machine's network is closed, and the test must reach loopback only.
+        for flag in (
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--window-size=1400,1000",
+            f"--user-data-dir={profile}",
+        ):
+            options.add_argument(flag)
+        options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+        self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
+        self.driver.set_page_load_timeout(30 * TIMEOUT_FACTOR)
+
+    def open(self, url: str) -> None:
+        self.driver.get(url)
+
+    def find(self, selector: str) -> WebElement:
+        return self.driver.find_element(By.CSS_SELECTOR, selector)
+
+    def all(self, selector: str) -> list[WebElement]:
+        return self.driver.find_elements(By.CSS_SELECTOR, selector)
+
+    def attribute(self, selector: str, name: str) -> str | None:
+        """An attribute of the first match, None while it is absent (the page redraws often)."""
+        try:
+            found = self.all(selector)
+            return found[0].get_attribute(name) if found else None
+        except StaleElementReferenceException:
+            return None
+
+    def text(self, selector: str) -> str:
+        try:
+            found = self.all(selector)
+            return found[0].text if found else ""
+        except StaleElementReferenceException:
+            return ""
+
+    def console_errors(self) -> list[dict[str, Any]]:
+        return [entry for entry in self.driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+    def close(self) -> None:
+        self.driver.quit()
+
+
+@pytest.fixture
+def browsers(tmp_path: Path) -> Iterator[list[Browser]]:
+    opened: list[Browser] = []
+    try:
+        opened += [Browser(tmp_path / "profile-1"), Browser(tmp_path / "profile-2")]
+        yield opened
+    finally:
+        for browser in opened:
+            browser.close()
+
+
+def _content(browser: Browser) -> Any:
+    text = browser.text("#doc-content")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def test_page_shows_the_cluster_and_edits_travel_between_nodes(
+    cluster: Cluster, browsers: list[Browser]
+) -> None:
+    us, eu = cluster["us-east-1"], cluster["eu-west-1"]
+    with eu.client() as client:
+        answer = client.patch(
+            "/v1/docs/board",
+            json={"ops": [{"op": "set", "path": ["meta", "title"], "value": "Plan"}]},
+        )
+        assert answer.status_code == 200, answer.text
+    left, right = browsers
+    left.open(us.url + "/")
+    right.open(eu.url + "/")
+
+    # Every region, every node, and this node's link to each peer, up.
+    for browser, node in ((left, us), (right, eu)):
+        wait_for(
+            lambda browser=browser: len(browser.all("#map .region")) == 3,
+            timeout=20,
+            what="three regions drawn",
+        )
+        drawn = {r.get_attribute("data-region") for r in browser.all("#map .region")}
+        assert drawn == set(LAYOUT)
+        nodes = {n.get_attribute("data-node") for n in browser.all("#map .node")}
+        assert nodes == {"us-east-1", "eu-west-1", "ap-south-1"}
+        assert browser.attribute("#map .node.self", "data-node") == node.node_id
+        wait_for(
+            lambda browser=browser: (
+                {link.get_attribute("data-state") for link in browser.all("#map .link")} == {"up"}
+            ),
+            timeout=20,
+            what="both links drawn up",
+        )
+        assert node.node_id in browser.text("#identity")
+        assert len(browser.all("#peers tbody tr")) == 2
+
+    # The document list, and the document opened in both pages.
+    for browser in browsers:
+        wait_for(
+            lambda browser=browser: browser.all('#doc-list li[data-id="board"]'),
+            timeout=20,
+            what="board listed",
+        )
+        browser.find('#doc-list li[data-id="board"]').click()
+        wait_for(
+            lambda browser=browser: _content(browser) == {"meta": {"title": "Plan"}},
+            timeout=20,
+            what="board's JSON shown",
+        )
+        wait_for(
+            lambda browser=browser: (
+                {chip.get_attribute("data-region") for chip in browser.all("#replicas .replica")}
+                == set(LAYOUT)
+            ),
+            timeout=20,
+            what="the regions holding board",
+        )
+
+    # An edit in us-east's page (the form) appears in eu-west's page, live.
+    Select(left.find("#edit-op")).select_by_value("append")
+    left.find("#edit-path").send_keys("items")
+    left.find("#edit-values").send_keys('["milk", {"qty": 2}]')
+    left.find("#edit-apply").click()
+    wait_for(lambda: "applied" in left.text("#edit-result"), timeout=20, what="edit applied")
+    expected = {"meta": {"title": "Plan"}, "items": ["milk", {"qty": 2}]}
+    wait_for(lambda: _content(right) == expected, timeout=20, what="edit seen in eu-west's page")
+    assert "us-east-1" in right.text("#doc-meta")
+
+    # And back: several operations at once from eu-west's page.
+    right.find("#edit-ops-apply").find_element(By.XPATH, "..").click()  # open <details>
+    right.find("#edit-ops").send_keys(
+        '[{"op": "insert_text", "path": ["notes"], "index": 0, "text": "héllo"},'
+        ' {"op": "delete", "path": ["meta", "title"]}]'
+    )
+    right.find("#edit-ops-apply").click()
+    expected = {"meta": {}, "items": ["milk", {"qty": 2}], "notes": "héllo"}
+    wait_for(lambda: _content(left) == expected, timeout=20, what="edit seen in us-east's page")
+
+    # A bad operation: a clear error on the page, nothing changed.
+    Select(right.find("#edit-op")).select_by_value("delete_text")
+    right.find("#edit-path").send_keys("items")
+    right.find("#edit-apply").click()
+    wait_for(lambda: "422" in right.text("#edit-result"), timeout=20, what="422 shown")
+    with us.client() as client:
+        assert client.get("/v1/docs/board").json()["content"] == expected
+
+    # A new document, created from the page.
+    left.find("#doc-filter").send_keys("fresh-doc\n")
+    wait_for(lambda: left.text("#doc-id") == "fresh-doc", timeout=20, what="fresh-doc opened")
+    Select(left.find("#edit-op")).select_by_value("set")
+    left.find("#edit-path").clear()
+    left.find("#edit-path").send_keys("a/b")
+    left.find("#edit-value").send_keys("plain words")
+    left.find("#edit-apply").click()
+    wait_for(
+        lambda: _content(left) == {"a": {"b": "plain words"}}, timeout=20, what="fresh-doc shown"
+    )
+    wait_for(
+        lambda: right.all('#doc-list li[data-id="fresh-doc"]'),
+        timeout=20,
+        what="fresh-doc listed on eu-west's page",
+    )
+
+    # The 422 above is the page's own error answer; anything else in the console is a bug.
+    for browser in browsers:
+        errors = [e for e in browser.console_errors() if "status of 422" not in e["message"]]
+        assert errors == [], errors
+
+
+def test_page_shows_a_cut_link_live(cluster: Cluster, browsers: list[Browser]) -> None:
+    us = cluster["us-east-1"]
+    left = browsers[0]
+    left.open(us.url + "/#doc=board")
+    link = '#map .link[data-peer="ap-south-1"]'
+    wait_for(lambda: left.attribute(link, "data-state") == "up", timeout=20, what="link up")
+    wait_for(
+        lambda: (
+            left.attribute('#replicas .replica[data-node="ap-south-1"]', "class")
+            == "replica in_sync"
+        ),
+        timeout=20,
+        what="ap-south's copy in sync",
+    )
+    cluster.wan.do(lambda: cluster.wan.wan.isolate("ap-south"))
+    try:
+        wait_for(
+            lambda: left.attribute(link, "data-state") not in (None, "up"),
+            timeout=30,
+            what="the cut link drawn down",
+        )
+        with us.client() as client:
+            ops = [{"op": "set", "path": ["meta", "during"], "value": "cut"}]
+            assert client.patch("/v1/docs/board", json={"ops": ops}).status_code == 200
+        wait_for(
+            lambda: (
+                "unreachable"
+                in (left.attribute('#replicas .replica[data-node="ap-south-1"]', "class") or "")
+            ),
+            timeout=20,
+            what="ap-south's copy unreachable",
+        )
+        lag = '#peers tr[data-peer="ap-south-1"] td:nth-child(5)'
+        wait_for(lambda: left.text(lag) not in ("", "0 ms"), timeout=20, what="lag shown")
+    finally:
+        cluster.wan.do(cluster.wan.wan.heal)
+    wait_for(lambda: left.attribute(link, "data-state") == "up", timeout=30, what="link up again")
+    assert left.console_errors() == []
+
+
+# -- the files and the replicas endpoint, over HTTP -------------------------------------------
+
+
+def test_files_are_served_with_a_strict_policy(tmp_path: Path) -> None:
+    node = ThreadedNode(tmp_path / "eu-west-1").start()
+    try:
+        _check_files(node)
+    finally:
+        node.stop()
+
+
+def _check_files(node: ThreadedNode) -> None:
+    with node.client() as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"].startswith("text/html")
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "/dashboard/dashboard.js" in page.text
+        for name, kind in (("dashboard.js", "text/javascript"), ("dashboard.css", "text/css")):
+            asset = client.get(f"/dashboard/{name}")
+            assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        # Only the listed files: nothing else on disk can be named.
+        for path in (
+            "/dashboard/__init__.py",
+            "/dashboard/index.html",
+            "/dashboard/..%2f..%2fpyproject.toml",
+            "/dashboard/%2e%2e",
+            "/dashboard/",
+        ):
+            answer = client.get(path)
+            assert answer.status_code == 404, (path, answer.text)
+
+
+def test_replicas_of_a_document(cluster: Cluster) -> None:
+    with cluster["eu-west-1"].client() as client:
+        ops = [{"op": "set", "path": ["m", "k"], "value": 1}]
+        assert client.patch("/v1/docs/held", json={"ops": ops}).status_code == 200
+
+        def all_in_sync() -> dict[str, Any] | None:
+            body: dict[str, Any] = client.get("/v1/docs/held/replicas").json()
+            states = {r["node"]: r["state"] for r in body["replicas"]}
+            return body if set(states.values()) == {"in_sync"} else None
+
+        body = wait_for(all_in_sync, timeout=20, what="every copy in sync")
+        assert body["regions"] == sorted(LAYOUT)
+        assert body["incarnation"] == 1
+        assert body["replicas"][0]["node"] == "eu-west-1"
+        assert {r["node"] for r in body["replicas"]} == {"eu-west-1", "us-east-1", "ap-south-1"}
+        view = client.get("/v1/docs/held").json()
+        assert view["placement"]["regions"] == sorted(LAYOUT)
+        assert client.get("/v1/docs/bad%20id/replicas").status_code == 400
