@@ -66,7 +66,7 @@ class Browser:
             "--disable-component-update",
             "--disable-sync",
             "--disable-extensions",
-            "--window-size=1400,1000",
+            "--window-size=1400,1300",
             f"--user-data-dir={profile}",
         ):
             options.add_argument(flag)

@@ -130,37 +130,36 @@ async function refreshCluster() {
     `live clients: ${cluster.clients.sync_clients} sync, ${cluster.clients.event_streams} event streams`;
 }
 
-// Regions around an ellipse, their nodes inside; a line from this node to each peer.
+// Regions around an ellipse, their nodes inside; a line from this node to each peer (an arc
+// beside the box for a peer in the same region). Layers: boxes, then links, then nodes.
 function drawMap(cluster) {
-  const map = $("#map");
   const width = 900;
   const height = 320;
+  const boxWidth = 190;
+  const rowHeight = 34;
   const regions = cluster.regions.map((region) => ({
     name: region.name,
     nodes: cluster.nodes.filter((node) => node.region === region.name),
   }));
-  const boxWidth = 170;
-  const rowHeight = 34;
-  const centres = new Map();
   const positions = new Map();
-  const layer = { regions: svg("g"), links: svg("g") };
+  const layers = { boxes: svg("g"), links: svg("g"), nodes: svg("g") };
   regions.forEach((region, index) => {
     const angle = Math.PI + (2 * Math.PI * index) / Math.max(regions.length, 1);
     const cx = regions.length === 1 ? width / 2 : width / 2 + Math.cos(angle) * 300;
     const cy = regions.length === 1 ? height / 2 : height / 2 + Math.sin(angle) * 95;
     const boxHeight = 36 + rowHeight * Math.max(region.nodes.length, 1);
-    const group = svg("g", { class: "region", "data-region": region.name });
-    group.append(
-      svg("rect", {
-        x: cx - boxWidth / 2, y: cy - boxHeight / 2, width: boxWidth, height: boxHeight, rx: 10,
-      }),
-      svg("text", { class: "name", x: cx, y: cy - boxHeight / 2 + 20, "text-anchor": "middle" },
-        region.name),
+    const top = cy - boxHeight / 2;
+    const box = svg("g", { class: "region", "data-region": region.name });
+    box.append(
+      svg("rect", { x: cx - boxWidth / 2, y: top, width: boxWidth, height: boxHeight, rx: 10 }),
+      svg("text", { class: "name", x: cx, y: top + 20, "text-anchor": "middle" }, region.name),
     );
+    layers.boxes.append(box);
     region.nodes.forEach((node, row) => {
       const x = cx - boxWidth / 2 + 22;
-      const y = cy - boxHeight / 2 + 46 + row * rowHeight;
-      positions.set(node.id, { x, y });
+      const y = top + 46 + row * rowHeight;
+      // Where links attach: the circle (left) or the box's right edge.
+      positions.set(node.id, { x, y, cx, left: x - 9, right: cx + boxWidth / 2 - 6 });
       const item = svg("g", {
         class: `node${node.self ? " self" : ""}`, "data-node": node.id, "data-state": node.state,
       });
@@ -168,26 +167,40 @@ function drawMap(cluster) {
         svg("circle", { cx: x, cy: y, r: 9, class: node.self ? "" : node.state }),
         svg("text", { x: x + 16, y: y + 4 }, node.self ? `${node.id} (this node)` : node.id),
       );
-      group.append(item);
+      layers.nodes.append(item);
     });
-    centres.set(region.name, { x: cx, y: cy });
-    layer.regions.append(group);
   });
   const self = positions.get(cluster.node);
   for (const peer of cluster.peers) {
     const to = positions.get(peer.node);
     if (!self || !to) continue;
     const group = svg("g", { class: "link", "data-peer": peer.node, "data-state": peer.state });
-    group.append(svg("line", { x1: self.x, y1: self.y, x2: to.x, y2: to.y, class: peer.state }));
     const rtt = peer.rtt_ms === null ? "" : `${Math.round(peer.rtt_ms)} ms`;
     const lag = peer.lag_seconds > 0 ? ` · lag ${duration(peer.lag_seconds)}` : "";
     const label = peer.state === "up" ? `${rtt}${lag}` : `${peer.state}${lag}`;
-    group.append(svg("text", {
-      x: (self.x + to.x) / 2, y: (self.y + to.y) / 2 - 4, "text-anchor": "middle",
-    }, label));
-    layer.links.append(group);
+    if (peer.region === cluster.region) {
+      const bend = self.x - 40;
+      group.append(
+        svg("path", {
+          d: `M ${self.x} ${self.y} C ${bend} ${self.y}, ${bend} ${to.y}, ${to.x} ${to.y}`,
+          class: peer.state,
+        }),
+        svg("text", { x: bend - 4, y: (self.y + to.y) / 2 + 4, "text-anchor": "end" }, label),
+      );
+    } else {
+      const rightwards = to.cx > self.cx;
+      const x1 = rightwards ? self.right : self.left;
+      const x2 = rightwards ? to.left : to.right;
+      group.append(
+        svg("line", { x1, y1: self.y, x2, y2: to.y, class: peer.state }),
+        svg("text", {
+          x: (x1 + x2) / 2, y: (self.y + to.y) / 2 - 6, "text-anchor": "middle",
+        }, label),
+      );
+    }
+    layers.links.append(group);
   }
-  map.replaceChildren(layer.links, layer.regions);
+  $("#map").replaceChildren(layers.boxes, layers.links, layers.nodes);
 }
 
 function fillPeers(cluster) {
