@@ -25,6 +25,7 @@ from selenium.webdriver.support.ui import Select
 
 from .cluster import Cluster
 from .support import TIMEOUT_FACTOR, ThreadedNode, wait_for
+from .test_auth import _requiring_tokens, _token
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -325,3 +326,40 @@ def test_replicas_of_a_document(cluster: Cluster) -> None:
         view = client.get("/v1/docs/held").json()
         assert view["placement"]["regions"] == sorted(LAYOUT)
         assert client.get("/v1/docs/bad%20id/replicas").status_code == 400
+
+
+def test_page_with_access_tokens(tmp_path: Path, browsers: list[Browser]) -> None:
+    admin = _token(prefix="")
+    node = _requiring_tokens(ThreadedNode(tmp_path / "eu-west-1")).start()
+    try:
+        page = browsers[0]
+        page.open(node.url + "/")
+        wait_for(lambda: "access token" in page.text("#banner"), timeout=20, what="token asked")
+        page.find("#token").send_keys(_token(prefix="team-a:"))
+        page.find("#token-form button").click()
+        wait_for(lambda: "eu-west" in page.text("#identity"), timeout=20, what="cluster shown")
+        wait_for(lambda: not page.text("#banner"), timeout=20, what="banner gone")
+
+        # Within the grant: the edit is applied and the live view (WS ?token=) shows it.
+        page.find("#doc-filter").send_keys("team-a:notes\n")
+        page.find("#edit-path").send_keys("a/b")
+        page.find("#edit-value").send_keys("1")
+        page.find("#edit-apply").click()
+        wait_for(lambda: _content(page) == {"a": {"b": 1}}, timeout=20, what="edit shown live")
+
+        # Outside it: refused, said on the page, nothing written.
+        page.find("#doc-filter").clear()
+        page.find("#doc-filter").send_keys("other\n")
+        wait_for(lambda: "refused" in page.text("#doc-meta"), timeout=20, what="stream refused")
+        page.find("#edit-apply").click()
+        wait_for(lambda: "does not grant" in page.text("#edit-result"), timeout=20, what="403")
+        with node.client() as client:
+            answer = client.get("/v1/docs/other", headers={"Authorization": f"Bearer {admin}"})
+            assert answer.status_code == 404, answer.text
+        # Only the refusals the test provoked reached the console.
+        for entry in page.console_errors():
+            assert any(f"status of {code}" in entry["message"] for code in (401, 403)) or (
+                "4403" in entry["message"]
+            ), entry
+    finally:
+        node.stop()
