@@ -5,8 +5,11 @@
     meridian status [--config regions.toml | --url URL ...] [--token T] [--check] [--json]
                     [--progress] [--timeout SECONDS] [--concurrency N]
     meridian demo  [--config regions.toml] [--data DIR] [--exit]
+    meridian demo --attach --wan-control HOST:PORT [--config regions.toml] [--node ID=URL ...]
     meridian token create (--prefix P | --doc ID ...) [--read-only] [--ttl SECONDS]
                           [--subject S] [--config regions.toml]
+    meridian backup --data DIR --out FILE
+    meridian restore --from FILE --data DIR
 
 ``serve`` runs one node until SIGTERM or SIGINT, then stops accepting connections, lets the
 requests in flight finish (their commits included) and closes the store. Errors a user can fix
@@ -319,10 +322,57 @@ def status(args: argparse.Namespace) -> int:
     )
 
 
+def backup_command(args: argparse.Namespace) -> int:
+    """Copies a stopped node's storage file to a new backup file (see app.backup)."""
+    from .backup import BackupError, backup
+
+    try:
+        stored = backup(Path(args.data), Path(args.out))
+    except (BackupError, CrdtError) as exc:
+        return _fail(str(exc))
+    print(
+        f"meridian: backed up {args.data} to {stored.path}: {stored.documents} documents, "
+        f"{stored.tombstones} tombstones (storage format {stored.format_version})",
+        flush=True,
+    )
+    return 0
+
+
+def restore_command(args: argparse.Namespace) -> int:
+    """Installs a backup as a stopped node's storage file, under a new storage id."""
+    from .backup import BackupError, restore
+
+    try:
+        restored = restore(Path(args.backup), Path(args.data))
+    except (BackupError, CrdtError) as exc:
+        return _fail(str(exc))
+    stored = restored.stored
+    print(
+        f"meridian: restored {args.backup} into {args.data}: {stored.documents} documents, "
+        f"{stored.tombstones} tombstones, new storage id {stored.storage_id} (peers read its "
+        "changes from the start; it pulls what it lacks from them)",
+        flush=True,
+    )
+    if restored.replaced is not None:
+        print(
+            f"meridian: the file it replaced is kept as {restored.replaced}; delete it once "
+            "the node runs well",
+            flush=True,
+        )
+    return 0
+
+
 def demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(config=args.config, data=args.data, wait=not args.exit)
+    return run_demo(
+        config=args.config,
+        data=args.data,
+        wait=not args.exit,
+        attach=args.attach,
+        nodes=args.node,
+        wan_control=args.wan_control,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -431,6 +481,26 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="stop after the proof instead of leaving the cluster running until Ctrl-C",
     )
+    p.add_argument(
+        "--attach",
+        action="store_true",
+        help="tour the running cluster of --config (e.g. Docker Compose's) instead of starting "
+        "one; it ends after the proof and leaves the cluster running",
+    )
+    p.add_argument(
+        "--node",
+        action="append",
+        default=[],
+        metavar="ID=URL",
+        help="with --attach: where a node is, e.g. us-east-1=http://127.0.0.1:7101 (default: "
+        "http://<its address in --config>); repeatable",
+    )
+    p.add_argument(
+        "--wan-control",
+        metavar="HOST:PORT",
+        help="with --attach: the control listener of the WAN emulator service "
+        "(python -m app.wan_service --control), where a region is cut off and healed",
+    )
     p.set_defaults(func=demo)
 
     p = commands.add_parser("token", help="access tokens for clients")
@@ -460,6 +530,27 @@ def build_parser() -> argparse.ArgumentParser:
         "secret's environment variable (cluster.secret_env)",
     )
     p.set_defaults(func=token_create)
+
+    p = commands.add_parser(
+        "backup", help="copy a stopped node's storage file to a backup file (never overwrites)"
+    )
+    p.add_argument("--data", required=True, help="the node's data directory")
+    p.add_argument("--out", required=True, help="the backup file to write (must not exist)")
+    p.set_defaults(func=backup_command)
+
+    p = commands.add_parser(
+        "restore",
+        help="install a backup as a stopped node's storage file, under a new storage id",
+    )
+    p.add_argument(
+        "--from", dest="backup", required=True, metavar="FILE", help="the backup file (only read)"
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="the node's data directory (created when missing; a file there is kept aside)",
+    )
+    p.set_defaults(func=restore_command)
     return parser
 
 

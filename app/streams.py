@@ -35,6 +35,8 @@ async def _authorize_websocket(
         if sync:
             await websocket.send_bytes(encode_permission_denied(exc.message))
         await websocket.close(exc.websocket_close_code, exc.message[:120])
+        node: Node = websocket.app.state.node
+        node.hub.refused_input("sync" if sync else "events", exc.websocket_close_code)
         return None
     return grant is None or grant.allows(doc_id, "write"), subprotocol
 
@@ -64,6 +66,7 @@ async def document_events(websocket: WebSocket, doc_id: str) -> None:
         except (ApiError, DecodeError):
             await websocket.accept(subprotocol=allowed[1])
             await websocket.close(1007, "since= is not a base64 state vector")
+            node.hub.refused_input("events", 1007)
             return
     await serve_events(websocket, node, doc_id, since=raw, subprotocol=allowed[1])
 

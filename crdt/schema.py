@@ -1,8 +1,9 @@
 """The DuckDB file's layout: creating it, checking its format, upgrading older formats.
 
 Part of :mod:`crdt.storage`, whose docstring draws the layout; nothing else should import this.
-Every statement here runs on the write connection, in :meth:`Storage.open`, before any reader
-or the writer thread exists.
+Every statement here runs on the write connection, in :meth:`Storage.open` before any reader
+or the writer thread exists, or on a file no node has open (:func:`crdt.storage.seal_file`,
+:func:`crdt.storage.renew_file`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import duckdb
 
 from .errors import StorageFormatError
 
-__all__ = ["FORMAT_VERSION", "prepare"]
+__all__ = ["FORMAT_VERSION", "check_format", "prepare", "renew_storage_id"]
 
 log = logging.getLogger("meridian.storage")
 
@@ -77,21 +78,52 @@ def prepare(con: Any, path: Path) -> str:
     if "meta" not in tables:
         _create(con)
     else:
-        row = con.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
-        version = int(row[0]) if row else 0
-        if version > FORMAT_VERSION:
-            raise StorageFormatError(
-                f"{path} uses storage format {version}, written by a newer Meridian; "
-                f"this version reads format {FORMAT_VERSION}. Upgrade Meridian to open it."
-            )
-        if version < 1:
-            raise StorageFormatError(f"{path} has no storage format version")
+        version, _ = check_format(con, path)
         if version < FORMAT_VERSION:
             _upgrade(con, path, version)
     row = con.execute("SELECT value FROM meta WHERE key = 'storage_id'").fetchone()
     if row is None:
         raise StorageFormatError(f"{path} has no storage id")
     return str(row[0])
+
+
+def check_format(con: Any, path: Path) -> tuple[int, str]:
+    """(format version, storage id) of an existing Meridian file, changing nothing; the
+    storage id is "" in a format 1 file (its upgrade makes one).
+
+    Raises :class:`StorageFormatError` when the file is not a Meridian storage file (a DuckDB
+    database without Meridian's ``meta`` table, or an empty one) or uses a format this version
+    cannot read; ``duckdb.Error`` when it cannot be read.
+    """
+    tables = {row[0] for row in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    if "meta" not in tables:
+        raise StorageFormatError(f"{path} is a DuckDB database but not a Meridian storage file")
+    row = con.execute("SELECT value FROM meta WHERE key = 'format_version'").fetchone()
+    try:
+        version = int(row[0]) if row else 0
+    except ValueError:
+        raise StorageFormatError(f"{path} has an unreadable storage format version") from None
+    if version > FORMAT_VERSION:
+        raise StorageFormatError(
+            f"{path} uses storage format {version}, written by a newer Meridian; "
+            f"this version reads format {FORMAT_VERSION}. Upgrade Meridian to open it."
+        )
+    if version < 1:
+        raise StorageFormatError(f"{path} has no storage format version")
+    row = con.execute("SELECT value FROM meta WHERE key = 'storage_id'").fetchone()
+    if row is None and version >= 2:
+        raise StorageFormatError(f"{path} has no storage id")
+    return version, str(row[0]) if row else ""
+
+
+def renew_storage_id(con: Any) -> str:
+    """Gives a current-format file a new storage id and returns it: its seqs become a new
+    seq space, whose changes feed every peer reads from the start (they hold no checkpoint
+    for it). A restored copy needs one: its seqs went back, and peers' checkpoints of the
+    old id are ahead of the seqs it will assign next."""
+    storage_id = _new_storage_id()
+    con.execute("UPDATE meta SET value = ? WHERE key = 'storage_id'", [storage_id])
+    return storage_id
 
 
 def _new_storage_id() -> str:

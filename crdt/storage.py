@@ -29,6 +29,11 @@ transactions): callers enqueue jobs; the thread takes every job queued while the
 ran, runs them in one transaction, commits, then answers every caller, failures included. A
 failing batch is rolled back and its jobs retried one by one, so one bad job fails alone.
 Reads use their own cursors on a small thread pool; DuckDB never runs on the event loop.
+
+Backups are files no node has open: :func:`inspect_file` reads one without changing it,
+:func:`seal_file` makes a copy hold everything by itself (its write-ahead log folded in), and
+:func:`renew_file` readies a copy for use by a node again under a new storage id
+(docs/operations.md, "Backup and restore", says why).
 """
 
 from __future__ import annotations
@@ -67,6 +72,10 @@ __all__ = [
     "SaveCheckpoint",
     "Storage",
     "StorageStatistics",
+    "StoredFile",
+    "inspect_file",
+    "renew_file",
+    "seal_file",
 ]
 
 log = logging.getLogger("meridian.storage")
@@ -574,3 +583,81 @@ def _prepare_compaction(cursor: Any, doc_id: str) -> Compact | None:
         stored.log_rows,
         sum(len(update) for update in stored.updates),
     )
+
+
+# -- files no node has open (backup and restore) ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """What :func:`seal_file` or :func:`renew_file` found in a storage file."""
+
+    path: Path
+    format_version: int
+    #: "" for a format 1 file (it gets one when upgraded).
+    storage_id: str
+    documents: int
+    tombstones: int
+
+
+def inspect_file(path: Path) -> StoredFile:
+    """Reads what ``path`` holds without changing it (DuckDB opens it read-only). Raises as
+    :func:`seal_file`."""
+    if not path.is_file():
+        raise StorageError(f"{path} does not exist")
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot open {path}: {exc}") from exc
+    try:
+        version, storage_id = schema.check_format(con, path)
+        documents, tombstones = queries.count_documents(con)
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+    finally:
+        con.close()
+    return StoredFile(path, version, storage_id, documents, tombstones)
+
+
+def seal_file(path: Path) -> StoredFile:
+    """Checks that ``path`` is a Meridian storage file of a format this version reads and
+    folds its write-ahead log (``<path>.wal``, when there is one) into it, so the file alone
+    holds every committed write. Its format is not upgraded. The caller makes sure no other
+    process uses the file. Blocking.
+
+    Raises :class:`StorageFormatError` when it is not a Meridian storage file or its format
+    is newer or unversioned; StorageError when DuckDB cannot open or write it.
+    """
+    return _finish_file(path, renew=False)
+
+
+def renew_file(path: Path) -> StoredFile:
+    """:func:`seal_file`, and also upgrades an older format and gives the file a new storage
+    id: for a copy a node is about to use again, whose seqs may be behind what peers saw
+    under its old id. Raises as :func:`seal_file`."""
+    return _finish_file(path, renew=True)
+
+
+def _finish_file(path: Path, *, renew: bool) -> StoredFile:
+    if not path.is_file():  # DuckDB would create it
+        raise StorageError(f"{path} does not exist")
+    try:
+        con = duckdb.connect(str(path))
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot open {path}: {exc}") from exc
+    try:
+        version, storage_id = schema.check_format(con, path)
+        if renew:
+            schema.prepare(con, path)
+            storage_id = schema.renew_storage_id(con)
+            version = FORMAT_VERSION
+        documents, tombstones = queries.count_documents(con)
+        con.execute("CHECKPOINT")
+    except duckdb.Error as exc:
+        raise StorageError(f"cannot read {path}: {exc}") from exc
+    finally:
+        con.close()
+    wal = path.with_name(path.name + ".wal")
+    if wal.exists() and wal.stat().st_size > 0:
+        raise StorageError(f"{wal} is still there after a checkpoint of {path}")
+    return StoredFile(path, version, storage_id, documents, tombstones)

@@ -745,6 +745,11 @@ def test_websockets_need_a_token_for_the_document(auth_node: ThreadedNode, path:
         assert code == expected, (url, code)
         if path.startswith("/v1/sync"):
             assert received and isinstance(received[0], bytes) and received[0][0] == 2  # auth
+    # Counted as refused input (/v1/cluster and meridian_websocket_rejected_total).
+    endpoint = "sync" if path.startswith("/v1/sync") else "events"
+    with auth_node.client() as client:
+        view = client.get("/v1/cluster", headers=_auth(_token(**ADMIN))).json()
+    assert view["clients"]["refused_input"][endpoint] == {"forbidden": 1, "unauthorized": 3}
 
 
 def test_a_read_only_token_can_follow_but_not_write_over_websocket(

@@ -184,6 +184,23 @@ def test_websocket_clients_and_refused_input(node: ThreadedNode) -> None:
 
         wait_for(refused, what="the refused client counted and both gone")
 
+        # An event stream asked to resume from something that is not a state vector.
+        bad_since = f"{base}/v1/docs/live/events?since=%21%21"
+        with connect(bad_since) as events, pytest.raises(Exception, match="1007"):
+            events.recv(timeout=10)
+        wait_for(
+            lambda: (
+                value(
+                    scrape(client),
+                    "meridian_websocket_rejected_total",
+                    endpoint="events",
+                    reason="invalid_message",
+                )
+                == 1
+            ),
+            what="the bad since= counted",
+        )
+
 
 def test_peer_series_through_a_partition(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path, {"us-east": 1, "eu-west": 1}, latency_ms=5).start()

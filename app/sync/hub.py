@@ -43,6 +43,8 @@ REFUSED_INPUT = {
     1007: "invalid_message",
     1009: "message_too_big",
     4400: "invalid_document_id",
+    4401: "unauthorized",
+    4403: "forbidden",
 }
 
 Kind = Literal["sync", "events"]
