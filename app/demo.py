@@ -3,7 +3,10 @@ of geo-replication with CRDTs, every time in it measured.
 
 The nodes are real ``meridian serve`` processes on their listed loopback addresses; the links
 between regions go through the WAN emulator with the configured latencies
-(:mod:`app.demo_cluster`). The tour talks to the nodes over HTTP only:
+(:mod:`app.demo_cluster`). With ``--attach`` the same tour runs against a cluster that is
+already running (the Docker Compose one): its nodes at their URLs, the partition made through
+the control listener of the WAN emulator service (:mod:`app.demo_attach`). The tour talks to
+the nodes over HTTP only, and depends on nothing but :class:`~app.demo_cluster.DemoCluster`:
 
 1. a write in each region (JSON operations, and a binary update from a pycrdt client) and how
    long until every other node shows it; durability=region/all; read-your-writes with after=;
@@ -12,12 +15,14 @@ between regions go through the WAN emulator with the configured latencies
 3. the link restored: time until every copy is identical again;
 4. the proof: every document's state vector, digest and JSON content on every node.
 
-Then the cluster keeps running until Ctrl-C or SIGTERM (unless ``--exit``).
+Then the local cluster keeps running until Ctrl-C or SIGTERM (unless ``--exit``); an attached
+one is left as it was found (its WAN healed) when the tour ends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -26,20 +31,23 @@ import sys
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pycrdt
 
-from .config import ClusterConfig, ConfigError, load_config
+from .config import ClusterConfig, ConfigError, load_config, parse_listen
+from .demo_attach import open_attached, parse_node_url
 from .demo_cluster import (
     JITTER_MS,
     POLL,
     Copy,
+    DemoCluster,
     DemoError,
+    DemoNode,
     LocalCluster,
-    LocalNode,
+    Observer,
     Response,
     http_request,
     identical,
@@ -79,39 +87,40 @@ def _answer(response: Response) -> str:
     return text
 
 
-def _card(node: LocalNode, marker: str) -> dict[str, Any]:
+def _card(node: DemoNode, marker: str) -> dict[str, Any]:
     return {"op": "append", "path": ["items"], "values": [{"text": marker, "by": node.region}]}
 
 
 class Tour:
     """The guided scenario over a started cluster; every step prints what it measured."""
 
-    def __init__(self, cluster: LocalCluster) -> None:
+    def __init__(self, cluster: DemoCluster) -> None:
         self.cluster = cluster
         self.nodes = list(cluster.nodes.values())
+        self.observer = Observer(self.nodes, say)
         # The first node of each region: where that region's writes go.
-        first: dict[str, LocalNode] = {}
+        first: dict[str, DemoNode] = {}
         for node in self.nodes:
             first.setdefault(node.region, node)
         self.writers = list(first.values())
         # Makes this run's writes recognisable when --data holds earlier runs' documents.
         self.run = secrets.token_hex(2)
 
-    def link(self, a: LocalNode, b: LocalNode) -> str:
+    def link(self, a: DemoNode, b: DemoNode) -> str:
         if a.region == b.region:
             return "direct"
         return f"WAN {self.cluster.config.latency_ms(a.region, b.region) or 0:g} ms"
 
-    async def patch(self, node: LocalNode, doc: str, ops: list[Any], query: str = "") -> Response:
+    async def patch(self, node: DemoNode, doc: str, ops: list[Any], query: str = "") -> Response:
         url = f"{node.url}/v1/docs/{doc}{query}"
         return await http_request("PATCH", url, json_body={"ops": ops})
 
     async def show_spread(
-        self, writer: LocalNode, doc: str, marker: str, since: float, timeout: float
+        self, writer: DemoNode, doc: str, marker: str, since: float, timeout: float
     ) -> dict[str, float | None]:
         others = [n for n in self.nodes if n is not writer]
         times = await asyncio.gather(
-            *(self.cluster.wait_seen(n, doc, marker, since, timeout) for n in others)
+            *(self.observer.wait_seen(n, doc, marker, since, timeout) for n in others)
         )
         seen = {n.node_id: t for n, t in zip(others, times, strict=True)}
         reached = [
@@ -197,7 +206,7 @@ class Tour:
         inside = [n for n in self.nodes if n.region == region]
         outside = [n for n in self.nodes if n.region != region]
         say(f"\n== 4. Partition: {region} is cut off from the other regions (WAN links blackholed)")
-        self.cluster.wan.isolate(region)
+        await self.cluster.isolate(region)
         watch = max(1.0, 3 * max(self.cluster.config.latencies_ms.values(), default=0) / 1000)
         for node in (inside[0], outside[0]):
             marker = f"{node.node_id} partition card {self.run}"
@@ -213,7 +222,7 @@ class Tour:
         say(f"{'':12}(the write stays: a CRDT is not undone; the answer says how far it got)")
         await self.watch_link(outside[0], inside[0])
 
-    async def watch_link(self, a: LocalNode, b: LocalNode) -> None:
+    async def watch_link(self, a: DemoNode, b: DemoNode) -> None:
         """Prints both ends' /v1/cluster view of the a-b link each second until both say it is
         not up."""
         say(f"GET /v1/cluster each second: {a.node_id}'s link to {b.node_id} | and back")
@@ -222,7 +231,7 @@ class Tour:
         deadline = started + 3 * config.link_timeout + 10
         while time.perf_counter() < deadline:
             await asyncio.sleep(1.0)
-            states = await self.cluster.peer_states()
+            states = await self.observer.peer_states()
             views = [states[(a.node_id, b.node_id)], states[(b.node_id, a.node_id)]]
             line = " | ".join(
                 f"{p['state']:<10} lag {p['lag_seconds']:4.1f} s, "
@@ -241,7 +250,8 @@ class Tour:
         region = self.writers[-1].region
         say(f"\n== 5. Link restored: {region} rejoins")
         started = time.perf_counter()
-        self.cluster.wan.rejoin(region)
+        await self.cluster.rejoin(region)
+        say(f"{'':12}waiting for every peer link up and every copy identical...")
 
         async def timed(wait: Coroutine[Any, Any, Any]) -> float | None:
             try:
@@ -251,13 +261,13 @@ class Tour:
             return time.perf_counter() - started
 
         up, converged = await asyncio.gather(
-            timed(self.cluster.wait_links_up(CONVERGE_TIMEOUT)),
-            timed(self.cluster.wait_converged(CONVERGE_TIMEOUT)),
+            timed(self.observer.wait_links_up(CONVERGE_TIMEOUT)),
+            timed(self.observer.wait_converged(CONVERGE_TIMEOUT)),
         )
         results = [("every copy identical", converged), ("every peer link up", up)]
         for what, took in sorted(results, key=lambda item: item[1] or CONVERGE_TIMEOUT):
             say(f"{what} after {ms(took)}" if took else f"NOT {what} after {CONVERGE_TIMEOUT:g} s")
-        states = await self.cluster.peer_states()
+        states = await self.observer.peer_states()
         for node in (n for n in self.nodes if n.region == region):
             for (owner, peer), view in states.items():
                 if owner == node.node_id:
@@ -271,7 +281,7 @@ class Tour:
 
     async def proof(self) -> bool:
         say("\n== 6. Proof: every copy of every document, compared in full")
-        snapshot = await self.cluster.snapshot()
+        snapshot = await self.observer.snapshot()
         say(f"  {'document':<12}{'node':<13}{'state vector':<22}{'digest':<16}JSON content")
         for doc_id, copies in snapshot.items():
             first = next(iter(copies.values()))
@@ -302,8 +312,9 @@ def _prefix(text: str, length: int) -> str:
     return text if len(text) <= length else text[:length] + "..."
 
 
-async def _tour(cluster: LocalCluster, wait: bool) -> int:
-    """Starts, tours, and (with ``wait``) waits forever: the caller cancels it."""
+async def _tour(cluster: DemoCluster, wait: bool) -> int:
+    """Waits for the cluster, tours, and (with ``wait``) waits forever: the caller cancels it."""
+    say(f"\nwaiting for {plural(len(cluster.nodes), 'node')} to be healthy and linked...")
     healthy, linked = await cluster.wait_ready(START_TIMEOUT)
     links = len(cluster.nodes) * (len(cluster.nodes) - 1) // 2
     say(f"{plural(len(cluster.nodes), 'node')} healthy after {healthy:.2f} s; "
@@ -318,22 +329,66 @@ async def _tour(cluster: LocalCluster, wait: bool) -> int:
     same = await tour.proof()
     if not wait:
         return 0 if same else 1
-    say("\nThe cluster keeps running:")
+    say("\nThe cluster keeps running. Open a node in a browser for its dashboard:")
     for node in cluster.nodes.values():
-        say(f"  {node.node_id:<12}{node.url}   (OpenAPI page: {node.url}/docs)")
+        say(f"  {node.node_id:<12}{node.url}/   (API docs: {node.url}/docs)")
     say("Press Ctrl-C to stop it.")
     forever: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    return await forever  # cancelled by _main on a signal or a node's exit
+    return await forever  # cancelled by _run_tour on a signal or a node's exit
+
+
+async def _run_tour(
+    cluster: DemoCluster,
+    wait: bool,
+    stop: asyncio.Event,
+    failure: Coroutine[Any, Any, str] | None,
+) -> int:
+    """Runs the tour until it ends, ``failure`` (something the demo owns broke) gives the
+    message to report, or ``stop`` is set (a signal). Returns the exit status; raises
+    DemoError for a failure or a node that stopped answering."""
+    tour = asyncio.create_task(_tour(cluster, wait), name="demo tour")
+    stopped = asyncio.create_task(stop.wait(), name="demo stop signal")
+    tasks: set[asyncio.Task[Any]] = {tour, stopped}
+    failed = None
+    if failure is not None:
+        failed = asyncio.create_task(failure, name="demo failure")
+        tasks.add(failed)
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    if failed is not None and tour.done() and isinstance(tour.exception(), OSError):
+        # A node stopped answering: give its exit a moment to be noticed, to report it.
+        await asyncio.wait({failed}, timeout=2)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    if failed is not None and failed.done() and not failed.cancelled():
+        raise DemoError(failed.result())
+    if tour.cancelled():
+        # Stopped by a signal: a clean stop, unless the proof was still due (--exit).
+        return 0 if wait else 130
+    try:
+        return tour.result()
+    except OSError as exc:
+        raise DemoError(f"a node stopped answering: {exc}") from exc
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event that SIGINT and SIGTERM set, while the block runs (on the running loop)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
 
 
 def _describe(cluster: LocalCluster, data: str) -> None:
     config = cluster.config
     say(f"Meridian demo: cluster {config.name!r} of {cluster.config_path}")
-    regions = " · ".join(
-        f"{name} ({', '.join(n.node_id for n in cluster.nodes.values() if n.region == name)})"
-        for name in config.regions
-    )
-    say(f"  {len(cluster.nodes)} nodes in {len(config.regions)} regions: {regions}")
+    _describe_regions(cluster)
     pairs = " · ".join(
         f"{a}<->{b} {latency:g} ms" for (a, b), latency in config.latencies_ms.items()
     )
@@ -345,50 +400,63 @@ def _describe(cluster: LocalCluster, data: str) -> None:
         say(f"  {node.node_id:<12}pid {pid}  $ meridian serve {arguments}")
 
 
+def _describe_regions(cluster: DemoCluster) -> None:
+    nodes = cluster.nodes.values()
+    regions = " · ".join(
+        f"{name} ({', '.join(n.node_id for n in nodes if n.region == name)})"
+        for name in cluster.config.regions
+    )
+    say(f"  {len(nodes)} nodes in {len(cluster.config.regions)} regions: {regions}")
+
+
 async def _main(
     config: ClusterConfig, config_path: Path, data: Path, label: str, wait: bool
 ) -> int:
     """Runs the demo until it ends, a node exits, or SIGINT/SIGTERM; always stops the nodes."""
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     secret = os.environ.get(config.secret_env) or secrets.token_urlsafe(32)
     try:
-        async with open_cluster(config, config_path, data, secret) as cluster:
-            _describe(cluster, label)
-            tour = asyncio.create_task(_tour(cluster, wait), name="demo tour")
-            stopped = asyncio.create_task(stop.wait(), name="demo stop signal")
-            exited = asyncio.create_task(cluster.wait_any_exit(), name="demo node exit")
-            await asyncio.wait({tour, stopped, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if tour.done() and isinstance(tour.exception(), OSError):
-                # A node stopped answering: give its exit a moment to be noticed, to report it.
-                await asyncio.wait({exited}, timeout=2)
-            for task in (tour, stopped, exited):
-                task.cancel()
-            await asyncio.gather(tour, stopped, exited, return_exceptions=True)
-            if exited.done() and not exited.cancelled():
-                raise DemoError(exited.result().exit_failure())
-            if tour.cancelled():
-                # Stopped by a signal: a clean stop, unless the proof was still due (--exit).
-                status = 0 if wait else 130
-            else:
-                try:
-                    status = tour.result()
-                except OSError as exc:
-                    raise DemoError(f"a node stopped answering: {exc}") from exc
-            say(f"\nstopping {len(cluster.running())} nodes...")
-        codes = ", ".join(
-            f"{n.node_id} {n.process.returncode}" for n in cluster.nodes.values() if n.process
-        )
-        say(f"all nodes stopped (exit status: {codes}); WAN emulator closed")
-        return status
+        with _stop_on_signals() as stop:
+            say(f"starting {plural(len(config.members()), 'node')} and the WAN emulator...")
+            async with open_cluster(config, config_path, data, secret, say) as cluster:
+                _describe(cluster, label)
+                exited = _exit_failure(cluster)
+                status = await _run_tour(cluster, wait, stop, exited)
+                say(f"\nstopping {len(cluster.running())} nodes...")
     except DemoError as exc:
         print(f"meridian demo: error: {exc}", file=sys.stderr, flush=True)
         return 1
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
+    codes = ", ".join(
+        f"{n.node_id} {n.process.returncode}" for n in cluster.nodes.values() if n.process
+    )
+    say(f"all nodes stopped (exit status: {codes}); WAN emulator closed")
+    return status
+
+
+async def _exit_failure(cluster: LocalCluster) -> str:
+    return (await cluster.wait_any_exit()).exit_failure()
+
+
+async def _attach_main(
+    config: ClusterConfig, config_path: Path, urls: dict[str, str], wan_control: tuple[str, int]
+) -> int:
+    """Tours a running cluster once; the WAN is healed however it ends (SIGINT/SIGTERM too)."""
+    try:
+        with _stop_on_signals() as stop:
+            async with open_attached(
+                config, urls=urls, wan_control=wan_control, say=say
+            ) as cluster:
+                say(f"Meridian demo: attached to cluster {config.name!r} of {config_path}")
+                _describe_regions(cluster)
+                for node in cluster.nodes.values():
+                    say(f"  {node.node_id:<12}{node.url}")
+                host, port = wan_control
+                say(f"  WAN emulator control: {host}:{port} (where the partition is made)")
+                status = await _run_tour(cluster, False, stop, None)
+    except DemoError as exc:
+        print(f"meridian demo: error: {exc}", file=sys.stderr, flush=True)
+        return 1
+    say("\nthe cluster is left running, its WAN healed")
+    return status
 
 
 def find_config(path: str | None) -> Path:
@@ -401,18 +469,53 @@ def find_config(path: str | None) -> Path:
     raise DemoError("no regions.toml in the current directory: pass --config FILE")
 
 
-def run_demo(*, config: str | None, data: str | None, wait: bool) -> int:
+def run_demo(
+    *,
+    config: str | None,
+    data: str | None,
+    wait: bool,
+    attach: bool = False,
+    nodes: list[str] | None = None,
+    wan_control: str | None = None,
+) -> int:
     """Runs ``meridian demo``; returns the exit status (0, 1 for a failure, 2 for a bad
-    configuration, 130 when interrupted before the proof in ``--exit`` mode)."""
+    configuration or bad arguments, 130 when interrupted before the proof in ``--exit`` mode
+    or in ``attach`` mode).
+
+    ``attach``: tour the running cluster of ``config`` instead of starting one; ``nodes`` are
+    ``NODE_ID=URL`` overrides of the listed addresses, ``wan_control`` the ``HOST:PORT`` of
+    the WAN emulator service's control listener.
+    """
     # The emulator's connection notes (refused while nodes start, reset as they stop) are
     # expected here, not news.
     logging.getLogger("meridian.wan").setLevel(logging.WARNING)
     try:
+        if not attach and (nodes or wan_control is not None):
+            raise DemoError("--node and --wan-control go with --attach")
+        if attach and data is not None:
+            raise DemoError("--data is for the local demo: an attached cluster keeps its own")
+        if attach and wan_control is None:
+            raise DemoError(
+                "--attach needs --wan-control HOST:PORT (the control listener of "
+                "python -m app.wan_service) for the partition step"
+            )
         config_path = find_config(config)
         cluster_config = load_config(config_path)
+        if attach:
+            assert wan_control is not None
+            try:
+                control = parse_listen(wan_control)
+            except ConfigError as exc:
+                raise DemoError(f"--wan-control: {exc}") from None
+            try:
+                urls = dict(parse_node_url(value) for value in nodes or [])
+            except ValueError as exc:
+                raise DemoError(f"--node {exc}") from None
     except (DemoError, ConfigError) as exc:
         print(f"meridian demo: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    if attach:
+        return asyncio.run(_attach_main(cluster_config, config_path, urls, control))
     if data is not None:
         return asyncio.run(_main(cluster_config, config_path, Path(data), data, wait))
     with tempfile.TemporaryDirectory(prefix="meridian-demo-") as temp:

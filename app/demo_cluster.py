@@ -6,6 +6,11 @@ Same-region nodes link directly; every cross-region link goes through a
 loop, with the configured one-way latency: the node with the smaller id dials the other
 (``--peer ACCEPTOR=PROXY``), so the proxy stands in front of the accepting node.
 
+What the tour needs of a cluster is small (:class:`DemoCluster`: the topology, the nodes with
+their ids, regions and URLs, a way to cut a region off); :class:`LocalCluster` here and
+:class:`~app.demo_attach.AttachedCluster` (a cluster already running, e.g. Docker Compose's)
+provide it. :class:`Observer` holds what the tour and both clusters measure over HTTP.
+
 Errors: :class:`DemoError` (a problem the user can act on: a port in use, a node that did
 not start or exited; its message says which, with the node's output).
 """
@@ -24,20 +29,24 @@ import sys
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .config import ClusterConfig, Member, parse_listen
 from .wan import WanEmulator
 
 __all__ = [
+    "DemoCluster",
+    "DemoNode",
+    "Observer",
     "Copy",
     "DemoError",
     "LocalCluster",
     "LocalNode",
     "POLL",
+    "PROGRESS_EVERY",
     "Response",
     "http_request",
     "identical",
@@ -50,6 +59,8 @@ JITTER_MS = 2.0
 POLL = 0.005
 #: How long a node gets to stop after SIGTERM before it is killed.
 STOP_TIMEOUT = 15.0
+#: A slow wait says how it is going this often, in seconds (nothing if it ends sooner).
+PROGRESS_EVERY = 2.0
 
 
 class DemoError(Exception):
@@ -120,6 +131,216 @@ def identical(copies: dict[str, Copy]) -> bool:
     return first.status == 200 and all(copy == first for copy in copies.values())
 
 
+class DemoNode(Protocol):
+    """A node as the tour knows it."""
+
+    @property
+    def node_id(self) -> str: ...
+
+    @property
+    def region(self) -> str: ...
+
+    #: ``http://host:port``, without a trailing slash.
+    @property
+    def url(self) -> str: ...
+
+
+class DemoCluster(Protocol):
+    """What the tour needs of a cluster: its topology, its nodes, and a partition control."""
+
+    #: The topology: regions, latencies between them, replication timers.
+    @property
+    def config(self) -> ClusterConfig: ...
+
+    #: node id -> node, in the topology's order.
+    @property
+    def nodes(self) -> Mapping[str, DemoNode]: ...
+
+    async def wait_ready(self, timeout: float) -> tuple[float, float]:
+        """Waits until every node is healthy, then until every peer link is up; returns the
+        seconds each took. DemoError when a deadline passes or a node is not what it should be."""
+        ...
+
+    async def isolate(self, region: str) -> None:
+        """Cuts every link between ``region`` and the other regions (links inside it stay)."""
+        ...
+
+    async def rejoin(self, region: str) -> None:
+        """Undoes :meth:`isolate`."""
+        ...
+
+
+class _Ticker:
+    """Says how a slow wait is going every PROGRESS_EVERY seconds (nothing if it ends sooner)."""
+
+    def __init__(self, say: Callable[[str], None] | None, what: str) -> None:
+        self.say, self.what = say, what
+        self.started = self.last = time.perf_counter()
+
+    def update(self, state: str) -> None:
+        """Called on each poll with the state so far."""
+        now = time.perf_counter()
+        if self.say is not None and now - self.last >= PROGRESS_EVERY:
+            self.last = now
+            self.say(f"  ... {self.what}: {state} ({now - self.started:.0f} s)")
+
+
+class Observer:
+    """What is measured over HTTP on a set of nodes: health, peer links, documents, copies.
+
+    ``say``, when given, hears how each slow wait is going (see PROGRESS_EVERY).
+    Every method raises OSError when a node cannot be reached (health waits excepted).
+    """
+
+    def __init__(self, nodes: Iterable[DemoNode], say: Callable[[str], None] | None = None) -> None:
+        self.nodes = {node.node_id: node for node in nodes}
+        self.say = say
+
+    async def wait_healthy(
+        self, timeout: float, check: Callable[[DemoNode, Response], None] | None = None
+    ) -> None:
+        """Waits until every node answers ``GET /v1/health`` with a 200; ``check`` is called
+        with each node and its answer (and may raise DemoError). TimeoutError after
+        ``timeout``, naming (``args[0]``) the first node still waited for."""
+        pending = list(self.nodes.values())
+        total = len(pending)
+        ticker = _Ticker(self.say, "waiting for GET /v1/health")
+        try:
+            async with asyncio.timeout(timeout):
+                while pending:
+                    for node in list(pending):
+                        with contextlib.suppress(OSError):
+                            answer = await http_request("GET", node.url + "/v1/health", timeout=2)
+                            if answer.status == 200:
+                                if check is not None:
+                                    check(node, answer)
+                                pending.remove(node)
+                    ticker.update(f"{total - len(pending)} of {total} nodes healthy")
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            raise TimeoutError(pending[0].node_id) from None
+
+    async def peer_states(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """(node, peer) -> that node's ``/v1/cluster`` entry for the peer."""
+        views = await asyncio.gather(
+            *(http_request("GET", n.url + "/v1/cluster") for n in self.nodes.values())
+        )
+        return {
+            (node_id, peer["node"]): peer
+            for node_id, view in zip(self.nodes, views, strict=True)
+            for peer in view.json()["peers"]
+        }
+
+    async def wait_links_up(self, timeout: float) -> None:
+        """Waits until every node reports every peer link ``up``; TimeoutError after ``timeout``."""
+        ticker = _Ticker(self.say, "waiting for the peer links")
+        async with asyncio.timeout(timeout):
+            while True:
+                states = await self.peer_states()
+                up = sum(peer["state"] == "up" for peer in states.values())
+                if up == len(states):
+                    return
+                ticker.update(f"{up} of {len(states)} link ends up")
+                await asyncio.sleep(0.05)
+
+    async def wait_seen(
+        self, node: DemoNode, doc: str, marker: str, since: float, timeout: float
+    ) -> float | None:
+        """Seconds from ``since`` (a ``time.perf_counter()``) until ``node``'s copy of ``doc``
+        shows the text ``marker`` (polled every POLL); None if it did not within ``timeout``."""
+        deadline = since + timeout
+        while time.perf_counter() < deadline:
+            answer = await http_request("GET", f"{node.url}/v1/docs/{doc}")
+            if answer.status == 200 and marker.encode() in answer.body:
+                return time.perf_counter() - since
+            await asyncio.sleep(POLL)
+        return None
+
+    # -- comparing copies -----------------------------------------------------------------
+
+    async def documents(self) -> list[str]:
+        """The ids of the live documents any node lists, sorted."""
+
+        async def listing(node: DemoNode) -> set[str]:
+            ids: set[str] = set()
+            cursor = ""
+            while True:
+                query = "?limit=1000" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
+                page = (await http_request("GET", f"{node.url}/v1/docs{query}")).json()
+                ids.update(doc["id"] for doc in page["documents"])
+                cursor = page["next_cursor"]
+                if not cursor:
+                    return ids
+
+        listings = await asyncio.gather(*(listing(node) for node in self.nodes.values()))
+        return sorted(set().union(*listings))
+
+    async def snapshot(self) -> dict[str, dict[str, Copy]]:
+        """document -> node -> that node's copy, for every document any node lists."""
+        doc_ids = await self.documents()
+
+        async def copies(node: DemoNode) -> dict[str, Copy]:
+            out = {}
+            for doc_id in doc_ids:
+                answer = await http_request("GET", f"{node.url}/v1/docs/{doc_id}?digest=true")
+                if answer.status != 200:
+                    out[doc_id] = Copy(answer.status)
+                    continue
+                view = answer.json()
+                out[doc_id] = Copy(200, view["state_vector"], view["digest"], view["content"])
+            return out
+
+        per_node = await asyncio.gather(*(copies(node) for node in self.nodes.values()))
+        return {
+            doc_id: {
+                node_id: held[doc_id] for node_id, held in zip(self.nodes, per_node, strict=True)
+            }
+            for doc_id in doc_ids
+        }
+
+    async def wait_converged(self, timeout: float) -> dict[str, dict[str, Copy]]:
+        """Waits until every node holds identical copies of every document; returns them.
+        TimeoutError after ``timeout``."""
+        ticker = _Ticker(self.say, "waiting for identical copies")
+        async with asyncio.timeout(timeout):
+            while True:
+                snapshot = await self.snapshot()
+                same = sum(identical(copies) for copies in snapshot.values())
+                if same == len(snapshot):
+                    return snapshot
+                ticker.update(f"{same} of {len(snapshot)} documents identical")
+                await asyncio.sleep(0.02)
+
+    async def wait_ready(
+        self,
+        timeout: float,
+        *,
+        check: Callable[[DemoNode, Response], None] | None = None,
+        describe: Callable[[str, str], str] | None = None,
+    ) -> tuple[float, float]:
+        """:meth:`wait_healthy` (with ``check``), then :meth:`wait_links_up`; returns the
+        seconds each took. DemoError when a deadline passes: ``describe(node_id, what)``
+        words it for a node that is not healthy (default: "node_id what")."""
+        started = time.perf_counter()
+        try:
+            await self.wait_healthy(timeout, check)
+        except TimeoutError as exc:
+            what = f"did not answer GET /v1/health within {timeout:g} s"
+            node_id = exc.args[0]
+            raise DemoError(describe(node_id, what) if describe else f"{node_id} {what}") from None
+        healthy = time.perf_counter() - started
+        try:
+            await self.wait_links_up(timeout)
+        except TimeoutError:
+            down = [
+                f"{a}->{b}: {peer['state']} ({peer['last_error']})"
+                for (a, b), peer in (await self.peer_states()).items()
+                if peer["state"] != "up"
+            ]
+            raise DemoError(f"peer links not up after {timeout:g} s: {'; '.join(down)}") from None
+        return healthy, time.perf_counter() - started
+
+
 @dataclass(slots=True)
 class LocalNode:
     member: Member
@@ -161,19 +382,26 @@ class LocalNode:
 
 
 class LocalCluster:
-    """The nodes of ``config`` as processes, and the WAN emulator between their regions.
+    """The nodes of ``config`` as processes, and the WAN emulator between their regions: a
+    :class:`DemoCluster`.
 
     Use :func:`open_cluster`; it starts everything and stops everything on exit.
     """
 
     def __init__(
-        self, config: ClusterConfig, config_path: Path, data_root: Path, secret: str
+        self,
+        config: ClusterConfig,
+        config_path: Path,
+        data_root: Path,
+        secret: str,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         self.config, self.config_path = config, config_path.resolve()
         self.nodes = {
             m.node_id: LocalNode(m, data_root.resolve() / m.node_id) for m in config.members()
         }
         self.wan = WanEmulator()
+        self.observer = Observer(self.nodes.values(), say)
         self._env = {**os.environ, config.secret_env: secret}
 
     def check_addresses(self) -> None:
@@ -263,42 +491,17 @@ class LocalCluster:
         return node
 
     async def wait_ready(self, timeout: float) -> tuple[float, float]:
-        """Waits until every node is healthy, then until every peer link is up; returns the
-        seconds each took. DemoError if a node exits or a deadline passes."""
-        started = time.perf_counter()
-        await self.wait_healthy(timeout)
-        healthy = time.perf_counter() - started
-        try:
-            await self.wait_links_up(timeout)
-        except TimeoutError:
-            down = [
-                f"{a}->{b}: {peer['state']} ({peer['last_error']})"
-                for (a, b), peer in (await self.peer_states()).items()
-                if peer["state"] != "up"
-            ]
-            raise DemoError(f"peer links not up after {timeout:g} s: {'; '.join(down)}") from None
-        return healthy, time.perf_counter() - started
+        """See :meth:`DemoCluster.wait_ready`; a node that is not healthy in time is shown
+        with its output. (The caller watches for a node exiting: :meth:`wait_any_exit`.)"""
+        return await self.observer.wait_ready(
+            timeout, describe=lambda node_id, what: self.nodes[node_id].describe_failure(what)
+        )
 
-    async def wait_healthy(self, timeout: float) -> None:
-        """Waits until every node answers ``GET /v1/health``; DemoError if one exits first or
-        the deadline passes."""
-        pending = list(self.nodes.values())
-        try:
-            async with asyncio.timeout(timeout):
-                while pending:
-                    for node in list(pending):
-                        assert node.process is not None
-                        if node.process.returncode is not None:
-                            await self.collect_output(node)
-                            raise DemoError(node.exit_failure())
-                        with contextlib.suppress(OSError):
-                            answer = await http_request("GET", node.url + "/v1/health", timeout=2)
-                            if answer.status == 200:
-                                pending.remove(node)
-                    await asyncio.sleep(0.05)
-        except TimeoutError:
-            what = f"did not answer GET /v1/health within {timeout:g} s"
-            raise DemoError(pending[0].describe_failure(what)) from None
+    async def isolate(self, region: str) -> None:
+        self.wan.isolate(region)
+
+    async def rejoin(self, region: str) -> None:
+        self.wan.rejoin(region)
 
     @staticmethod
     async def collect_output(node: LocalNode) -> None:
@@ -306,91 +509,6 @@ class LocalCluster:
         if node.drain is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(node.drain), 2)
-
-    async def peer_states(self) -> dict[tuple[str, str], dict[str, Any]]:
-        """(node, peer) -> that node's ``/v1/cluster`` entry for the peer."""
-        views = await asyncio.gather(
-            *(http_request("GET", n.url + "/v1/cluster") for n in self.nodes.values())
-        )
-        return {
-            (node_id, peer["node"]): peer
-            for node_id, view in zip(self.nodes, views, strict=True)
-            for peer in view.json()["peers"]
-        }
-
-    async def wait_links_up(self, timeout: float) -> None:
-        """Waits until every node reports every peer link ``up``; TimeoutError after ``timeout``."""
-        async with asyncio.timeout(timeout):
-            while True:
-                states = await self.peer_states()
-                if all(peer["state"] == "up" for peer in states.values()):
-                    return
-                await asyncio.sleep(0.05)
-
-    async def wait_seen(
-        self, node: LocalNode, doc: str, marker: str, since: float, timeout: float
-    ) -> float | None:
-        """Seconds from ``since`` (a ``time.perf_counter()``) until ``node``'s copy of ``doc``
-        shows the text ``marker`` (polled every POLL); None if it did not within ``timeout``."""
-        deadline = since + timeout
-        while time.perf_counter() < deadline:
-            answer = await http_request("GET", f"{node.url}/v1/docs/{doc}")
-            if answer.status == 200 and marker.encode() in answer.body:
-                return time.perf_counter() - since
-            await asyncio.sleep(POLL)
-        return None
-
-    # -- comparing copies -----------------------------------------------------------------
-
-    async def documents(self) -> list[str]:
-        """The ids of the live documents any node lists, sorted."""
-
-        async def listing(node: LocalNode) -> set[str]:
-            ids: set[str] = set()
-            cursor = ""
-            while True:
-                query = "?limit=1000" + (f"&cursor={urllib.parse.quote(cursor)}" if cursor else "")
-                page = (await http_request("GET", f"{node.url}/v1/docs{query}")).json()
-                ids.update(doc["id"] for doc in page["documents"])
-                cursor = page["next_cursor"]
-                if not cursor:
-                    return ids
-
-        listings = await asyncio.gather(*(listing(node) for node in self.nodes.values()))
-        return sorted(set().union(*listings))
-
-    async def snapshot(self) -> dict[str, dict[str, Copy]]:
-        """document -> node -> that node's copy, for every document any node lists."""
-        doc_ids = await self.documents()
-
-        async def copies(node: LocalNode) -> dict[str, Copy]:
-            out = {}
-            for doc_id in doc_ids:
-                answer = await http_request("GET", f"{node.url}/v1/docs/{doc_id}?digest=true")
-                if answer.status != 200:
-                    out[doc_id] = Copy(answer.status)
-                    continue
-                view = answer.json()
-                out[doc_id] = Copy(200, view["state_vector"], view["digest"], view["content"])
-            return out
-
-        per_node = await asyncio.gather(*(copies(node) for node in self.nodes.values()))
-        return {
-            doc_id: {
-                node_id: held[doc_id] for node_id, held in zip(self.nodes, per_node, strict=True)
-            }
-            for doc_id in doc_ids
-        }
-
-    async def wait_converged(self, timeout: float) -> dict[str, dict[str, Copy]]:
-        """Waits until every node holds identical copies of every document; returns them.
-        TimeoutError after ``timeout``."""
-        async with asyncio.timeout(timeout):
-            while True:
-                snapshot = await self.snapshot()
-                if all(identical(copies) for copies in snapshot.values()):
-                    return snapshot
-                await asyncio.sleep(0.02)
 
     async def aclose(self) -> None:
         """SIGTERM to every node, SIGKILL to those still running after STOP_TIMEOUT, then
@@ -418,11 +536,16 @@ class LocalCluster:
 
 @contextlib.asynccontextmanager
 async def open_cluster(
-    config: ClusterConfig, config_path: Path, data_root: Path, secret: str
+    config: ClusterConfig,
+    config_path: Path,
+    data_root: Path,
+    secret: str,
+    say: Callable[[str], None] | None = None,
 ) -> AsyncIterator[LocalCluster]:
     """Starts the proxies and processes of ``config``'s nodes; stops them all on exit (also
-    when starting failed half-way). Raises DemoError (see :meth:`LocalCluster.check_addresses`)."""
-    cluster = LocalCluster(config, config_path, data_root, secret)
+    when starting failed half-way); ``say`` hears how slow waits go. Raises DemoError (see
+    :meth:`LocalCluster.check_addresses`)."""
+    cluster = LocalCluster(config, config_path, data_root, secret, say)
     try:
         await cluster.start()
         yield cluster

@@ -392,8 +392,10 @@ class WanEmulator:
         latency_ms: float,
         jitter_ms: float = 0,
         name: str = "",
+        listen: tuple[str, int] = ("127.0.0.1", 0),
     ) -> LinkProxy:
-        """Starts a proxy for traffic from ``a_region`` to a node of ``b_region`` at ``target``.
+        """Starts a proxy for traffic from ``a_region`` to a node of ``b_region`` at ``target``,
+        accepting on ``listen`` (a free loopback port by default).
 
         Connect the region-a client to the returned proxy's ``address``. Raises ValueError
         for a duplicate name or a negative latency, OSError if binding fails.
@@ -402,7 +404,14 @@ class WanEmulator:
         if any(link.proxy.name == name for link in self._links):
             raise ValueError(f"a link named {name!r} exists")
         seed = None if self._seed is None else self._seed + len(self._links)
-        proxy = LinkProxy(target, latency_ms=latency_ms, jitter_ms=jitter_ms, seed=seed, name=name)
+        proxy = LinkProxy(
+            target,
+            latency_ms=latency_ms,
+            jitter_ms=jitter_ms,
+            listen=listen,
+            seed=seed,
+            name=name,
+        )
         await proxy.start()
         self._links.append(WanLink(a_region, b_region, proxy))
         self._apply()

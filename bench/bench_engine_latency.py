@@ -18,8 +18,12 @@ import time
 from pathlib import Path
 
 import pycrdt
+from progress import Progress  # (this directory)
 
 from crdt import StoreLimits, open_store
+
+#: Progress on stderr (which run, how long it took); results go to stdout.
+progress = Progress("engine-latency")
 
 
 def make_updates(count: int, docs: int) -> list[tuple[str, bytes]]:
@@ -70,14 +74,15 @@ def main() -> None:
         f"Python {platform.python_version()}"
     )
     p50s, p99s = [], []
-    for run in range(1, args.runs + 1):
+    for run in progress.runs(f"{args.rate}/s for {args.seconds:g} s", args.runs):
         lat = asyncio.run(run_once(args.rate, args.seconds, args.docs, args.compact_after))
         p50, p99 = lat[len(lat) // 2] * 1000, lat[int(len(lat) * 0.99)] * 1000
         p50s.append(p50)
         p99s.append(p99)
         worst = lat[-1] * 1000
         print(
-            f"run {run}: {len(lat)} writes, p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.1f} ms"
+            f"run {run + 1}: {len(lat)} writes, p50 {p50:.2f} ms, p99 {p99:.2f} ms, "
+            f"max {worst:.1f} ms"
         )
     print(
         f"\nengine, paced {args.rate}/s over {args.docs} docs, median of {args.runs}: "

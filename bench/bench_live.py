@@ -63,12 +63,15 @@ if str(REPO) not in sys.path:
 
 import bench_single_node as single  # noqa: E402  (this directory)
 import pycrdt  # noqa: E402
+from progress import Progress  # noqa: E402  (this directory)
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 HOST = single.HOST
 clock = time.monotonic  # CLOCK_MONOTONIC: the same clock in every process of the machine
-log = single.log
+#: Progress on stderr (which section, run and server, how long each took); results: stdout.
+progress = Progress("live")
+log = progress.log
 
 MERIDIAN = "Meridian"
 PYCRDT = "pycrdt-websocket"
@@ -1195,13 +1198,14 @@ SECTION_RUNS: dict[
 
 async def run_all(args: argparse.Namespace, results: Results, work: Path) -> None:
     for section in args.sections:
-        log(f"== {section}")
-        for run in range(args.runs):
+        progress.section(section, args.runs)
+        for run in progress.runs(section, args.runs):
             # Alternate which server goes first, so that drift in the machine's load does
             # not always favour the same one.
             order = results.servers if run % 2 == 0 else results.servers[::-1]
             for name in order:
-                await SECTION_RUNS[section](name, results, work, run, args)
+                with progress.step(f"{section} on {name}"):
+                    await SECTION_RUNS[section](name, results, work, run, args)
 
 
 def report(

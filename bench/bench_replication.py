@@ -46,6 +46,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import bench_single_node as single  # noqa: E402  (this directory)
+from progress import Progress  # noqa: E402  (this directory)
 
 from tests.cluster import ThreadedWan, free_port  # noqa: E402
 from tests.support import NodeProcess  # noqa: E402
@@ -56,6 +57,8 @@ CLIENTS = 16
 SECRET = "bench-cluster-secret"
 A, B, C = "us-east", "eu-west", "ap-south"
 Figures = dict[str, single.Figure]
+#: Progress on stderr (which section and run, how long each took); results go to stdout.
+progress = Progress("replication")
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,7 @@ def running(root: Path, regions: Sequence[str]) -> Iterator[BenchCluster]:
     except Exception:
         for region, node in cluster.nodes.items():  # a node that died says why
             if node.process is not None and node.process.poll() is not None:
-                single.log(f"{region} exited: {''.join(node.output[-30:])}")
+                progress.log(f"{region} exited: {''.join(node.output[-30:])}")
         raise
     finally:
         cluster.close()
@@ -312,7 +315,7 @@ async def bench_propagation(figures: Figures, work: Path, sizes: Sizes, run: int
         f"max {max(sent) * 1e3:.1f} ms (50 of it emulated); {load}"
     )
     figures["p99s"].details.append(detail)
-    single.log(f"  propagation, {detail}; overhead p99 {figures['p99s'].values[-1]:.2f} ms")
+    progress.log(f"  propagation, {detail}; overhead p99 {figures['p99s'].values[-1]:.2f} ms")
 
 
 # -- 2. catch-up after a partition -----------------------------------------------------------------
@@ -438,7 +441,9 @@ async def bench_catchup(figures: Figures, work: Path, sizes: Sizes, run: int) ->
         f"(deltas re-sent by us-east: {resent}); first rounds after restore: {rounds}"
     )
     total.details.append(detail)
-    single.log(f"  catch-up, {detail}; {total.values[-1]:.2f}s, {wire.values[-1]:,} B on the link")
+    progress.log(
+        f"  catch-up, {detail}; {total.values[-1]:.2f}s, {wire.values[-1]:,} B on the link"
+    )
 
 
 # -- 3. durable-write throughput while streaming ---------------------------------------------------
@@ -506,7 +511,7 @@ async def bench_throughput(figures: Figures, work: Path, sizes: Sizes, run: int)
             rate, detail = await write_run(cluster, run, sizes.seconds)
         into.values.append(rate)
         into.details.append(f"run {run + 1}: {detail}")
-        single.log(f"  throughput {label}, run {run + 1}: {rate:,.0f} writes/s ({detail})")
+        progress.log(f"  throughput {label}, run {run + 1}: {rate:,.0f} writes/s ({detail})")
     ratio.values.append(100 * streaming.values[-1] / alone.values[-1])
     ratio_niced.values.append(100 * niced.values[-1] / alone.values[-1])
 
@@ -536,8 +541,8 @@ def table(figures: Figures, full: bool) -> str:
 async def run_all(sections: list[str], sizes: Sizes, runs: int, work: Path) -> Figures:
     figures: Figures = {}
     for section in sections:
-        single.log(f"== {section}")
-        for run in range(runs):
+        progress.section(section, runs)
+        for run in progress.runs(section, runs):
             await SECTIONS[section](figures, work, sizes, run)
     return figures
 

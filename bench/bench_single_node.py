@@ -54,6 +54,7 @@ if str(REPO) not in sys.path:
 
 import duckdb  # noqa: E402
 import pycrdt  # noqa: E402
+from progress import Progress  # noqa: E402  (this directory)
 
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -572,8 +573,9 @@ class Results:
         return out + self.notes
 
 
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+#: Progress on stderr (which section and run, how long each took); results go to stdout.
+PROGRESS = Progress("single-node")
+log = PROGRESS.log
 
 
 def _load_details(result: LoadResult, stats: tuple[int, int, int] | None = None) -> str:
@@ -647,7 +649,7 @@ async def bench_writes(results: Results, streams: Streams, work: Path, runs: int
         ("w16", "HTTP durable writes, 16 clients, 16 docs", CLIENTS, False),
         ("w16hot", "HTTP durable writes, 16 clients, 1 hot doc", CLIENTS, True),
     ]
-    for run in range(runs):
+    for run in PROGRESS.runs("durable writes", runs):
         for key, name, clients, hot in scenarios:
             figure = results.figure(
                 key,
@@ -688,7 +690,7 @@ async def bench_latency(results: Results, streams: Streams, work: Path, runs: in
         target="<= 10 ms", check=lambda v: v <= 10,
     )  # fmt: skip
     achieved = results.figure("latrate", f"achieved rate of the paced {rate:,}/s run", "writes/s")
-    for run in range(runs):
+    for run in PROGRESS.runs(f"paced latency at {rate:,}/s", runs):
         lanes = lane_requests([f"p{run}-doc{i}" for i in range(CLIENTS)], streams.lanes)
         data_dir = work / f"latency-{run}"
         with running_node(data_dir) as (node, _):
@@ -767,7 +769,7 @@ async def bench_http_floor(results: Results, streams: Streams, work: Path, runs:
     floor = results.figure("health", "node GET /v1/health, 16 clients (no storage)", "req/s")
     post_lanes = lane_requests([f"t{i}" for i in range(CLIENTS)], [s[:1000] for s in streams.lanes])
     health_lanes = [[get_request("/v1/health")] for _ in range(CLIENTS)]
-    for run in range(runs):
+    for run in PROGRESS.runs("generator ceiling and GET /v1/health", runs):
         trivial, port = start_trivial_server()
         try:
             result = await closed_loop(
@@ -872,7 +874,7 @@ async def bench_references(results: Results, streams: Streams, work: Path, runs:
     engine = results.figure(
         "engine", "reference: crdt engine in-process, 16 writers, 16 docs", "writes/s"
     )
-    for run in range(runs):
+    for run in PROGRESS.runs("references (DuckDB, SQLiteYStore, engine)", runs):
         path = work / f"raw-{run}.duckdb"
         raw.values.append(duckdb_commits(path, seconds))
         remove(path, Path(f"{path}.wal"))
@@ -946,7 +948,7 @@ async def bench_memory(results: Results, work: Path, runs: int) -> None:
     )
     step = max(1, stored // hot)
     hot_ids = [f"doc-{i:06d}" for i in range(0, stored, step)][:hot]
-    for run in range(runs):
+    for run in PROGRESS.runs("start-up, RSS and cold reads", runs):
         with running_node(work / f"empty-{run}") as (_, seconds):
             empty.values.append(seconds)
         shutil.rmtree(work / f"empty-{run}", ignore_errors=True)
@@ -988,7 +990,7 @@ async def run_all(args: argparse.Namespace, sizes: Sizes, work: Path) -> Results
     for section in SECTIONS:
         if section not in sections:
             continue
-        log(f"== {section}")
+        PROGRESS.section(section, args.runs)
         if section == "floor":
             assert streams is not None
             await bench_http_floor(results, streams, work, args.runs)

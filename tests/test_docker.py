@@ -1,6 +1,8 @@
 """The Docker Compose cluster, for real: build the image, ``docker compose up``, replicate
 across regions through the ``wan`` container, stop a region, keep writing, start it again and
-prove convergence by digests, then ``docker compose down -v``.
+prove convergence by digests; then the guided tour of the ``demo`` service (``docker compose
+run --rm demo``: ``meridian demo --attach`` cutting ap-south off through the ``wan`` control
+listener), then ``docker compose down -v``.
 
 Marked ``docker`` (deselected by default): ``pytest -m docker -s tests/test_docker.py``.
 Skipped when the ``docker`` command or its engine is missing (``local-docker up`` starts one on
@@ -9,6 +11,7 @@ the project's VMs). Deadlines scale with MERIDIAN_TEST_TIMEOUT_FACTOR.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -172,16 +175,22 @@ def _digests(client: httpx.Client, doc: str, services: list[str] | None = None) 
 
 
 def test_compose_latencies_match_topology() -> None:
-    """Every wan proxy's latency is the [latency] of docker/regions.toml for its region pair."""
+    """Every wan proxy's latency is the [latency] of docker/regions.toml for its region pair,
+    and its label names that pair (dialler's region first)."""
     topology = tomllib.loads((ROOT / "docker" / "regions.toml").read_text())
     latency = {frozenset(k.split(":")): v for k, v in topology["latency"].items()}
     compose = (ROOT / "docker-compose.yml").read_text()
-    proxies = re.findall(r"--listen=0\.0\.0\.0:(\d+)=([\w-]+):7000:(\d+)\s+# ([\w-]+) ->", compose)
+    proxies = re.findall(
+        r"--listen=([\w-]+):([\w-]+)@0\.0\.0\.0:(\d+)=([\w-]+):7000:(\d+)\s+# ([\w-]+) ->",
+        compose,
+    )
     assert len(proxies) == 5
-    for port, acceptor, ms, dialer in proxies:
+    for from_region, to_region, port, acceptor, ms, dialer in proxies:
         assert dialer < acceptor and REGION[dialer] != REGION[acceptor]
+        assert (from_region, to_region) == (REGION[dialer], REGION[acceptor])
         assert float(ms) == latency[frozenset({REGION[dialer], REGION[acceptor]})]
         assert f"--peer {acceptor}=wan:{port}" in compose
+    assert "--control=0.0.0.0:9000" in compose and "--wan-control wan:9000" in compose
 
 
 def test_cluster_replicates_and_converges_after_a_region_stops(cluster: httpx.Client) -> None:
@@ -189,6 +198,11 @@ def test_cluster_replicates_and_converges_after_a_region_stops(cluster: httpx.Cl
     for service, url in NODES.items():
         health = client.get(f"{url}/v1/health").raise_for_status().json()
         assert (health["node"], health["region"]) == (service, REGION[service])
+        # The dashboard's files are in the installed package (not an editable checkout).
+        page = client.get(f"{url}/").raise_for_status()
+        assert "/dashboard/dashboard.js" in page.text
+        script = client.get(f"{url}/dashboard/dashboard.js").raise_for_status()
+        assert "drawMap" in script.text
     views = _wait_linked(client, list(NODES))
     # The cross-region links really go through the WAN emulator: the round trip from ap-south
     # to us-east is at least twice the configured 110 ms one way (jitter is 2 ms).
@@ -269,3 +283,46 @@ def test_cluster_replicates_and_converges_after_a_region_stops(cluster: httpx.Cl
     print(f"[docker] ap-south-1 restarted and converged in {time.monotonic() - started:.1f}s")
     assert _content(client, "ap-south-1", "offline") == {"notes": {"m": "while down"}}
     assert len(_content(client, "ap-south-1", "cart")["items"]) == 10
+
+
+def _wan_status() -> dict[str, Any]:
+    out = _compose(
+        "exec", "-T", "wan", "python", "-m", "app.wan_service",
+        "--control", "127.0.0.1:9000", "--send", "status",
+        timeout=60,
+    )  # fmt: skip
+    status: dict[str, Any] = json.loads(out)
+    return status
+
+
+def test_demo_service_tours_the_compose_cluster(cluster: httpx.Client) -> None:
+    """``docker compose run --rm demo``: the tour of ``meridian demo`` against the running
+    nodes, the partition made through the ``wan`` control listener; the cluster is left
+    running with nothing cut."""
+    labelled = sorted(tuple(link["regions"]) for link in _wan_status()["links"])
+    assert labelled == sorted(
+        [("ap-south", "eu-west"), *[("ap-south", "us-east")] * 2, *[("eu-west", "us-east")] * 2]
+    )
+    _wait_linked(cluster, list(NODES))
+    started = time.monotonic()
+    result = _run(
+        "docker", "compose", "-p", PROJECT, "run", "--rm", "-T", "demo",
+        timeout=300, check=False,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    out = result.stdout
+    print(out)
+    print(f"[docker] `docker compose run --rm demo` took {took:.1f}s")
+    assert result.returncode == 0, out + result.stderr
+    assert "attached to cluster 'meridian-docker' of /etc/meridian/regions.toml" in out
+    assert "4 nodes healthy" in out and "6 peer links up" in out
+    assert re.search(r"ap-south-1 \d+ ms \(WAN 110 ms\)", out), out
+    assert "NOT seen on us-east-1, us-east-2, eu-west-1 within" in out, out
+    assert "NOT seen on ap-south-1 within" in out, out
+    assert "link down on both ends" in out, out
+    assert re.search(r"every copy identical after \d", out), out
+    assert re.search(r"all \d+ copies identical \(\d+ documents x 4 nodes\)", out), out
+    assert "the cluster is left running, its WAN healed" in out
+    status = _wan_status()
+    assert status["isolated"] == [] and status["cut"] == []
+    _wait_linked(cluster, list(NODES))
