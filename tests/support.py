@@ -210,3 +210,29 @@ class NodeProcess:
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=30 * TIMEOUT_FACTOR)
+
+
+class OutputLines:
+    """The lines a child process writes to its stdout (a text pipe), read by a thread as
+    they come, so a test can wait for one while the process runs."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        assert process.stdout is not None
+        self.stream = process.stdout
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        self.lines.extend(self.stream)
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in self.lines)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def join(self) -> None:
+        """Waits for the end of the stream (the process exited) and closes it."""
+        self.thread.join(timeout=10)
+        self.stream.close()

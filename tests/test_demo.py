@@ -9,11 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 from .cluster import FAST, free_port
-from .support import REPO, TIMEOUT_FACTOR, wait_for
+from .support import REPO, TIMEOUT_FACTOR, OutputLines, wait_for
 
 #: Small emulated latencies, one way, in milliseconds.
 LATENCY = {("east", "west"): 8, ("east", "south"): 15, ("west", "south"): 12}
@@ -109,21 +108,14 @@ def test_demo_keeps_running_until_sigint_then_stops_every_node(tmp_path: Path) -
         cwd=REPO,
         env=demo_env(),
     )
-    lines: list[str] = []
-
-    def read() -> None:
-        assert process.stdout is not None
-        lines.extend(process.stdout)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    output_lines = OutputLines(process)
     try:
         wait_for(
-            lambda: any("Press Ctrl-C" in line for line in lines),
+            lambda: output_lines.has("Press Ctrl-C"),
             timeout=120,
             what="the demo to finish its tour",
         )
-        output = "".join(lines)
+        output = output_lines.text()
         assert "2 nodes healthy" in output and "1 peer link up" in output
         assert f"http://127.0.0.1:{ports[0]}/docs" in output
         assert all(not port_free(port) for port in ports)
@@ -133,10 +125,8 @@ def test_demo_keeps_running_until_sigint_then_stops_every_node(tmp_path: Path) -
         if process.poll() is None:
             process.kill()
             process.wait()
-        reader.join(timeout=10)
-        if process.stdout is not None:
-            process.stdout.close()
-    output = "".join(lines)
+        output_lines.join()
+    output = output_lines.text()
     assert "all nodes stopped (exit status: east-1 0, west-1 0)" in output, output
     assert_stopped(output, ports)
 

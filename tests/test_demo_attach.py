@@ -30,7 +30,7 @@ from app.wan_service import (
 )
 
 from .cluster import Cluster, free_port
-from .support import REPO, TIMEOUT_FACTOR, wait_for
+from .support import REPO, TIMEOUT_FACTOR, OutputLines, wait_for
 
 LAYOUT = {"east": 2, "west": 1, "south": 1}
 LATENCY_MS = 10
@@ -381,17 +381,10 @@ def test_interrupted_during_the_partition_heals_the_wan(
         text=True,
         cwd=REPO,
     )
-    lines: list[str] = []
-
-    def read() -> None:
-        assert process.stdout is not None
-        lines.extend(process.stdout)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
+    output = OutputLines(process)
     try:
         wait_for(
-            lambda: any("GET /v1/cluster each second" in line for line in lines),
+            lambda: output.has("GET /v1/cluster each second"),
             timeout=120,
             what="the demo to cut a region off",
         )
@@ -402,13 +395,12 @@ def test_interrupted_during_the_partition_heals_the_wan(
         if process.poll() is None:
             process.kill()
             process.wait()
-        reader.join(timeout=10)
+        output.join()
         stderr = process.stderr.read() if process.stderr is not None else ""
-        for stream in (process.stdout, process.stderr):
-            if stream is not None:
-                stream.close()
+        if process.stderr is not None:
+            process.stderr.close()
     assert stderr == ""
-    assert "the cluster is left running, its WAN healed" in "".join(lines)
+    assert "the cluster is left running, its WAN healed" in output.text()
     status = wan.status()
     assert status["isolated"] == [] and status["cut"] == []
     cluster.wait_links_up(timeout=30)
