@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -105,6 +106,7 @@ def serve(args: argparse.Namespace) -> int:
     secret = os.environ.get(cluster.secret_env)
     node_id, standalone = _node_id(args, cluster, data_dir)
     try:
+        cluster = _auth_from_environment(cluster)
         auth_required = _auth_required(cluster, host, insecure=args.insecure)
         settings = NodeSettings(
             node_id=node_id,
@@ -143,6 +145,23 @@ def serve(args: argparse.Namespace) -> int:
     return run_server(settings, sock, bound_port, log_level=args.log_level)
 
 
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _auth_from_environment(cluster: ClusterConfig) -> ClusterConfig:
+    """``cluster`` with ``auth.required`` set by ``MERIDIAN_AUTH_REQUIRED`` when that is set
+    (one image, one topology file, tokens on or off per deployment). Raises ConfigError for
+    a value that is not a boolean."""
+    value = os.environ.get("MERIDIAN_AUTH_REQUIRED", "").strip().lower()
+    if not value:
+        return cluster
+    if value not in _TRUE + _FALSE:
+        raise ConfigError(
+            f"MERIDIAN_AUTH_REQUIRED must be true or false (or 1/0, yes/no, on/off), not {value!r}"
+        )
+    return dataclasses.replace(cluster, auth_required=value in _TRUE)
+
+
 def _auth_required(cluster: ClusterConfig, host: str, *, insecure: bool) -> bool:
     """Whether clients need access tokens: ``--insecure`` says no; else ``auth.required``;
     without an [auth] section, a node listening on loopback runs without them and any other
@@ -152,6 +171,8 @@ def _auth_required(cluster: ClusterConfig, host: str, *, insecure: bool) -> bool
             log.warning("--insecure: serving %s without access tokens", host)
         return False
     if cluster.auth_required is not None:
+        if not cluster.auth_required and not is_loopback(host):
+            log.warning("auth.required = false: serving %s without access tokens", host)
         return cluster.auth_required
     if is_loopback(host):
         return False

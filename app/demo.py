@@ -37,9 +37,11 @@ from typing import Any
 
 import pycrdt
 
+from .auth import create_token
 from .config import ClusterConfig, ConfigError, load_config, parse_listen
 from .demo_attach import open_attached, parse_node_url
 from .demo_cluster import (
+    ACCESS_TOKEN,
     JITTER_MS,
     POLL,
     Copy,
@@ -414,6 +416,7 @@ async def _main(
 ) -> int:
     """Runs the demo until it ends, a node exits, or SIGINT/SIGTERM; always stops the nodes."""
     secret = os.environ.get(config.secret_env) or secrets.token_urlsafe(32)
+    ACCESS_TOKEN.set(access_token(secret))
     try:
         with _stop_on_signals() as stop:
             say(f"starting {plural(len(config.members()), 'node')} and the WAN emulator...")
@@ -440,6 +443,7 @@ async def _attach_main(
     config: ClusterConfig, config_path: Path, urls: dict[str, str], wan_control: tuple[str, int]
 ) -> int:
     """Tours a running cluster once; the WAN is healed however it ends (SIGINT/SIGTERM too)."""
+    ACCESS_TOKEN.set(access_token(os.environ.get(config.secret_env)))
     try:
         with _stop_on_signals() as stop:
             async with open_attached(
@@ -457,6 +461,19 @@ async def _attach_main(
         return 1
     say("\nthe cluster is left running, its WAN healed")
     return status
+
+
+def access_token(secret: str | None) -> str | None:
+    """The token the demo sends: ``MERIDIAN_TOKEN`` when set (it must cover every document and
+    allow writes); else one for every document signed with the cluster secret when it is
+    known (valid for a day); else None. Nodes that require no token ignore it."""
+    if token := os.environ.get("MERIDIAN_TOKEN"):
+        return token
+    if not secret:
+        return None
+    return create_token(
+        secret.encode(), prefix="", rights={"read", "write"}, ttl_seconds=86_400, subject="demo"
+    )
 
 
 def find_config(path: str | None) -> Path:

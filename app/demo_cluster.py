@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import http.client
 import ipaddress
 import json
@@ -48,6 +49,7 @@ __all__ = [
     "POLL",
     "PROGRESS_EVERY",
     "Response",
+    "ACCESS_TOKEN",
     "http_request",
     "identical",
     "open_cluster",
@@ -95,6 +97,14 @@ def _request_blocking(
         connection.close()
 
 
+#: The access token the demo sends with every request (None: none). Set once per run by
+#: :func:`app.demo.run_demo`; a context variable, so the tasks and worker threads that make
+#: the requests see it without every call passing it along.
+ACCESS_TOKEN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "meridian_demo_access_token", default=None
+)
+
+
 async def http_request(
     method: str,
     url: str,
@@ -105,12 +115,26 @@ async def http_request(
 ) -> Response:
     """One HTTP request (in a worker thread); raises OSError when the node is unreachable."""
     headers: dict[str, str] = {}
+    if token := ACCESS_TOKEN.get():
+        headers["Authorization"] = f"Bearer {token}"
     body = binary
     if json_body is not None:
         body, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"
     elif binary is not None:
         headers["Content-Type"] = "application/octet-stream"
-    return await asyncio.to_thread(_request_blocking, method, url, body, headers, timeout)
+    response = await asyncio.to_thread(_request_blocking, method, url, body, headers, timeout)
+    if response.status in (401, 403):
+        # The demo's token covers every document: a refusal is a setup problem, not a step.
+        try:
+            reason = response.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            reason = response.body[:200].decode(errors="replace")
+        raise DemoError(
+            f"{method} {url} was refused ({response.status}: {reason}); the nodes require an "
+            "access token: set MERIDIAN_TOKEN to one for every document with write access, "
+            "or the cluster secret, from which the demo signs its own"
+        )
+    return response
 
 
 @dataclass(frozen=True, slots=True)

@@ -696,6 +696,39 @@ def test_serve_insecure_on_an_open_address(tmp_path: Path) -> None:
         process.close()
 
 
+def test_auth_required_from_the_environment(tmp_path: Path) -> None:
+    """MERIDIAN_AUTH_REQUIRED overrides auth.required: tokens on loopback, none on an open
+    address (with a warning), and a clear exit for a value that is not a boolean."""
+    config = _config(tmp_path)
+    env = {**_environment("s3cret"), "MERIDIAN_AUTH_REQUIRED": "true"}
+    process = NodeProcess(tmp_path / "on", config=config, env=env).start()
+    try:
+        with process.client() as client:
+            _error(client.get("/v1/docs"), 401, "missing_token")
+            token = _token(prefix="", secret=b"s3cret")
+            assert client.get("/v1/docs", headers=_auth(token)).status_code == 200
+        assert process.terminate() == 0
+    finally:
+        process.close()
+
+    env = {**_environment(None), "MERIDIAN_AUTH_REQUIRED": "off"}
+    process = NodeProcess(tmp_path / "off", listen="0.0.0.0:0", config=config, env=env).start()
+    try:
+        port = process.url.rsplit(":", 1)[1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get("/v1/docs").status_code == 200
+        assert process.terminate() == 0
+        assert "serving 0.0.0.0 without access tokens" in "".join(process.output)
+    finally:
+        process.close()
+
+    args = ["serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(tmp_path)]
+    env = {**_environment(None), "MERIDIAN_AUTH_REQUIRED": "maybe"}
+    result = _meridian(*args, "--config", str(config), env=env)
+    assert result.returncode == 2
+    assert "MERIDIAN_AUTH_REQUIRED must be true or false" in result.stderr
+
+
 def test_serve_with_auth_required(tmp_path: Path) -> None:
     config = _config(tmp_path, "[auth]\n")
     env = _environment("s3cret")

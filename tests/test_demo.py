@@ -170,3 +170,31 @@ def test_a_node_that_fails_to_start_is_shown_and_the_others_stopped(tmp_path: Pa
     assert "meridian demo: error: west-1 exited with status 1" in result.stderr
     assert "| meridian: error: cannot open" in result.stderr
     assert_stopped(result.stdout, ports)
+
+
+def test_demo_with_access_tokens(tmp_path: Path) -> None:
+    """Nodes that require tokens (MERIDIAN_AUTH_REQUIRED, inherited by the nodes): the demo
+    signs its own with the cluster secret it made."""
+    config, _ = write_config(tmp_path, {"east": 1, "west": 1})
+    result = subprocess.run(
+        demo_command("--exit", "--config", str(config)),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**demo_env(), "MERIDIAN_AUTH_REQUIRED": "true"},
+        timeout=180 * TIMEOUT_FACTOR,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "copies identical" in result.stdout
+    # The nodes did require tokens: a refused one stops the demo with one clear line.
+    result = subprocess.run(
+        demo_command("--exit", "--config", str(config)),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**demo_env(), "MERIDIAN_AUTH_REQUIRED": "true", "MERIDIAN_TOKEN": "garbage"},
+        timeout=180 * TIMEOUT_FACTOR,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "was refused (401" in result.stderr and "MERIDIAN_TOKEN" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -5,7 +5,9 @@ run --rm demo``: ``meridian demo --attach`` cutting ap-south off through the ``w
 listener), then ``docker compose down -v``.
 
 Marked ``docker`` (deselected by default): ``pytest -m docker -s tests/test_docker.py``.
-Skipped when the ``docker`` command or its engine is missing (``local-docker up`` starts one on
+The cluster requires access tokens (``MERIDIAN_AUTH_REQUIRED=true``; the
+token is made with ``meridian token create`` inside a node). Skipped, saying why, when the
+``docker`` command or its engine is missing (``local-docker up`` starts one on
 the project's VMs). Deadlines scale with MERIDIAN_TEST_TIMEOUT_FACTOR.
 """
 
@@ -61,8 +63,20 @@ def _docker_unavailable() -> str | None:
     return None
 
 
+#: The cluster runs with access tokens (MERIDIAN_AUTH_REQUIRED=true), its secret and the
+#: tokens coming from the environment as docs/operations.md#docker shows.
+SECRET = "docker-test-secret"
+ENVIRONMENT = {
+    "DOCKER_BUILDKIT": "0",
+    "COMPOSE_PROGRESS": "plain",
+    "MERIDIAN_CLUSTER_SECRET": SECRET,
+    "MERIDIAN_AUTH_REQUIRED": "true",
+}
+
+
 def _run(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DOCKER_BUILDKIT": "0", "COMPOSE_PROGRESS": "plain"}
+    env = {**os.environ, **ENVIRONMENT}
+    env.pop("MERIDIAN_TOKEN", None)  # the demo service signs its own from the secret
     result = subprocess.run(
         list(args),
         cwd=ROOT,
@@ -123,7 +137,15 @@ def cluster() -> Iterator[httpx.Client]:
         started = time.monotonic()
         _compose("up", "-d", "--wait", "--wait-timeout", str(int(120 * TIMEOUT_FACTOR)))
         print(f"[docker] `docker compose up -d --wait` took {time.monotonic() - started:.1f}s")
-        with httpx.Client(timeout=10 * TIMEOUT_FACTOR) as client:
+        # A token as an operator makes one: with the meridian command inside a node.
+        token = _compose(
+            "exec", "-T", "us-east-1", "meridian", "token", "create", "--prefix", "", timeout=60
+        ).strip()
+        with httpx.Client(timeout=10 * TIMEOUT_FACTOR) as anonymous:
+            refused = anonymous.get(f"{NODES['us-east-1']}/v1/cluster")
+            assert refused.status_code == 401, refused.text
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(timeout=10 * TIMEOUT_FACTOR, headers=headers) as client:
             yield client
     except BaseException:
         print(_compose("logs", "--no-color", "--tail", "60", check=False))
