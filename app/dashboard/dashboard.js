@@ -23,6 +23,8 @@ const state = {
   // The open document exists here (its event stream said so): only then are its copies asked
   // for, a missing document's would be a 404.
   exists: false,
+  // Counts openings: a reconnection scheduled for an earlier opening is dropped.
+  opened: 0,
 };
 
 class ApiError extends Error {
@@ -263,6 +265,7 @@ function openDocument(id) {
   if (state.openId === id) return;
   closeDocument();
   state.openId = id;
+  state.opened += 1;
   state.eventsRetry = 0;
   state.exists = false;
   $("#document-section").hidden = false;
@@ -313,7 +316,10 @@ function followEvents(id) {
     // Reconnect with backoff: the node restarting, a network blip.
     state.eventsRetry = Math.min(state.eventsRetry + 1, 5);
     $("#doc-meta").textContent = `event stream closed (${close.code} ${close.reason}), reconnecting…`;
-    setTimeout(() => { if (state.openId === id) followEvents(id); }, 200 * 2 ** state.eventsRetry);
+    const opening = state.opened;
+    setTimeout(() => {
+      if (state.openId === id && state.opened === opening) followEvents(id);
+    }, 200 * 2 ** state.eventsRetry);
   };
 }
 
