@@ -25,7 +25,7 @@ from crdt import (
 from crdt.lib0 import DecodeError
 from crdt.storage import DocumentRecord
 
-from . import dashboard, metrics, streams
+from . import dashboard, metrics, overview, streams
 from .auth import Authorizer, Grant, Right, bearer_token
 from .codec import b64, decode_base64
 from .config import NodeSettings
@@ -607,6 +607,7 @@ def create_app(
     app.add_middleware(metrics.HttpMetrics, metrics=node_metrics)
     app.state.authorizer = Authorizer.from_settings(settings)
     app.include_router(router)
+    app.include_router(overview.router)
     app.include_router(streams.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)

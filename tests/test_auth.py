@@ -385,6 +385,7 @@ DOC = "team-a:notes"
 #: Every HTTP route behind a token: (method, path, right, request arguments).
 ROUTES: list[tuple[str, str, str | None, dict[str, Any]]] = [
     ("GET", "/v1/cluster", None, {}),
+    ("GET", "/v1/cluster/overview", None, {}),
     ("GET", "/v1/docs", None, {}),
     ("GET", "/v1/docs/{doc_id}", "read", {}),
     ("GET", "/v1/docs/{doc_id}/update", "read", {}),

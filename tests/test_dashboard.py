@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -84,20 +83,40 @@ class Browser:
     def all(self, selector: str) -> list[WebElement]:
         return self.driver.find_elements(By.CSS_SELECTOR, selector)
 
+    # Reads go through one script each: the page redraws its map every second, so elements
+    # found in one call may be gone in the next (a stale reference).
+
+    def attributes(self, selector: str, name: str) -> list[str | None]:
+        """``name`` of every element matching ``selector``, read at one instant."""
+        values: list[str | None] = self.driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0])]"
+            ".map((element) => element.getAttribute(arguments[1]));",
+            selector,
+            name,
+        )
+        return values
+
     def attribute(self, selector: str, name: str) -> str | None:
-        """An attribute of the first match, None while it is absent (the page redraws often)."""
-        try:
-            found = self.all(selector)
-            return found[0].get_attribute(name) if found else None
-        except StaleElementReferenceException:
-            return None
+        """``name`` of the first match; None while there is none."""
+        values = self.attributes(selector, name)
+        return values[0] if values else None
 
     def text(self, selector: str) -> str:
-        try:
-            found = self.all(selector)
-            return found[0].text if found else ""
-        except StaleElementReferenceException:
-            return ""
+        """The rendered text of the first match; "" while there is none."""
+        text: str = self.driver.execute_script(
+            "const element = document.querySelector(arguments[0]);"
+            "return element ? element.innerText : '';",
+            selector,
+        )
+        return text
+
+    def links(self) -> dict[str, str]:
+        """The map's links (``a|b`` -> state), read at one instant."""
+        links: dict[str, str] = self.driver.execute_script(
+            "return Object.fromEntries([...document.querySelectorAll('#map .link')]"
+            ".map((link) => [link.dataset.link, link.dataset.state]));"
+        )
+        return links
 
     def console_errors(self) -> list[dict[str, Any]]:
         return [entry for entry in self.driver.get_log("browser") if entry["level"] == "SEVERE"]
@@ -146,17 +165,22 @@ def test_page_shows_the_cluster_and_edits_travel_between_nodes(
             timeout=20,
             what="three regions drawn",
         )
-        drawn = {r.get_attribute("data-region") for r in browser.all("#map .region")}
-        assert drawn == set(LAYOUT)
-        nodes = {n.get_attribute("data-node") for n in browser.all("#map .node")}
+        assert set(browser.attributes("#map .region", "data-region")) == set(LAYOUT)
+        nodes = set(browser.attributes("#map .node", "data-node"))
         assert nodes == {"us-east-1", "eu-west-1", "ap-south-1"}
         assert browser.attribute("#map .node.self", "data-node") == node.node_id
+        # The whole mesh: this node's two links and the one between the other two nodes.
         wait_for(
             lambda browser=browser: (
-                {link.get_attribute("data-state") for link in browser.all("#map .link")} == {"up"}
+                browser.links()
+                == {
+                    "ap-south-1|eu-west-1": "up",
+                    "ap-south-1|us-east-1": "up",
+                    "eu-west-1|us-east-1": "up",
+                }
             ),
             timeout=20,
-            what="both links drawn up",
+            what="every link drawn up",
         )
         assert node.node_id in browser.text("#identity")
         assert len(browser.all("#peers tbody tr")) == 2
@@ -176,8 +200,7 @@ def test_page_shows_the_cluster_and_edits_travel_between_nodes(
         )
         wait_for(
             lambda browser=browser: (
-                {chip.get_attribute("data-region") for chip in browser.all("#replicas .replica")}
-                == set(LAYOUT)
+                set(browser.attributes("#replicas .replica", "data-region")) == set(LAYOUT)
             ),
             timeout=20,
             what="the regions holding board",
@@ -255,6 +278,13 @@ def test_page_shows_a_cut_link_live(cluster: Cluster, browsers: list[Browser]) -
             timeout=30,
             what="the cut link drawn down",
         )
+        # The link between the two other nodes too, as they report it.
+        wait_for(
+            lambda: left.links().get("ap-south-1|eu-west-1") not in (None, "up"),
+            timeout=30,
+            what="eu-west-1's link to ap-south-1 drawn down",
+        )
+        assert left.links()["eu-west-1|us-east-1"] == "up"
         with us.client() as client:
             ops = [{"op": "set", "path": ["meta", "during"], "value": "cut"}]
             assert client.patch("/v1/docs/board", json={"ops": ops}).status_code == 200
@@ -363,3 +393,40 @@ def test_page_with_access_tokens(tmp_path: Path, browsers: list[Browser]) -> Non
             ), entry
     finally:
         node.stop()
+
+
+def test_overview_of_every_node(cluster: Cluster) -> None:
+    with cluster["us-east-1"].client() as client:
+
+        def every_link_up() -> dict[str, Any] | None:
+            body: dict[str, Any] = client.get("/v1/cluster/overview").json()
+            states = [link["state"] for node in body["nodes"] for link in node["links"]]
+            return body if len(states) == 6 and set(states) == {"up"} else None
+
+        body = wait_for(every_link_up, timeout=20, what="six link ends up")
+    assert body["node"] == "us-east-1"
+    nodes = {entry["node"]: entry for entry in body["nodes"]}
+    assert body["nodes"][0]["node"] == "us-east-1"
+    assert set(nodes) == {"us-east-1", "eu-west-1", "ap-south-1"}
+    for node_id, entry in nodes.items():
+        assert entry["reachable"] and entry["error"] is None
+        assert entry["region"] == cluster[node_id].region
+        assert isinstance(entry["documents"], int)
+        assert {link["peer"] for link in entry["links"]} == set(nodes) - {node_id}
+        assert all(link["rtt_ms"] is not None for link in entry["links"])
+
+    # A node that does not answer is listed as such, with why; the others still are.
+    cluster.kill("ap-south-1")
+    try:
+        with cluster["us-east-1"].client() as client:
+
+            def silent() -> dict[str, Any] | None:
+                body: dict[str, Any] = client.get("/v1/cluster/overview").json()
+                entry = {e["node"]: e for e in body["nodes"]}["ap-south-1"]
+                return entry if not entry["reachable"] else None
+
+            entry = wait_for(silent, timeout=20, what="ap-south-1 listed as not answering")
+            assert entry["error"] and entry["links"] == [] and entry["documents"] is None
+    finally:
+        cluster.start_node("ap-south-1")
+        cluster.wait_links_up()

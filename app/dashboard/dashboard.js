@@ -1,11 +1,13 @@
 // The Meridian dashboard: this node's view of the cluster, its documents, and one document
 // live. Plain browser JavaScript served by the node (no build step, no CDN).
 //
-// Data comes from the public API only: GET /v1/cluster (polled), GET /v1/docs (polled),
+// Data comes from the public API only: GET /v1/cluster and /v1/cluster/overview (polled),
+// GET /v1/docs (polled),
 // WS /v1/docs/{id}/events (the open document's JSON, live), GET /v1/docs/{id}/replicas
 // (polled) and PATCH /v1/docs/{id} (edits). With an access token the requests carry it.
 
 const CLUSTER_EVERY_MS = 1000;
+const OVERVIEW_EVERY_MS = 2000;
 const DOCS_EVERY_MS = 2000;
 const REPLICAS_EVERY_MS = 1000;
 const LIST_LIMIT = 200;
@@ -20,6 +22,8 @@ const state = {
   events: null, // the open document's WebSocket
   eventsRetry: 0,
   replicasTimer: null,
+  cluster: null, // the last GET /v1/cluster
+  overview: null, // the last GET /v1/cluster/overview (every node's links)
   // The open document exists here (its event stream said so): only then are its copies asked
   // for, a missing document's would be a 404.
   exists: false,
@@ -122,7 +126,8 @@ async function refreshCluster() {
     `cluster ${cluster.cluster} · this node ${cluster.node} (${cluster.region})`;
   document.title = `Meridian · ${cluster.node}`;
   $("#cluster-updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
-  drawMap(cluster);
+  state.cluster = cluster;
+  drawMap(cluster, state.overview);
   fillPeers(cluster);
   const docs = cluster.documents;
   const storage = cluster.storage;
@@ -132,17 +137,47 @@ async function refreshCluster() {
     `live clients: ${cluster.clients.sync_clients} sync, ${cluster.clients.event_streams} event streams`;
 }
 
-// Regions around an ellipse, their nodes inside; a line from this node to each peer (an arc
-// beside the box for a peer in the same region). Layers: boxes, then links, then nodes.
-function drawMap(cluster) {
+// The links to draw: this node's own (from /v1/cluster, every second) and those between the
+// other nodes (from /v1/cluster/overview, each as the nodes at its ends see it).
+const SEVERITY = { up: 0, connecting: 1, down: 2, refused: 3 };
+
+function meshLinks(cluster, overview) {
+  const pairs = new Map();
+  const add = (from, link) => {
+    const ends = [from, link.peer].sort();
+    const key = ends.join("|");
+    if (!pairs.has(key)) pairs.set(key, { key, ends, views: [] });
+    pairs.get(key).views.push(link);
+  };
+  for (const peer of cluster.peers) add(cluster.node, { ...peer, peer: peer.node });
+  for (const node of (overview && overview.nodes) || []) {
+    if (node.node === cluster.node || !node.reachable) continue;
+    for (const link of node.links) add(node.node, link);
+  }
+  return [...pairs.values()].map((pair) => {
+    // The worse state of the two ends' views; the RTTs they measured; the larger lag.
+    const state = pair.views.reduce(
+      (worst, view) => ((SEVERITY[view.state] ?? 2) > (SEVERITY[worst] ?? 2) ? view.state : worst),
+      "up");
+    const rtts = pair.views.map((view) => view.rtt_ms).filter((rtt) => rtt !== null);
+    const rtt = rtts.length ? rtts.reduce((a, b) => a + b, 0) / rtts.length : null;
+    const lag = Math.max(0, ...pair.views.map((view) => view.lag_seconds || 0));
+    return { ...pair, state, rtt, lag };
+  });
+}
+
+// Regions around an ellipse, their nodes inside, a line per link (an arc beside the box for
+// two nodes of one region). Layers: boxes, then links, then nodes.
+function drawMap(cluster, overview) {
   const width = 900;
   const height = 320;
-  const boxWidth = 190;
+  const boxWidth = 240;
   const rowHeight = 34;
   const regions = cluster.regions.map((region) => ({
     name: region.name,
     nodes: cluster.nodes.filter((node) => node.region === region.name),
   }));
+  const answered = new Map(((overview && overview.nodes) || []).map((node) => [node.node, node]));
   const positions = new Map();
   const layers = { boxes: svg("g"), links: svg("g"), nodes: svg("g") };
   regions.forEach((region, index) => {
@@ -161,43 +196,57 @@ function drawMap(cluster) {
       const x = cx - boxWidth / 2 + 22;
       const y = top + 46 + row * rowHeight;
       // Where links attach: the circle (left) or the box's right edge.
-      positions.set(node.id, { x, y, cx, left: x - 9, right: cx + boxWidth / 2 - 6 });
+      positions.set(node.id, {
+        x, y, cx, region: region.name, left: x - 9, right: cx + boxWidth / 2 - 6,
+      });
+      const view = answered.get(node.id);
+      const silent = view && !view.reachable;
       const item = svg("g", {
         class: `node${node.self ? " self" : ""}`, "data-node": node.id, "data-state": node.state,
+        "data-reachable": silent ? "false" : "true",
       });
+      const count = view ? view.documents : null;
+      const documents = count === null || count === undefined
+        ? "" : ` · ${count} document${count === 1 ? "" : "s"}`;
+      const name = node.self ? `${node.id} (this node)` : node.id;
       item.append(
-        svg("circle", { cx: x, cy: y, r: 9, class: node.self ? "" : node.state }),
-        svg("text", { x: x + 16, y: y + 4 }, node.self ? `${node.id} (this node)` : node.id),
+        svg("circle", { cx: x, cy: y, r: 9, class: node.self ? "" : silent ? "down" : node.state }),
+        svg("text", { x: x + 16, y: y + 4 }, silent ? `${name} · no answer` : `${name}${documents}`),
+        svg("title", {}, silent ? `${node.id}: ${view.error}` : node.id),
       );
       layers.nodes.append(item);
     });
   });
-  const self = positions.get(cluster.node);
-  for (const peer of cluster.peers) {
-    const to = positions.get(peer.node);
-    if (!self || !to) continue;
-    const group = svg("g", { class: "link", "data-peer": peer.node, "data-state": peer.state });
-    const rtt = peer.rtt_ms === null ? "" : `${Math.round(peer.rtt_ms)} ms`;
-    const lag = peer.lag_seconds > 0 ? ` · lag ${duration(peer.lag_seconds)}` : "";
-    const label = peer.state === "up" ? `${rtt}${lag}` : `${peer.state}${lag}`;
-    if (peer.region === cluster.region) {
-      const bend = self.x - 40;
+  for (const link of meshLinks(cluster, overview)) {
+    const [a, b] = link.ends.map((id) => positions.get(id));
+    if (!a || !b) continue;
+    const mine = link.ends.includes(cluster.node);
+    const attributes = {
+      class: `link${mine ? "" : " remote"}`, "data-link": link.key, "data-state": link.state,
+    };
+    if (mine) attributes["data-peer"] = link.ends.find((id) => id !== cluster.node);
+    const group = svg("g", attributes);
+    const rtt = link.rtt === null ? "" : `${link.rtt < 10 ? link.rtt.toFixed(1) : Math.round(link.rtt)} ms`;
+    const lag = link.lag > 0 ? ` · lag ${duration(link.lag)}` : "";
+    const label = link.state === "up" ? `${rtt}${lag}` : `${link.state}${lag}`;
+    if (a.region === b.region) {
+      // Same region: an arc left of the box.
+      const bend = a.left - 30;
       group.append(
-        svg("path", {
-          d: `M ${self.x} ${self.y} C ${bend} ${self.y}, ${bend} ${to.y}, ${to.x} ${to.y}`,
-          class: peer.state,
-        }),
-        svg("text", { x: bend - 4, y: (self.y + to.y) / 2 + 4, "text-anchor": "end" }, label),
+        svg("path", { d: `M ${a.left} ${a.y} C ${bend} ${a.y}, ${bend} ${b.y}, ${b.left} ${b.y}`,
+          class: link.state }),
+        svg("text", { x: bend - 4, y: (a.y + b.y) / 2 + 4, "text-anchor": "end" }, label),
       );
     } else {
-      const rightwards = to.cx > self.cx;
-      const x1 = rightwards ? self.right : self.left;
-      const x2 = rightwards ? to.left : to.right;
+      // Boxes side by side: from the left one's right edge; one above the other: circle to
+      // circle.
+      const [from, to] = a.cx <= b.cx ? [a, b] : [b, a];
+      const x1 = Math.abs(from.cx - to.cx) < 1 ? from.x : from.right;
+      const x2 = Math.abs(from.cx - to.cx) < 1 ? to.x : to.left;
       group.append(
-        svg("line", { x1, y1: self.y, x2, y2: to.y, class: peer.state }),
-        svg("text", {
-          x: (x1 + x2) / 2, y: (self.y + to.y) / 2 - 6, "text-anchor": "middle",
-        }, label),
+        svg("line", { x1, y1: from.y, x2, y2: to.y, class: link.state }),
+        svg("text", { x: (x1 + x2) / 2 + 4, y: (from.y + to.y) / 2 - 6,
+          "text-anchor": x1 === x2 ? "start" : "middle" }, label),
       );
     }
     layers.links.append(group);
@@ -229,6 +278,15 @@ function fillPeers(cluster) {
     rows.push(el("tr", {}, el("td", { colspan: "8" }, "No peers: a standalone node.")));
   }
   $("#peers tbody").replaceChildren(...rows);
+}
+
+async function refreshOverview() {
+  try {
+    state.overview = await api("GET", "/v1/cluster/overview");
+  } catch {
+    state.overview = null; // the map falls back to this node's links (the banner says why)
+  }
+  if (state.cluster) drawMap(state.cluster, state.overview);
 }
 
 // -- the document list ----------------------------------------------------------------------
@@ -485,6 +543,7 @@ function start() {
   });
 
   repeat(refreshCluster, CLUSTER_EVERY_MS);
+  repeat(refreshOverview, OVERVIEW_EVERY_MS);
   repeat(refreshDocuments, DOCS_EVERY_MS);
   const match = /^#doc=(.+)$/.exec(location.hash);
   if (match) openDocument(decodeURIComponent(match[1]));

@@ -9,7 +9,15 @@ The public face::
 """
 
 from .protocol import PROTOCOL_VERSIONS
-from .replicator import LEVELS, Replicator, Tracker, open_replicator
+from .replicator import LEVELS, Peer, Replicator, Tracker, open_replicator
 from .session import PeerOrigin
 
-__all__ = ["LEVELS", "PROTOCOL_VERSIONS", "PeerOrigin", "Replicator", "Tracker", "open_replicator"]
+__all__ = [
+    "LEVELS",
+    "PROTOCOL_VERSIONS",
+    "Peer",
+    "PeerOrigin",
+    "Replicator",
+    "Tracker",
+    "open_replicator",
+]

@@ -1,0 +1,105 @@
+"""``GET /v1/cluster/overview``: every node's links, gathered by the node asked.
+
+Each node knows only its own links (``GET /v1/cluster``). To show the whole mesh — the
+dashboard's picture, an operator asking "which link is down?" — the node asked fetches
+``/v1/cluster`` from every peer it knows, concurrently, at the address it replicates with (the
+listed one or ``--peer``'s), forwarding the caller's ``Authorization`` header (any node
+verifies a token), and answers with each node's links and documents held. A peer that does not
+answer within :data:`FETCH_TIMEOUT` is listed as not reachable, with why; the answer never
+waits longer than that. Only the addresses of the topology are ever fetched, never one from
+the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from fastapi import APIRouter, Request
+
+from .auth import Authorizer, bearer_token
+from .node import Node
+from .replication import Peer
+
+__all__ = ["FETCH_TIMEOUT", "router"]
+
+#: Seconds to wait for each peer's view.
+FETCH_TIMEOUT = 2.0
+
+router = APIRouter()
+
+
+def links(peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The link part of a node's ``peers`` (as ``/v1/cluster`` lists them)."""
+    return [
+        {
+            "peer": str(peer["node"]),
+            "state": str(peer["state"]),
+            "rtt_ms": peer["rtt_ms"],
+            "lag_seconds": peer["lag_seconds"],
+        }
+        for peer in peers
+    ]
+
+
+async def _view_of(
+    client: httpx.AsyncClient, peer: Peer, headers: dict[str, str]
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "node": peer.node_id,
+        "region": peer.member.region,
+        "reachable": False,
+        "error": None,
+        "documents": None,
+        "links": [],
+    }
+    try:
+        response = await client.get(f"http://{peer.address}/v1/cluster", headers=headers)
+    except httpx.TimeoutException:
+        entry["error"] = f"no answer within {FETCH_TIMEOUT:g} s"
+        return entry
+    except httpx.HTTPError as exc:
+        entry["error"] = f"cannot reach {peer.address}: {exc or type(exc).__name__}"
+        return entry
+    if response.status_code != 200:
+        entry["error"] = f"answered {response.status_code}"
+        return entry
+    try:
+        view = response.json()
+        if view["node"] != peer.node_id:
+            entry["error"] = f"{peer.address} answered as node {str(view['node'])[:64]!r}"
+            return entry
+        entry.update(documents=int(view["documents"]["live"]), links=links(view["peers"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        entry["error"] = f"unexpected answer: {type(exc).__name__}"
+        return entry
+    entry["reachable"] = True
+    return entry
+
+
+@router.get("/v1/cluster/overview", tags=["node"])
+async def overview(request: Request) -> dict[str, Any]:
+    """Every node's links (state, RTT, lag) and documents held: this node's own, and each
+    peer's as it answers ``GET /v1/cluster`` (``reachable: false`` with ``error`` when it
+    does not within 2 s)."""
+    authorizer: Authorizer = request.app.state.authorizer
+    authorization = request.headers.get("authorization")
+    authorizer.authorize(bearer_token(authorization), None, "read")
+    node: Node = request.app.state.node
+    live, _ = await node.store.storage.count_documents()
+    replicator = node.replicator
+    own = {
+        "node": node.node_id,
+        "region": node.region,
+        "reachable": True,
+        "error": None,
+        "documents": live,
+        "links": links(replicator.statistics()["peers"]) if replicator is not None else [],
+    }
+    peers = list(replicator.peers.values()) if replicator is not None else []
+    headers = {"Authorization": authorization} if authorization else {}
+    # trust_env=False: no proxy from the environment ever sits between two nodes.
+    async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, trust_env=False) as client:
+        others = await asyncio.gather(*(_view_of(client, peer, headers) for peer in peers))
+    return {"cluster": node.settings.cluster.name, "node": node.node_id, "nodes": [own, *others]}
