@@ -25,7 +25,7 @@ from crdt import (
 from crdt.lib0 import DecodeError
 from crdt.storage import DocumentRecord
 
-from . import dashboard, metrics, overview, streams
+from . import cluster_view, dashboard, metrics, streams
 from .auth import Authorizer, Grant, Right, bearer_token
 from .codec import b64, decode_base64
 from .config import NodeSettings
@@ -40,7 +40,7 @@ from .models import (
     WriteResponse,
 )
 from .node import VERSION, Node, open_node
-from .replication import PROTOCOL_VERSIONS, Replicator, Tracker, open_replicator
+from .replication import Replicator, Tracker, open_replicator
 from .sync import Hub
 
 __all__ = ["create_app"]
@@ -266,60 +266,6 @@ async def health(request: Request) -> dict[str, Any]:
         "cluster": node.settings.cluster.name,
         "uptime_seconds": round(time.time() - node.started_at, 3),
     }
-
-
-@router.get("/v1/cluster", tags=["node"])
-async def cluster(request: Request) -> dict[str, Any]:
-    """Regions, nodes and their state, peer links, placement summary (this node's view)."""
-    _authorize(request, None, "read")
-    node = _node(request)
-    config = node.settings.cluster
-    live, tombstones = await node.store.storage.count_documents()
-    stats = node.store.statistics()
-    storage = node.store.storage.statistics()
-    replication = (
-        node.replicator.statistics()
-        if node.replicator is not None
-        else {"peers": [], "refused_links": []}
-    )
-    return {
-        "cluster": config.name,
-        "node": node.node_id,
-        "region": node.region,
-        "regions": [
-            {"name": region.name, "nodes": list(region.nodes)} for region in config.regions.values()
-        ]
-        or [{"name": node.region, "nodes": []}],
-        "nodes": _nodes(node),
-        "peers": replication["peers"],
-        "refused_links": replication["refused_links"],
-        "clients": node.hub.statistics(),
-        "protocol_versions": list(PROTOCOL_VERSIONS),
-        "placement": {"default_replicas": config.replicas},
-        "documents": {
-            "live": live,
-            "tombstones": tombstones,
-            "hot": stats.hot_documents,
-            "hot_bytes": stats.hot_bytes,
-        },
-        "storage": {
-            "commits": storage.commits,
-            "jobs_committed": storage.jobs_committed,
-            "largest_batch": storage.batch_size_max,
-            "queue_depth": storage.queue_depth,
-            "compactions": storage.compactions,
-        },
-    }
-
-
-def _nodes(node: Node) -> list[dict[str, Any]]:
-    nodes = [{"id": node.node_id, "region": node.region, "state": "up", "self": True}]
-    if node.replicator is not None:
-        nodes += [
-            {"id": peer.node_id, "region": peer.member.region, "state": peer.state, "self": False}
-            for peer in node.replicator.peers.values()
-        ]
-    return nodes
 
 
 @router.get("/v1/docs", response_model=DocumentList, responses=_ERRORS, tags=["documents"])
@@ -607,7 +553,7 @@ def create_app(
     app.add_middleware(metrics.HttpMetrics, metrics=node_metrics)
     app.state.authorizer = Authorizer.from_settings(settings)
     app.include_router(router)
-    app.include_router(overview.router)
+    app.include_router(cluster_view.router)
     app.include_router(streams.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)

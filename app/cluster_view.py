@@ -1,10 +1,12 @@
-"""``GET /v1/cluster/overview``: every node's links, gathered by the node asked.
+"""What a node shows of the cluster: ``GET /v1/cluster`` (this node's view: regions, nodes,
+its peer links, documents, storage) and ``GET /v1/cluster/overview`` (every node's links,
+gathered by the node asked).
 
-Each node knows only its own links (``GET /v1/cluster``). To show the whole mesh — the
-dashboard's picture, an operator asking "which link is down?" — the node asked fetches
-``/v1/cluster`` from every peer it knows, concurrently, at the address it replicates with (the
-listed one or ``--peer``'s), forwarding the caller's ``Authorization`` header (any node
-verifies a token), and answers with each node's links and documents held. A peer that does not
+Each node knows only its own links. To show the whole mesh — the dashboard's picture, an
+operator asking "which link is down?" — the node asked fetches ``/v1/cluster`` from every peer
+it knows, concurrently, at the address it replicates with (the listed one or ``--peer``'s),
+forwarding the caller's ``Authorization`` header (any node verifies a token), and answers with
+each node's links and documents held. A peer that does not
 answer within :data:`FETCH_TIMEOUT` is listed as not reachable, with why; the answer never
 waits longer than that. Only the addresses of the topology are ever fetched, never one from
 the request.
@@ -20,7 +22,7 @@ from fastapi import APIRouter, Request
 
 from .auth import Authorizer, bearer_token
 from .node import Node
-from .replication import Peer
+from .replication import PROTOCOL_VERSIONS, Peer
 
 __all__ = ["FETCH_TIMEOUT", "router"]
 
@@ -28,6 +30,66 @@ __all__ = ["FETCH_TIMEOUT", "router"]
 FETCH_TIMEOUT = 2.0
 
 router = APIRouter()
+
+
+def _authorize(request: Request) -> None:
+    """Any valid token (when the node requires tokens); raises TokenError (401)."""
+    authorizer: Authorizer = request.app.state.authorizer
+    authorizer.authorize(bearer_token(request.headers.get("authorization")), None, "read")
+
+
+@router.get("/v1/cluster", tags=["node"])
+async def cluster(request: Request) -> dict[str, Any]:
+    """Regions, nodes and their state, peer links, placement summary (this node's view)."""
+    _authorize(request)
+    node: Node = request.app.state.node
+    config = node.settings.cluster
+    live, tombstones = await node.store.storage.count_documents()
+    stats = node.store.statistics()
+    storage = node.store.storage.statistics()
+    replication = (
+        node.replicator.statistics()
+        if node.replicator is not None
+        else {"peers": [], "refused_links": []}
+    )
+    return {
+        "cluster": config.name,
+        "node": node.node_id,
+        "region": node.region,
+        "regions": [
+            {"name": region.name, "nodes": list(region.nodes)} for region in config.regions.values()
+        ]
+        or [{"name": node.region, "nodes": []}],
+        "nodes": _nodes(node),
+        "peers": replication["peers"],
+        "refused_links": replication["refused_links"],
+        "clients": node.hub.statistics(),
+        "protocol_versions": list(PROTOCOL_VERSIONS),
+        "placement": {"default_replicas": config.replicas},
+        "documents": {
+            "live": live,
+            "tombstones": tombstones,
+            "hot": stats.hot_documents,
+            "hot_bytes": stats.hot_bytes,
+        },
+        "storage": {
+            "commits": storage.commits,
+            "jobs_committed": storage.jobs_committed,
+            "largest_batch": storage.batch_size_max,
+            "queue_depth": storage.queue_depth,
+            "compactions": storage.compactions,
+        },
+    }
+
+
+def _nodes(node: Node) -> list[dict[str, Any]]:
+    nodes = [{"id": node.node_id, "region": node.region, "state": "up", "self": True}]
+    if node.replicator is not None:
+        nodes += [
+            {"id": peer.node_id, "region": peer.member.region, "state": peer.state, "self": False}
+            for peer in node.replicator.peers.values()
+        ]
+    return nodes
 
 
 def links(peers: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,9 +145,8 @@ async def overview(request: Request) -> dict[str, Any]:
     """Every node's links (state, RTT, lag) and documents held: this node's own, and each
     peer's as it answers ``GET /v1/cluster`` (``reachable: false`` with ``error`` when it
     does not within 2 s)."""
-    authorizer: Authorizer = request.app.state.authorizer
+    _authorize(request)
     authorization = request.headers.get("authorization")
-    authorizer.authorize(bearer_token(authorization), None, "read")
     node: Node = request.app.state.node
     live, _ = await node.store.storage.count_documents()
     replicator = node.replicator
