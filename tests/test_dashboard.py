@@ -9,18 +9,23 @@ it is served from and ``GET /v1/docs/{id}/replicas`` over plain HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
+
+from app.cluster_view import _view_of
 
 from .cluster import Cluster
 from .support import TIMEOUT_FACTOR, ThreadedNode, wait_for
@@ -430,3 +435,48 @@ def test_overview_of_every_node(cluster: Cluster) -> None:
     finally:
         cluster.start_node("ap-south-1")
         cluster.wait_links_up()
+
+
+# -- what a peer answers to the overview, however it answers ----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("answer", "error"),
+    [
+        (httpx.Response(200, text="not json"), "unexpected answer"),
+        (httpx.Response(200, json={"node": "someone-else", "peers": []}), "answered as node"),
+        (httpx.Response(200, json={"node": "eu-west-1"}), "unexpected answer"),
+        (httpx.Response(200, json={"node": "eu-west-1", "documents": {"live": "x"}}), "unexpected"),
+        (
+            httpx.Response(200, json={"node": "eu-west-1", "documents": {"live": 1}, "peers": [1]}),
+            "unexpected answer",
+        ),
+        (httpx.Response(401, json={"error": {"code": "missing_token"}}), "answered 401"),
+        (httpx.Response(500, text="boom"), "answered 500"),
+        (httpx.ConnectError("refused"), "cannot reach"),
+        (httpx.ReadTimeout("slow"), "no answer within"),
+    ],
+)
+def test_overview_survives_any_answer(answer: httpx.Response | Exception, error: str) -> None:
+    """A peer's view is parsed defensively: whatever comes back (or does not), the entry says
+    why and the overview is still answered. Logic without I/O: httpx's MockTransport."""
+
+    def respond(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == "Bearer t"
+        assert str(request.url) == "http://127.0.0.1:9/v1/cluster"
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    peer = SimpleNamespace(
+        node_id="eu-west-1", member=SimpleNamespace(region="eu-west"), address="127.0.0.1:9"
+    )
+
+    async def fetch() -> dict[str, Any]:
+        transport = httpx.MockTransport(respond)
+        async with httpx.AsyncClient(transport=transport) as client:
+            return await _view_of(client, peer, {"Authorization": "Bearer t"})
+
+    entry = asyncio.run(fetch())
+    assert entry["reachable"] is False and error in entry["error"], entry
+    assert entry["links"] == [] and entry["node"] == "eu-west-1"
