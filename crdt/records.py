@@ -92,7 +92,12 @@ class DocumentState:
 class StoreStatistics:
     hot_documents: int
     hot_bytes: int
+    #: Documents read from disk into memory.
     loads: int
+    #: Disk reads of a document (found or not).
+    disk_reads: int
+    #: Reads of a never-written document answered from memory (no disk read).
+    absent_hits: int
     evictions: int
     writes: int
     rejected_updates: int

@@ -103,6 +103,15 @@ class DocumentStore:
         # dropped after a failure): a load waits for it before reading the disk.
         self._settling: dict[str, asyncio.Future[Any]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Ids whose disk read found no document, and nothing admitted since: a client that
+        # asks for a never-written document reads the disk once, not on every request.
+        # Bounded like the hot set (least recently asked dropped); admitting an id forgets it.
+        self._absent: OrderedDict[str, None] = OrderedDict()
+        # Counts admissions: a miss is remembered only when no document was admitted while
+        # its disk read ran (one created and evicted meanwhile would be on disk, unseen).
+        self._admissions = 0
+        self._disk_reads = 0
+        self._absent_hits = 0
         # Called with every committed change, in commit order (replication, subscribers).
         self._listeners: list[Callable[[Change], None]] = []
         self._loads = 0
@@ -175,14 +184,22 @@ class DocumentStore:
             task.exception()  # retrieved: the waiters re-raise it
 
     async def _load(self, doc_id: str) -> _Entry | None:
+        if doc_id in self._absent:
+            self._absent.move_to_end(doc_id)
+            self._absent_hits += 1
+            return None
         settling = self._settling.pop(doc_id, None)
         if settling is not None:
             with contextlib.suppress(Exception):
                 await settling
+        admissions = self._admissions
+        self._disk_reads += 1
         stored = await self.storage.load(doc_id)
         if doc_id in self._hot:  # a write created it while we read the disk
             return self._hot[doc_id]
         if stored is None:
+            if self._admissions == admissions:
+                self._remember_absent(doc_id)
             return None
         document = self._new_document(doc_id, stored.record.incarnation)
         if not stored.record.deleted:
@@ -203,7 +220,14 @@ class DocumentStore:
             max_pending_bytes=self.limits.max_pending_bytes,
         )
 
+    def _remember_absent(self, doc_id: str) -> None:
+        self._absent[doc_id] = None
+        if len(self._absent) > self.limits.max_hot_documents:
+            self._absent.popitem(last=False)
+
     def _admit(self, doc_id: str, entry: _Entry) -> None:
+        self._admissions += 1
+        self._absent.pop(doc_id, None)
         self._hot[doc_id] = entry
         self._hot_bytes += entry.document.stored_bytes
         self._evict(protect=doc_id)
@@ -514,6 +538,8 @@ class DocumentStore:
             hot_documents=len(self._hot),
             hot_bytes=self._hot_bytes,
             loads=self._loads,
+            disk_reads=self._disk_reads,
+            absent_hits=self._absent_hits,
             evictions=self._evictions,
             writes=self._writes,
             rejected_updates=self._rejected,

@@ -291,3 +291,81 @@ def test_cancelling_one_reader_does_not_fail_the_others(tmp_path: Path) -> None:
             assert (await second).to_json() == {"items": [1]}
 
     run(scenario())
+
+
+def test_a_missing_document_is_read_from_disk_once(tmp_path: Path) -> None:
+    """A never-written id is remembered as absent (bounded like the hot set) until a write or
+    a tombstone creates it; a remembered miss never hides a document."""
+    limits = StoreLimits(max_hot_documents=3)
+
+    async def scenario() -> None:
+        async with open_store(tmp_path, limits) as store:
+            for _ in range(5):
+                assert await store.lookup("ghost") is None
+                with pytest.raises(DocumentNotFound):
+                    await store.get("ghost")
+            stats = store.statistics()
+            assert (stats.disk_reads, stats.absent_hits) == (1, 9)
+
+            # A write creates it: found from then on, in memory and after eviction.
+            await store.apply_operations("ghost", _append(1))
+            for i in range(5):
+                await store.apply_operations(f"other-{i}", _append(i))
+            assert store.statistics().evictions > 0
+            assert (await store.get("ghost")).to_json() == {"items": [1]}
+
+            # A tombstone of another node for an id this node never saw creates it too.
+            assert await store.lookup("elsewhere") is None
+            assert await store.apply_tombstone("elsewhere", 1)
+            state = await store.lookup("elsewhere")
+            assert state is not None and state.deleted
+
+            # The memory of misses is bounded: the oldest are read again.
+            for i in range(10):
+                assert await store.lookup(f"missing-{i}") is None
+            before = store.statistics().disk_reads
+            assert await store.lookup("missing-0") is None
+            assert store.statistics().disk_reads == before + 1
+
+    run(scenario())
+
+
+def test_a_miss_read_while_a_document_is_admitted_is_not_remembered(tmp_path: Path) -> None:
+    """The race the absent set guards against: a disk read that started before a document
+    was created (and committed, and evicted) must not mark the id absent. White-box: it
+    drives the store's private loader with a disk read held open."""
+
+    async def scenario() -> None:
+        async with open_store(tmp_path, StoreLimits(max_hot_documents=1)) as store:
+            storage_load = store.storage.load
+            reading = asyncio.Event()
+            release = asyncio.Event()
+
+            async def slow_load(doc_id: str) -> Any:
+                found = await storage_load(doc_id)  # the disk says: not there (yet)
+                if doc_id == "racy":
+                    reading.set()
+                    await release.wait()
+                return found
+
+            store.storage.load = slow_load  # type: ignore[method-assign]
+            # The store's own disk read outside the shared loads (a writer's second look);
+            # a shared load would make the write below wait for it.
+            reader = asyncio.create_task(store._load("racy"))
+            await reading.wait()
+            # Meanwhile another path creates the document, commits it, and it is evicted.
+            store.storage.load = storage_load  # type: ignore[method-assign]
+            await store.apply_update("racy", _update_for("racy"))
+            await store.apply_operations("evictor", _append(1))
+            release.set()
+            assert await reader is None  # that read started before the document existed
+            state = await store.lookup("racy")
+            assert state is not None and not state.deleted
+
+    run(scenario())
+
+
+def _update_for(text: str) -> bytes:
+    doc: pycrdt.Doc[Any] = pycrdt.Doc()
+    doc["body"] = pycrdt.Text(text)
+    return doc.get_update()
