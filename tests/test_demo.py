@@ -35,6 +35,20 @@ def write_config(root: Path, layout: dict[str, int]) -> tuple[Path, list[int]]:
     return path, ports
 
 
+def assert_full_tour(out: str, *, latency_ms: float) -> None:
+    """What a whole tour of the 4-node layout {east: 2, west: 1, south: 1} prints, started
+    locally or attached: replication times per link, the partition (both sides wrote without
+    seeing each other's writes), the heal and the proof."""
+    assert re.search(r"seen on east-2 \d+(\.\d)? ms \(direct\)", out), out
+    assert re.search(rf"south-1 \d+(\.\d)? ms \(WAN {latency_ms:g} ms\)", out), out
+    assert "NOT seen on east-1, east-2, west-1 within" in out, out
+    assert "NOT seen on south-1 within" in out, out
+    assert "link down on both ends" in out, out
+    assert re.search(r"every copy identical after \d", out), out
+    assert re.search(r"all 12 copies identical \(3 documents x 4 nodes\)", out), out
+    assert "COPIES DIFFER" not in out
+
+
 def demo_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "app", "demo", *args]
 
@@ -83,17 +97,9 @@ def test_demo_tours_the_cluster_and_proves_identical_copies(tmp_path: Path) -> N
     assert result.returncode == 0, out + result.stderr
     assert "4 nodes healthy" in out and "6 peer links up" in out
     # Measured replication times: same region (direct) and across the emulated WAN.
-    assert re.search(r"seen on east-2 \d+(\.\d)? ms \(direct\)", out), out
-    assert re.search(r"south-1 \d+(\.\d)? ms \(WAN 15 ms\)", out), out
+    assert_full_tour(out, latency_ms=15)
     assert re.search(r"durability=all -> 200 in .*\(reached all, durable on ", out), out
     assert "?after=<its state vector> -> 200" in out and "includes the write" in out
-    # The partition: both sides accepted writes and did not see each other's.
-    assert "NOT seen on east-1, east-2, west-1 within" in out, out
-    assert "NOT seen on south-1 within" in out, out
-    assert "link down on both ends" in out, out
-    assert re.search(r"every copy identical after \d", out), out
-    assert re.search(r"all 12 copies identical \(3 documents x 4 nodes\)", out), out
-    assert "COPIES DIFFER" not in out
     assert "all nodes stopped (exit status: east-1 0, east-2 0, west-1 0, south-1 0)" in out
     assert_stopped(out, ports)
 
