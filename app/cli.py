@@ -48,6 +48,7 @@ from .config import (
 )
 from .logs import LOG_FORMATS, bind_node, configure_logging
 from .node import VERSION, Node
+from .replication import PROTOCOL_VERSIONS
 
 __all__ = ["main"]
 
@@ -70,6 +71,17 @@ def _node_id(args: argparse.Namespace, cluster: ClusterConfig, data_dir: Path) -
             return member.node_id, False
     name = data_dir.resolve().name
     return (name if name else f"{args.region}-1"), True
+
+
+def _max_protocol_version(value: int | None) -> int | None:
+    """``--max-protocol-version``, checked against the versions this code speaks; raises
+    ConfigError."""
+    low, high = PROTOCOL_VERSIONS
+    if value is not None and not low <= value <= high:
+        raise ConfigError(
+            f"--max-protocol-version {value}: this version speaks peer protocol {low}..{high}"
+        )
+    return value
 
 
 def _peer_addresses(values: list[str]) -> dict[str, str]:
@@ -118,6 +130,7 @@ def serve(args: argparse.Namespace) -> int:
             cluster=cluster,
             secret=secret.encode() if secret else None,
             peer_addresses=_peer_addresses(args.peer),
+            max_protocol_version=_max_protocol_version(args.max_protocol_version),
             auth_required=auth_required,
         )
     except ConfigError as exc:
@@ -418,6 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NODE=HOST:PORT",
         help="dial NODE at this address instead of the listed one (e.g. through a WAN "
         "emulator); repeatable",
+    )
+    p.add_argument(
+        "--max-protocol-version",
+        type=int,
+        metavar="N",
+        help="speak at most peer protocol version N (default: the newest this version "
+        "speaks): holds a new version back until every node is upgraded",
     )
     p.add_argument(
         "--log-level",

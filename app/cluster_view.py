@@ -64,7 +64,9 @@ async def cluster(request: Request) -> dict[str, Any]:
         "peers": replication["peers"],
         "refused_links": replication["refused_links"],
         "clients": node.hub.statistics(),
-        "protocol_versions": list(PROTOCOL_VERSIONS),
+        "protocol_versions": list(
+            node.replicator.versions if node.replicator is not None else PROTOCOL_VERSIONS
+        ),
         "placement": {"default_replicas": config.replicas},
         "documents": {
             "live": live,

@@ -160,6 +160,9 @@ class NodeSettings:
     #: Clients need an access token signed with ``secret`` (app.auth); decided by
     #: ``meridian serve`` from ``auth.required``, the listen address and ``--insecure``.
     auth_required: bool = False
+    #: Speak at most this peer protocol version (None: the newest this code speaks); set by
+    #: ``meridian serve --max-protocol-version`` to hold a new version back during an upgrade.
+    max_protocol_version: int | None = None
 
     def __post_init__(self) -> None:
         if self.auth_required and not self.secret:

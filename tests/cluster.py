@@ -113,6 +113,8 @@ class Cluster:
         self.rng = random.Random(seed)
         #: Per-node cluster secrets (default: SECRET), to test refusals.
         self.secrets: dict[str, str] = {}
+        #: Per-node extra `meridian serve` arguments, for the node's next start.
+        self.node_args: dict[str, list[str]] = {node: [] for node in self.members}
 
     def _toml(
         self,
@@ -167,7 +169,7 @@ class Cluster:
             listen=f"127.0.0.1:{member.port}",
             config=self.config,
             env={"MERIDIAN_CLUSTER_SECRET": self.secrets.get(node_id, SECRET)},
-            extra=self.peer_args[node_id],
+            extra=[*self.peer_args[node_id], *self.node_args[node_id]],
         )
         member.process = process.start()
         return process

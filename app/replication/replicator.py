@@ -31,7 +31,7 @@ from ..node import Node
 from . import messages as m
 from .link import LinkClosed, PeerLink, ServerTransport, dial
 from .outbox import Delta, Outbox
-from .protocol import Identity, PeerProtocol
+from .protocol import PROTOCOL_VERSIONS, Identity, PeerProtocol
 from .session import PeerOrigin, PeerSession
 
 __all__ = ["LEVELS", "Peer", "Replicator", "Tracker", "open_replicator"]
@@ -176,6 +176,10 @@ class Replicator:
         self.settings = settings
         self.config = settings.cluster.replication
         self.node_id = settings.node_id
+        low, high = PROTOCOL_VERSIONS
+        cap = settings.max_protocol_version
+        #: The peer protocol versions this node offers (lowest, highest).
+        self.versions = (low, min(high, cap) if cap is not None else high)
         self.identity = Identity(
             settings.cluster.name,
             settings.node_id,
@@ -241,6 +245,7 @@ class Replicator:
         return PeerProtocol(
             "dialer" if role == "dialer" else "acceptor",
             self.identity,
+            versions=self.versions,
             expected_node=expected,
             admit=self._admit,
         )
