@@ -437,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         metavar="N",
         help="speak at most peer protocol version N (default: the newest this version "
-        "speaks): holds a new version back until every node is upgraded",
+        "speaks): holds a new version's features back until every node is upgraded",
     )
     p.add_argument(
         "--log-level",
