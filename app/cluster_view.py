@@ -5,8 +5,8 @@ gathered by the node asked).
 Each node knows only its own links. To show the whole mesh — the dashboard's picture, an
 operator asking "which link is down?" — the node asked fetches ``/v1/cluster`` from every peer
 it knows, concurrently, at the address it replicates with (the listed one or ``--peer``'s),
-forwarding the caller's ``Authorization`` header (any node verifies a token), and answers with
-each node's links and documents held. A peer that does not
+with the caller's token once it verified it (any node verifies a token; nothing is forwarded
+when the node requires none), and answers with each node's links and documents held. A peer that does not
 answer within :data:`FETCH_TIMEOUT` is listed as not reachable, with why; the answer never
 waits longer than that. Only the addresses of the topology are ever fetched, never one from
 the request.
@@ -32,10 +32,13 @@ FETCH_TIMEOUT = 2.0
 router = APIRouter()
 
 
-def _authorize(request: Request) -> None:
-    """Any valid token (when the node requires tokens); raises TokenError (401)."""
+def _authorize(request: Request) -> str | None:
+    """Any valid token (when the node requires tokens): returns it, verified (None when the
+    node requires none); raises TokenError (401)."""
     authorizer: Authorizer = request.app.state.authorizer
-    authorizer.authorize(bearer_token(request.headers.get("authorization")), None, "read")
+    token = bearer_token(request.headers.get("authorization"))
+    authorizer.authorize(token, None, "read")
+    return token if authorizer.required else None
 
 
 @router.get("/v1/cluster", tags=["node"])
@@ -147,8 +150,7 @@ async def overview(request: Request) -> dict[str, Any]:
     """Every node's links (state, RTT, lag) and documents held: this node's own, and each
     peer's as it answers ``GET /v1/cluster`` (``reachable: false`` with ``error`` when it
     does not within 2 s)."""
-    _authorize(request)
-    authorization = request.headers.get("authorization")
+    token = _authorize(request)
     node: Node = request.app.state.node
     live, _ = await node.store.storage.count_documents()
     replicator = node.replicator
@@ -161,7 +163,8 @@ async def overview(request: Request) -> dict[str, Any]:
         "links": links(replicator.statistics()["peers"]) if replicator is not None else [],
     }
     peers = list(replicator.peers.values()) if replicator is not None else []
-    headers = {"Authorization": authorization} if authorization else {}
+    # Only a token this node verified travels on (tokens are valid on every node).
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     # trust_env=False: no proxy from the environment ever sits between two nodes.
     async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, trust_env=False) as client:
         others = await asyncio.gather(*(_view_of(client, peer, headers) for peer in peers))

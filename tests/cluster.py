@@ -96,6 +96,7 @@ class Cluster:
         replication: dict[str, Any] | None = None,
         storage: dict[str, Any] | None = None,
         seed: int = 0,
+        auth: bool = False,
     ) -> None:
         self.root = root
         self.members: dict[str, Member] = {}
@@ -104,9 +105,9 @@ class Cluster:
                 node_id = f"{region}-{index}"
                 self.members[node_id] = Member(node_id, region, free_port())
         self.config = root / "regions.toml"
-        self.config.write_text(
-            self._toml(layout, latency_ms, {**FAST, **(replication or {})}, storage or {})
-        )
+        toml = self._toml(layout, latency_ms, {**FAST, **(replication or {})}, storage or {})
+        # auth: clients need access tokens signed with SECRET.
+        self.config.write_text(toml + ("\n[auth]\nrequired = true\n" if auth else ""))
         self.wan = ThreadedWan(seed)
         self.latency_ms = latency_ms
         self.peer_args: dict[str, list[str]] = {node: [] for node in self.members}

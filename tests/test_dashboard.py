@@ -27,7 +27,7 @@ from selenium.webdriver.support.ui import Select
 
 from app.cluster_view import _view_of
 
-from .cluster import Cluster
+from .cluster import SECRET, Cluster
 from .support import TIMEOUT_FACTOR, ThreadedNode, wait_for
 from .test_auth import _requiring_tokens, _token
 
@@ -405,8 +405,10 @@ def test_overview_of_every_node(cluster: Cluster) -> None:
 
         def every_link_up() -> dict[str, Any] | None:
             body: dict[str, Any] = client.get("/v1/cluster/overview").json()
-            states = [link["state"] for node in body["nodes"] for link in node["links"]]
-            return body if len(states) == 6 and set(states) == {"up"} else None
+            ends = [link for node in body["nodes"] for link in node["links"]]
+            measured = all(link["rtt_ms"] is not None for link in ends)
+            up = {link["state"] for link in ends} == {"up"}
+            return body if len(ends) == 6 and up and measured else None
 
         body = wait_for(every_link_up, timeout=20, what="six link ends up")
     assert body["node"] == "us-east-1"
@@ -419,6 +421,11 @@ def test_overview_of_every_node(cluster: Cluster) -> None:
         assert isinstance(entry["documents"], int)
         assert {link["peer"] for link in entry["links"]} == set(nodes) - {node_id}
         assert all(link["rtt_ms"] is not None for link in entry["links"])
+    # No token needed here, so whatever Authorization says is not forwarded (nor a crash).
+    with cluster["us-east-1"].client() as client:
+        odd = client.get("/v1/cluster/overview", headers={"Authorization": b"Bearer \xc3\xa9"})
+        assert odd.status_code == 200
+        assert all(entry["reachable"] for entry in odd.json()["nodes"])
 
     # A node that does not answer is listed as such, with why; the others still are.
     cluster.kill("ap-south-1")
@@ -435,6 +442,29 @@ def test_overview_of_every_node(cluster: Cluster) -> None:
     finally:
         cluster.start_node("ap-south-1")
         cluster.wait_links_up()
+
+
+def test_overview_with_access_tokens(tmp_path: Path) -> None:
+    """The token the caller sent, verified, is what the node shows its peers."""
+    cluster = Cluster(tmp_path, {"us-east": 1, "eu-west": 1}, latency_ms=5, auth=True).start()
+    try:
+        headers = {"Authorization": f"Bearer {_token(prefix='', secret=SECRET.encode())}"}
+
+        def links_up() -> bool:
+            with cluster["eu-west-1"].client() as client:
+                body = client.get("/v1/cluster", headers=headers).json()
+            return all(peer["state"] == "up" for peer in body["peers"])
+
+        wait_for(links_up, timeout=30, what="the link up")
+        with cluster["us-east-1"].client() as client:
+            assert client.get("/v1/cluster/overview").status_code == 401
+            bad = {"Authorization": "Bearer mrd1.forged.token"}
+            assert client.get("/v1/cluster/overview", headers=bad).status_code == 401
+            body = client.get("/v1/cluster/overview", headers=headers).json()
+        assert [entry["reachable"] for entry in body["nodes"]] == [True, True], body
+        assert body["nodes"][1]["links"][0]["peer"] == "us-east-1"
+    finally:
+        cluster.close()
 
 
 # -- what a peer answers to the overview, however it answers ----------------------------------
