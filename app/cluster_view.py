@@ -6,10 +6,10 @@ Each node knows only its own links. To show the whole mesh — the dashboard's p
 operator asking "which link is down?" — the node asked fetches ``/v1/cluster`` from every peer
 it knows, concurrently, at the address it replicates with (the listed one or ``--peer``'s),
 with the caller's token once it verified it (any node verifies a token; nothing is forwarded
-when the node requires none), and answers with each node's links and documents held. A peer that does not
-answer within :data:`FETCH_TIMEOUT` is listed as not reachable, with why; the answer never
-waits longer than that. Only the addresses of the topology are ever fetched, never one from
-the request.
+when the node requires none), and answers with each node's links and documents held. A peer
+that does not answer within :data:`FETCH_TIMEOUT` is listed as not reachable, with why; the
+answer never waits longer than that. Only the addresses of the topology are ever fetched,
+never one from the request.
 """
 
 from __future__ import annotations
