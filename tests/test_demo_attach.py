@@ -117,7 +117,11 @@ def start_wan(cluster: Cluster) -> WanProcess:
         timeout=15,
         what="the WAN service's control listener",
     )
-    assert process.poll() is None, "".join(output)
+    if process.poll() is not None:  # it exited: release its pipe before failing
+        drainer.join(timeout=10)
+        if process.stdout is not None:
+            process.stdout.close()
+        raise AssertionError(f"the WAN service exited {process.returncode}: {''.join(output)}")
     return wan
 
 
@@ -125,7 +129,11 @@ def start_wan(cluster: Cluster) -> WanProcess:
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cluster, WanProcess]]:
     """Four nodes in three regions and the WAN service, started here and left running."""
     cluster = Cluster(tmp_path_factory.mktemp("attach"), LAYOUT, latency_ms=LATENCY_MS)
-    wan = start_wan(cluster)
+    try:
+        wan = start_wan(cluster)
+    except BaseException:
+        cluster.close()
+        raise
     try:
         for node_id in cluster.members:
             cluster.start_node(node_id)
