@@ -29,6 +29,21 @@ TIMEOUT_FACTOR = float(os.environ.get("MERIDIAN_TEST_TIMEOUT_FACTOR", "1"))
 REPO = Path(__file__).resolve().parent.parent
 
 
+def run_meridian(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """The meridian command (``python -m app``), run to completion from the repository with
+    its output captured as text; ``env`` replaces the environment when given."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=timeout * TIMEOUT_FACTOR,
+    )
+
+
 def deadline(seconds: float) -> float:
     return time.monotonic() + seconds * TIMEOUT_FACTOR
 

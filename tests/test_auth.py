@@ -12,8 +12,6 @@ import hmac
 import json
 import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +36,7 @@ from app.auth import (
 )
 from app.config import ConfigError, NodeSettings, is_loopback, parse_config
 
-from .support import REPO, TIMEOUT_FACTOR, NodeProcess, ThreadedNode, wait_for
+from .support import TIMEOUT_FACTOR, NodeProcess, ThreadedNode, run_meridian, wait_for
 
 SECRET = b"test-cluster-secret"
 NOW = 1_767_225_600.0
@@ -610,21 +608,10 @@ def _config(tmp_path: Path, auth: str = "") -> Path:
     return path
 
 
-def _meridian(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=60 * TIMEOUT_FACTOR,
-    )
-
-
 def test_token_create_prints_a_token_that_verifies(tmp_path: Path) -> None:
     config = str(_config(tmp_path))
     env = _environment("s3cret")
-    result = _meridian(
+    result = run_meridian(
         "token", "create", "--prefix", "team-a:", "--read-only", "--config", config, env=env
     )
     assert result.returncode == 0, result.stderr
@@ -634,7 +621,7 @@ def test_token_create_prints_a_token_that_verifies(tmp_path: Path) -> None:
     assert grant.prefix == "team-a:" and grant.rights == {"read"}
     assert abs(grant.expires_at - time.time() - 3600) < 60
 
-    result = _meridian(
+    result = run_meridian(
         "token", "create", "--doc", "a", "--doc", "b", "--ttl", "60", "--subject", "ci",
         "--config", config, env=env,
     )  # fmt: skip
@@ -646,7 +633,7 @@ def test_token_create_prints_a_token_that_verifies(tmp_path: Path) -> None:
 
 def test_token_create_errors(tmp_path: Path) -> None:
     config = str(_config(tmp_path))
-    result = _meridian(
+    result = run_meridian(
         "token", "create", "--prefix", "p", "--config", config, env=_environment(None)
     )
     assert result.returncode == 2 and result.stdout == ""
@@ -658,14 +645,14 @@ def test_token_create_errors(tmp_path: Path) -> None:
         (["--prefix", "p", "--doc", "d"], "not allowed with argument"),
         ([], "one of the arguments --prefix --doc is required"),
     ]:
-        result = _meridian("token", "create", *args, "--config", config, env=env)
+        result = run_meridian("token", "create", *args, "--config", config, env=env)
         assert result.returncode == 2, (args, result.stderr)
         assert message in result.stderr and result.stdout == ""
 
 
 def test_serve_refuses_an_open_address_without_auth(tmp_path: Path) -> None:
     args = ["serve", "--region", "eu-west", "--listen", "0.0.0.0:0", "--data", str(tmp_path / "d")]
-    result = _meridian(*args, "--config", str(_config(tmp_path)), env=_environment("s3cret"))
+    result = run_meridian(*args, "--config", str(_config(tmp_path)), env=_environment("s3cret"))
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
@@ -673,7 +660,7 @@ def test_serve_refuses_an_open_address_without_auth(tmp_path: Path) -> None:
     assert "[auth]" in lines[0] and "--insecure" in lines[0]
     # [auth] asks for tokens, and there is no secret to sign them with.
     config = _config(tmp_path, "[auth]\nrequired = true\n")
-    result = _meridian(*args, "--config", str(config), env=_environment(None))
+    result = run_meridian(*args, "--config", str(config), env=_environment(None))
     assert result.returncode == 2
     assert f"set the environment variable {SECRET_ENV}" in result.stderr
 
@@ -725,7 +712,7 @@ def test_auth_required_from_the_environment(tmp_path: Path) -> None:
 
     args = ["serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(tmp_path)]
     env = {**_environment(None), "MERIDIAN_AUTH_REQUIRED": "maybe"}
-    result = _meridian(*args, "--config", str(config), env=env)
+    result = run_meridian(*args, "--config", str(config), env=env)
     assert result.returncode == 2
     assert "MERIDIAN_AUTH_REQUIRED must be true or false" in result.stderr
 
@@ -733,7 +720,7 @@ def test_auth_required_from_the_environment(tmp_path: Path) -> None:
 def test_serve_with_auth_required(tmp_path: Path) -> None:
     config = _config(tmp_path, "[auth]\n")
     env = _environment("s3cret")
-    result = _meridian("token", "create", "--doc", "d1", "--config", str(config), env=env)
+    result = run_meridian("token", "create", "--doc", "d1", "--config", str(config), env=env)
     token = result.stdout.strip()
     process = NodeProcess(tmp_path / "d", config=config, env=env).start()
     try:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,20 +18,10 @@ from app.cli import main
 from crdt import FORMAT_VERSION
 
 from .cluster import Cluster
-from .support import REPO, TIMEOUT_FACTOR, NodeProcess, wait_for
+from .support import NodeProcess, run_meridian, wait_for
 from .test_storage_changes import _text_updates, _write_format_1
 
 FILE = "meridian.duckdb"
-
-
-def meridian(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=60 * TIMEOUT_FACTOR,
-    )
 
 
 def write(client: httpx.Client, doc_id: str, value: Any) -> dict[str, Any]:
@@ -103,7 +92,7 @@ def test_backup_of_a_killed_node_restores_every_acknowledged_write(
 
     backup = tmp_path / "backups" / "eu-west-1.duckdb"
     backup.parent.mkdir()
-    result = meridian("backup", "--data", str(data), "--out", str(backup))
+    result = run_meridian("backup", "--data", str(data), "--out", str(backup))
     assert result.returncode == 0, result.stderr
     assert "20 documents, 1 tombstones" in result.stdout
     # One self-contained file: the log is folded in, nothing partial is left.
@@ -111,7 +100,7 @@ def test_backup_of_a_killed_node_restores_every_acknowledged_write(
     backup_sha = sha256(backup)
 
     restored = tmp_path / "fresh"
-    result = meridian("restore", "--from", str(backup), "--data", str(restored))
+    result = run_meridian("restore", "--from", str(backup), "--data", str(restored))
     assert result.returncode == 0, result.stderr
     assert "new storage id" in result.stdout and "kept as" not in result.stdout
     assert sha256(backup) == backup_sha  # the backup is only read
@@ -136,14 +125,14 @@ def test_restore_over_a_data_directory_keeps_the_replaced_file(
         write(client, "kept", 1)
     assert node.terminate() == 0
     backup = tmp_path / "b.duckdb"
-    assert meridian("backup", "--data", str(data), "--out", str(backup)).returncode == 0
+    assert run_meridian("backup", "--data", str(data), "--out", str(backup)).returncode == 0
     again = NodeProcess(data).start()
     with again.client() as client:
         write(client, "later", 2)
     again.kill()
     current_sha = sha256(data / FILE)
 
-    result = meridian("restore", "--from", str(backup), "--data", str(data))
+    result = run_meridian("restore", "--from", str(backup), "--data", str(data))
     assert result.returncode == 0, result.stderr
     replaced = [name for name in listing(data) if name.startswith(f"{FILE}.replaced-")]
     # The replaced file with its write-ahead log, under one new name.
@@ -168,7 +157,7 @@ def test_a_format_1_backup_is_upgraded_when_restored(tmp_path: Path) -> None:
         _text_updates(["alpha ", "beta ", "gamma"]),
         _text_updates(["milk", " eggs"], client_id=9),
     )
-    result = meridian("restore", "--from", str(backup), "--data", str(tmp_path / "d"))
+    result = run_meridian("restore", "--from", str(backup), "--data", str(tmp_path / "d"))
     assert result.returncode == 0, result.stderr
     assert "2 documents, 2 tombstones" in result.stdout
     con = duckdb.connect(str(tmp_path / "d" / FILE), read_only=True)
@@ -191,7 +180,7 @@ def test_backup_and_restore_refuse_a_running_node(tmp_path: Path, node: NodeProc
     assert node.process is not None
     pid = node.process.pid
     out = tmp_path / "b.duckdb"
-    result = meridian("backup", "--data", str(data), "--out", str(out))
+    result = run_meridian("backup", "--data", str(data), "--out", str(out))
     assert result.returncode == 1
     assert f"is in use by another Meridian process (pid {pid})" in result.stderr
     assert not out.exists() and listing(tmp_path) == ["eu-west-1"]
@@ -201,9 +190,9 @@ def test_backup_and_restore_refuse_a_running_node(tmp_path: Path, node: NodeProc
     with other.client() as client:
         write(client, "other", 1)
     assert other.terminate() == 0
-    assert meridian("backup", "--data", str(other.data_dir), "--out", str(out)).returncode == 0
+    assert run_meridian("backup", "--data", str(other.data_dir), "--out", str(out)).returncode == 0
     files = listing(data)
-    result = meridian("restore", "--from", str(out), "--data", str(data))
+    result = run_meridian("restore", "--from", str(out), "--data", str(data))
     assert result.returncode == 1
     assert f"is in use by another Meridian process (pid {pid})" in result.stderr
     assert listing(data) == files
@@ -223,7 +212,7 @@ def test_bad_input_is_refused_and_changes_nothing(
     files = listing(data)
     file_sha = sha256(data / FILE)
     good = tmp_path / "good.duckdb"
-    assert meridian("backup", "--data", str(data), "--out", str(good)).returncode == 0
+    assert run_meridian("backup", "--data", str(data), "--out", str(good)).returncode == 0
     good_sha = sha256(good)
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -334,7 +323,7 @@ def restore_scenario(cluster: Cluster, tmp_path: Path, restore_how: str) -> list
     process = cluster[A].process
     assert process is not None and process.terminate() == 0
     backup = tmp_path / "a.duckdb"
-    result = meridian("backup", "--data", str(data), "--out", str(backup))
+    result = run_meridian("backup", "--data", str(data), "--out", str(backup))
     assert result.returncode == 0, result.stderr
 
     cluster.start_node(A)
@@ -351,7 +340,7 @@ def restore_scenario(cluster: Cluster, tmp_path: Path, restore_how: str) -> list
     assert process is not None and process.terminate() == 0
 
     if restore_how == "meridian restore":
-        result = meridian("restore", "--from", str(backup), "--data", str(data))
+        result = run_meridian("restore", "--from", str(backup), "--data", str(data))
         assert result.returncode == 0, result.stderr
     else:
         shutil.copyfile(backup, data / FILE)

@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
 
-from .support import REPO, NodeProcess
-
-
-def _meridian(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=timeout,
-    )
+from .support import REPO, NodeProcess, run_meridian
 
 
 def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[limits]\nmax_body_bytes = -5\n")
-    result = _meridian(
+    result = run_meridian(
         "serve",
         "--region",
         "eu-west",
@@ -40,7 +28,7 @@ def test_bad_config_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_unknown_region_and_bad_listen(tmp_path: Path) -> None:
-    result = _meridian(
+    result = run_meridian(
         "serve",
         "--region",
         "mars",
@@ -52,7 +40,7 @@ def test_unknown_region_and_bad_listen(tmp_path: Path) -> None:
         str(REPO / "regions.toml"),
     )
     assert result.returncode == 2 and "region 'mars' is not in" in result.stderr
-    result = _meridian(
+    result = run_meridian(
         "serve", "--region", "eu-west", "--listen", "localhost", "--data", str(tmp_path / "d")
     )
     assert result.returncode == 2 and "must be host:port" in result.stderr
@@ -72,7 +60,7 @@ def test_newer_storage_format_is_refused_clearly(tmp_path: Path) -> None:
     con = duckdb.connect(str(data / "meridian.duckdb"))
     con.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
     con.close()
-    result = _meridian(
+    result = run_meridian(
         "serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(data)
     )
     assert result.returncode == 1

@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,21 +19,14 @@ from app.auth import create_token
 from app.logs import JsonFormatter, NodeContext, Redactor, TextFormatter
 
 from .cluster import Cluster
-from .support import REPO, TIMEOUT_FACTOR, NodeProcess, wait_for
+from .support import TIMEOUT_FACTOR, NodeProcess, run_meridian, wait_for
 
 SECRET = "status-test-secret-0123"
 
 
 def _meridian(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k != "MERIDIAN_TOKEN"}
-    return subprocess.run(
-        [sys.executable, "-m", "app", *args],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**environment, **(env or {})},
-        timeout=120 * TIMEOUT_FACTOR,
-    )
+    return run_meridian(*args, env={**environment, **(env or {})}, timeout=120)
 
 
 def _set(client_node: str, cluster: Cluster, doc_id: str, value: object) -> None:

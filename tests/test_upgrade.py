@@ -12,8 +12,6 @@ tests/test_storage_changes.py and tests/test_backup.py.
 from __future__ import annotations
 
 import random
-import subprocess
-import sys
 import threading
 from collections import Counter
 from pathlib import Path
@@ -22,7 +20,7 @@ import httpx
 import pytest
 
 from .cluster import Cluster
-from .support import REPO, TIMEOUT_FACTOR, wait_for
+from .support import TIMEOUT_FACTOR, run_meridian, wait_for
 
 NODES = ("ap-south-1", "eu-west-1", "us-east-1")
 
@@ -132,10 +130,9 @@ def test_rolling_upgrade_keeps_every_acknowledged_write(cluster: Cluster) -> Non
 
 @pytest.mark.parametrize("value", ["0", "3"])
 def test_a_version_this_release_does_not_speak_is_refused(tmp_path: Path, value: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "app", "serve", "--region", "eu-west", "--listen", "127.0.0.1:0",
-         "--data", str(tmp_path), "--max-protocol-version", value],
-        capture_output=True, text=True, cwd=REPO, timeout=60 * TIMEOUT_FACTOR,
+    result = run_meridian(
+        "serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(tmp_path),
+        "--max-protocol-version", value,
     )  # fmt: skip
     assert result.returncode == 2
     assert f"--max-protocol-version {value}: this version speaks peer protocol 1..2" in (
