@@ -378,12 +378,12 @@ async def get_replicas(request: Request, doc_id: str) -> dict[str, Any]:
         "state": "in_sync",
         "pending": 0,
     }
-    others = node.replicator.replicas(doc_id) if node.replicator is not None else []
+    replicas = [here, *(node.replicator.replicas(doc_id) if node.replicator is not None else [])]
     return {
         "id": doc_id,
         "incarnation": document.incarnation,
-        "regions": _holding_regions(node, doc_id),
-        "replicas": [here, *others],
+        "regions": sorted({replica["region"] for replica in replicas}),
+        "replicas": replicas,
     }
 
 

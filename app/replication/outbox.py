@@ -11,6 +11,7 @@ the peer reports it caught up (``CaughtUp``), the overflow is cleared.
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -142,7 +143,7 @@ class Outbox:
     def pending(self, doc_id: str) -> int:
         """How many of ``doc_id``'s deltas are queued or in flight (a scan: for views, not
         for the write path)."""
-        waiting = (*self._queue, *self._in_flight.values())
+        waiting = itertools.chain(self._queue, self._in_flight.values())
         return sum(1 for delta in waiting if delta.doc_id == doc_id)
 
     def statistics(self) -> OutboxStatistics:
