@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
 
 from crdt import (
     FORMAT_VERSION,
@@ -331,15 +332,13 @@ async def get_document(
             "copies exactly when they hold the same content (costs a re-encoding)"
         ),
     ] = False,
-) -> dict[str, Any]:
+) -> JSONResponse:
     """The JSON view of a document: every root with its inferred type."""
     _authorize(request, doc_id, "read")
     node = _node(request)
     await _wait_after(node, _doc_id(doc_id), after)
     document = await node.store.get(_doc_id(doc_id))
-    extra = {"digest": document.digest()} if digest else {}
-    return {
-        **extra,
+    view = {
         "id": doc_id,
         "content": document.to_json(),
         "state_vector": b64(document.state_vector()),
@@ -349,7 +348,11 @@ async def get_document(
             "regions": _holding_regions(node, doc_id),
             "pinned": False,
         },
+        "digest": document.digest() if digest else None,
     }
+    # Encoded here rather than through the response model: pydantic refuses to serialize
+    # values nested past ~250 levels, and a document may nest up to crdt.MAX_NESTING.
+    return JSONResponse(view)
 
 
 def _holding_regions(node: Node, doc_id: str) -> list[str]:

@@ -8,7 +8,10 @@ import binascii
 
 from .errors import ApiError
 
-__all__ = ["b64", "decode_base64"]
+__all__ = ["b64", "close_reason", "decode_base64"]
+
+#: RFC 6455 5.5: a control frame's payload is at most 125 bytes, 2 of them the close code.
+MAX_CLOSE_REASON_BYTES = 123
 
 
 def decode_base64(value: str, what: str) -> bytes:
@@ -24,3 +27,13 @@ def decode_base64(value: str, what: str) -> bytes:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
+
+
+def close_reason(reason: str) -> str:
+    """``reason`` cut to fit a WebSocket close frame (123 bytes of UTF-8), never inside a
+    character: a longer reason makes the close frame itself fail, and the client then sees
+    no close code at all."""
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    return encoded[: MAX_CLOSE_REASON_BYTES - 3].decode("utf-8", errors="ignore") + "..."

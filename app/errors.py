@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from crdt import (
     CrdtError,
@@ -34,6 +35,10 @@ from .auth import TokenError
 __all__ = ["ApiError", "error_body", "install_error_handlers"]
 
 log = logging.getLogger("meridian.http")
+
+
+#: The status counted for a request whose client left before its body was complete.
+CLIENT_CLOSED_REQUEST = 499
 
 
 class ApiError(Exception):
@@ -56,6 +61,8 @@ def _status_and_code(exc: CrdtError) -> tuple[int, str]:
             return 413, "document_too_large"
         if exc.limit == "max_pending_bytes":
             return 422, "missing_dependencies"
+        if exc.limit == "max_nesting":
+            return 422, "nesting_too_deep"
         return 422, "too_many_operations" if exc.limit == "max_operations" else "limit_exceeded"
     if isinstance(exc, InvalidUpdate | InvalidDocumentId):
         return 400, exc.code
@@ -128,6 +135,16 @@ def install_error_handlers(
         if exc.status_code == 404 and message == "Not Found":
             message = f"no route for {request.method} {request.url.path}"
         return answer(exc.status_code, code, message, exc.headers)
+
+    @app.exception_handler(ClientDisconnect)
+    async def _disconnected(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # The client went away before its body was complete: nothing was written, and the
+        # answer reaches nobody. 499 is the status proxies log for it (nginx's "client
+        # closed request"), so /metrics does not count it as a server error.
+        log.info(
+            "%s %s: the client left before its body was complete", request.method, request.url.path
+        )
+        return answer(CLIENT_CLOSED_REQUEST, "client_disconnected", "the body was incomplete")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

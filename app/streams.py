@@ -10,7 +10,7 @@ from crdt import decode_state_vector, encode_state_vector
 from crdt.lib0 import DecodeError
 
 from .auth import Authorizer, TokenError, token_from_websocket
-from .codec import decode_base64
+from .codec import close_reason, decode_base64
 from .errors import ApiError
 from .node import Node
 from .sync import serve_events, serve_sync
@@ -34,7 +34,7 @@ async def _authorize_websocket(
         await websocket.accept(subprotocol=subprotocol)
         if sync:
             await websocket.send_bytes(encode_permission_denied(exc.message))
-        await websocket.close(exc.websocket_close_code, exc.message[:120])
+        await websocket.close(exc.websocket_close_code, close_reason(exc.message))
         node: Node = websocket.app.state.node
         node.hub.refused_input("sync" if sync else "events", exc.websocket_close_code)
         return None

@@ -16,13 +16,14 @@ import base64
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pycrdt
 
 from .errors import InvalidUpdate, LimitExceeded
 from .lib0 import DecodeError
+from .nesting import NestingIndex, NestingTooDeep, NestingUnmeasured
 from .statevector import decode_state_vector, encode_state_vector
 from .yupdate import (
     RootKind,
@@ -59,12 +60,27 @@ def _call_yrs(what: str, func: Any, *args: Any) -> Any:
         raise InvalidUpdate(f"{what}: {exc.__class__.__name__}: {exc}") from exc
 
 
-def validate_update(data: bytes) -> Any:
-    """Structural check of a Yjs v1 update; returns the :class:`~crdt.yupdate.ParsedUpdate`."""
+def validate_update(
+    data: bytes,
+    known: NestingIndex | None = None,
+    covered: Callable[[tuple[int, int]], bool] | None = None,
+) -> Any:
+    """Structural check of a Yjs v1 update; returns the :class:`~crdt.yupdate.ParsedUpdate`.
+    With a document's ``known`` depths, refuses nesting past the limit across updates
+    (:class:`LimitExceeded`, ``max_nesting``)."""
     if not data:
         raise InvalidUpdate("empty body: a Yjs update has at least two bytes")
     try:
-        return parse_update(data)
+        return parse_update(data, known=known, covered=covered)
+    except NestingUnmeasured as exc:
+        raise LimitExceeded(
+            f"{exc}: send the missing changes first", limit="max_pending_bytes"
+        ) from None
+    except NestingTooDeep as exc:
+        raise LimitExceeded(
+            f"{exc}: the document may not nest maps, arrays or texts deeper than that",
+            limit="max_nesting",
+        ) from None
     except DecodeError as exc:
         raise InvalidUpdate(f"not a valid Yjs v1 update: {exc}") from exc
 
@@ -130,9 +146,9 @@ def _attrs(value: Any) -> list[tuple[str, Any]]:
     return list(value.items()) if isinstance(value, dict) else []
 
 
-def _infer(doc_id: str, state: bytes) -> dict[str, set[str]]:
+def _infer(doc_id: str, state: bytes, nesting: NestingIndex | None = None) -> dict[str, set[str]]:
     try:
-        return infer_root_kinds(state)
+        return infer_root_kinds(state, nesting)
     except DecodeError as exc:  # Yrs' own encoding: should not happen, must not break reads
         log.warning("document %s: cannot infer root types: %s", doc_id, exc)
         return {}
@@ -172,6 +188,8 @@ class Document:
         self.stored_bytes = 0
         #: Writes applied here but not yet committed; a document with any is never evicted.
         self.uncommitted = 0
+        # Depth of the items below the roots, to bound nesting across updates.
+        self._nesting = NestingIndex()
         #: Set when Yrs failed half-way through an update: the in-memory state is suspect and
         #: the store must reload the document from disk.
         self.poisoned = False
@@ -283,12 +301,14 @@ class Document:
         :class:`InvalidUpdate` and leaves the document unchanged when the bytes are invalid;
         if Yrs fails half-way (a panic), the document is marked ``poisoned``.
         """
-        parsed = validate_update(data)
+        before = self.clocks()
+        parsed = validate_update(
+            data, self._nesting, lambda ident: ident[1] < before.get(ident[0], 0)
+        )
         if parsed.is_empty:
             return False
         if any(update == data for update, _ in self._pending):
             return False  # already stored and waiting for the same dependencies
-        before = self.clocks()
         if self.pending_bytes + len(data) > self.max_pending_bytes and any(
             before.get(client, 0) < end for client, end in parsed.reach.items()
         ):
@@ -312,14 +332,24 @@ class Document:
                 self.poisoned = True
             raise InvalidUpdate(f"Yjs refused the update: {exc.__class__.__name__}: {exc}") from exc
         self._absorb(parsed.root_evidence)
+        for item, depth in parsed.nested:
+            self._nesting.add(item.client, item.clock, item.length, depth)
         after = self.clocks()
         pending = any(after.get(client, 0) < end for client, end in parsed.reach.items())
         if pending:
             self._pending.append((data, parsed.reach))
             self.pending_bytes += len(data)
         if self._pending and after != before:
+            waiting = len(self._pending)
             self._retry_pending(after)
+            if len(self._pending) < waiting:
+                # Items that waited were measured against content nobody had: measure again.
+                self._remeasure()
         return pending or self._last_delta is not None
+
+    def _remeasure(self) -> None:
+        self._nesting = NestingIndex()
+        self._absorb(_infer(self.id, bytes(self._doc.get_update()), self._nesting))
 
     def _retry_pending(self, clocks: dict[int, int]) -> None:
         """Re-applies updates still waiting for dependencies, until none makes progress.
@@ -369,7 +399,7 @@ class Document:
         if self._pending:
             self._retry_pending(after)
         if updates:
-            self._absorb(_infer(self.id, bytes(self._doc.get_update())))
+            self._remeasure()
 
     def _absorb(self, evidence: dict[str, set[str]]) -> None:
         for name, found in evidence.items():

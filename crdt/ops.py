@@ -85,9 +85,14 @@ def _check_shape(op: Any, index: int) -> None:
     if not isinstance(op, dict):
         raise InvalidOperation("must be an object", index=index)
     name = op.get("op")
-    if name not in OPERATIONS:
+    # Only a string can name an operation: an object or a list is not even hashable.
+    if not isinstance(name, str) or name not in OPERATIONS:
         known = ", ".join(OPERATIONS)
-        raise InvalidOperation(f"unknown op {name!r}; known: {known}", index=index)
+        shown = (
+            "an object" if isinstance(name, dict) else "a list" if isinstance(name, list) else None
+        )
+        what = shown or repr(name)[:64]
+        raise InvalidOperation(f"unknown op {what}; known: {known}", index=index)
     path = op.get("path")
     if not isinstance(path, list) or not path:
         raise InvalidOperation('"path" must be a non-empty list', index=index)

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import bisect
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from .lib0 import DecodeError, Decoder, Encoder
+from .nesting import MAX_NESTING, NestingIndex, Placed, resolve_depths
 
 __all__ = [
     "canonical_delete_set",
@@ -40,9 +42,6 @@ __all__ = [
 # Yjs type references (ContentType), https://github.com/yjs/yjs/blob/main/src/structs/ContentType.js
 _TYPE_ARRAY, _TYPE_MAP, _TYPE_TEXT = 0, 1, 2
 _TYPE_XML_ELEMENT, _TYPE_XML_FRAGMENT, _TYPE_XML_HOOK, _TYPE_XML_TEXT = 3, 4, 5, 6
-
-#: Deepest nesting of shared types accepted within one update.
-MAX_NESTING = 256
 
 # Clocks are 32-bit in Yrs; a range that overflows them is hostile.
 _MAX_CLOCK = 2**32 - 1
@@ -92,6 +91,8 @@ class ParsedUpdate:
     #: Client -> the clock just past its last struct or deleted range here. A copy whose state
     #: vector is below one of these cannot integrate all of the update yet.
     reach: dict[int, int] = field(default_factory=dict)
+    #: Every item below a root with its depth (see :mod:`crdt.nesting`).
+    nested: list[tuple[Placed, int]] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
@@ -203,18 +204,29 @@ def _content_length_and_evidence(dec: Decoder, ref: int, edits: _Edits = None) -
     raise DecodeError(f"unknown content type {ref}")
 
 
-def parse_update(data: bytes, *, collect_items: bool = False, edits: _Edits = None) -> ParsedUpdate:
+def parse_update(
+    data: bytes,
+    *,
+    collect_items: bool = False,
+    edits: _Edits = None,
+    known: NestingIndex | None = None,
+    covered: Callable[[tuple[int, int]], bool] | None = None,
+    limit: int | None = MAX_NESTING,
+) -> ParsedUpdate:
     """Checks that ``data`` is a complete, well-formed Yjs v1 update and summarises it.
 
-    Raises :class:`~crdt.lib0.DecodeError` (a ``ValueError``) naming the first problem.
+    Raises :class:`~crdt.lib0.DecodeError` (a ``ValueError``) naming the first problem, and
+    its subclass :class:`~crdt.nesting.NestingTooDeep` when shared types would nest deeper
+    than ``limit`` (counting the document's own depths when ``known`` and ``covered`` are
+    given; see :func:`~crdt.nesting.resolve_depths`; None: no limit).
     Well-formedness is necessary, not sufficient: Yrs may still refuse the update.
     With ``edits``, records the (start, end, bytes) replacements :func:`canonical_update` makes.
     """
     dec = Decoder(data)
     parsed = ParsedUpdate()
-    # Nesting depth of the items seen, by first and last id: Yrs frees nested types
-    # recursively, and a hostile chain of many thousand nested maps overflows its stack.
-    depths: dict[tuple[int, int], int] = {}
+    # Where each item hangs, for its nesting depth: Yrs frees nested types recursively, and
+    # a hostile chain of many thousand nested maps overflows its stack.
+    placed: list[Placed] = []
     clients = dec.read_length("clients", 3)
     for _ in range(clients):
         count = dec.read_length("structs", 2)
@@ -246,17 +258,16 @@ def parse_update(data: bytes, *, collect_items: bool = False, edits: _Edits = No
                         dec.read_var_string()
                         has_sub = True
                 length, evidence = _content_length_and_evidence(dec, ref, edits)
-                if has_parent_id:
-                    depth = depths.get(parent_id, 0) + 1
-                elif origin is not None or right is not None:
-                    depth = depths.get(origin or right or (0, 0), 0)
-                else:
-                    depth = 0
-                if depth > MAX_NESTING:
-                    raise DecodeError(f"shared types nested deeper than {MAX_NESTING} levels")
-                if depth:
-                    depths[(client, clock)] = depth
-                    depths[(client, clock + max(length, 1) - 1)] = depth
+                placed.append(
+                    Placed(
+                        client,
+                        clock,
+                        length,
+                        parent_id if has_parent_id else None,
+                        origin or right,
+                        parent_key is not None,
+                    )
+                )
                 if has_sub:
                     evidence = _EVIDENCE_MAP
                 if parent_key is not None:
@@ -296,6 +307,7 @@ def parse_update(data: bytes, *, collect_items: bool = False, edits: _Edits = No
         parsed.deletes += ranges
     if not dec.at_end():
         raise DecodeError(f"{dec.remaining} unexpected bytes after the update")
+    parsed.nested = resolve_depths(placed, known=known, covered=covered, limit=limit)
     return parsed
 
 
@@ -307,7 +319,7 @@ def canonical_update(data: bytes) -> bytes:
     content; digests that prove convergence are taken over it.
     """
     edits: list[tuple[int, int, bytes]] = []
-    parse_update(data, edits=edits)
+    parse_update(data, edits=edits, limit=None)  # a document accepted earlier still has one
     if not edits:
         return data
     out = bytearray()
@@ -368,14 +380,17 @@ def classify(evidence: set[str]) -> RootKind | None:
     return None
 
 
-def infer_root_kinds(state: bytes) -> dict[str, set[str]]:
+def infer_root_kinds(state: bytes, nesting: NestingIndex | None = None) -> dict[str, set[str]]:
     """Evidence about every root of a document, given its whole state as an update.
 
     Unlike :attr:`ParsedUpdate.root_evidence`, this follows origins, so an item inserted next
     to another counts for the other's root: a text whose first character was deleted (its
     content garbage-collected) is still recognised by the characters typed after it.
     """
-    parsed = parse_update(state, collect_items=True)
+    parsed = parse_update(state, collect_items=True, limit=None)
+    if nesting is not None:
+        for placed, depth in parsed.nested:
+            nesting.add(placed.client, placed.clock, placed.length, depth)
     evidence: dict[str, set[str]] = {name: set() for name in parsed.root_evidence}
     starts: dict[int, list[int]] = {}
     by_client: dict[int, list[_Item]] = {}

@@ -11,13 +11,12 @@ import pytest
 from crdt import (
     Document,
     InvalidOperation,
-    InvalidUpdate,
     LimitExceeded,
     StoreLimits,
     open_store,
     parse_operations,
 )
-from crdt.yupdate import MAX_NESTING
+from crdt.nesting import MAX_NESTING
 
 
 def _nested_maps(depth: int) -> bytes:
@@ -32,7 +31,7 @@ def _nested_maps(depth: int) -> bytes:
 
 def test_deeply_nested_types_are_refused() -> None:
     Document("ok").apply_update(_nested_maps(MAX_NESTING - 2))
-    with pytest.raises(InvalidUpdate, match="nested deeper"):
+    with pytest.raises(LimitExceeded, match="nested deeper"):
         Document("deep").apply_update(_nested_maps(MAX_NESTING + 10))
 
 

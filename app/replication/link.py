@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import websockets
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from ..codec import close_reason
 from . import messages as m
 from .protocol import Closed, Event, Opened, PeerProtocol, State
 
@@ -66,7 +67,7 @@ class ClientTransport:
             raise LinkClosed(str(exc)) from None
 
     async def close(self, code: int, reason: str) -> None:
-        await self._connection.close(code, reason[:120])
+        await self._connection.close(code, close_reason(reason))
 
 
 class ServerTransport:
@@ -93,7 +94,7 @@ class ServerTransport:
         if self._websocket.application_state is WebSocketState.DISCONNECTED:
             return
         with contextlib.suppress(RuntimeError, OSError):
-            await self._websocket.close(code, reason[:120])
+            await self._websocket.close(code, close_reason(reason))
 
 
 class PeerLink:
@@ -147,11 +148,16 @@ class PeerLink:
 
     async def send(self, message: m.Message) -> None:
         """Sends an application message; raises LinkClosed when the link is not open."""
+        self.send_nowait(message)
+        await self.flush()
+
+    def send_nowait(self, message: m.Message) -> None:
+        """Queues an application message for the next :meth:`flush`; raises LinkClosed when
+        the link is not open (it closed under the sender: a normal event, not a bug)."""
         try:
             self.protocol.send(message)
         except m.ProtocolError as exc:
             raise LinkClosed(str(exc)) from None
-        await self.flush()
 
     async def flush(self) -> None:
         async with self._send_lock:

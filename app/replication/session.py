@@ -228,7 +228,7 @@ class PeerSession:
                         message = m.Update(
                             delta.seq, delta.doc_id, delta.incarnation, reached, delta.data
                         )
-                    self.link.protocol.send(message)
+                    self.link.send_nowait(message)
                     if log.isEnabledFor(logging.DEBUG):
                         log.debug(
                             "> %s peer=%s %s", type(message).__name__, peer.node_id, _brief(message)
@@ -412,8 +412,8 @@ class PeerSession:
         """Queues a message and flushes it soon (for callers outside the event loop's tasks,
         e.g. awareness relays from a listener)."""
         try:
-            self.link.protocol.send(message)
-        except m.ProtocolError:
+            self.link.send_nowait(message)
+        except LinkClosed:
             return
         self._spawn(self.link.flush())
 

@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket
 
 from crdt import EMPTY_STATE_VECTOR, CrdtError, InvalidUpdate, LimitExceeded, check_document_id
 
+from ..codec import close_reason
 from . import protocol as p
 from .awareness import AwarenessError
 from .hub import Kind, Subscriber
@@ -46,7 +47,7 @@ async def _open(
         check_document_id(doc_id)
     except CrdtError as exc:
         node.hub.refused_input(kind, 4400)
-        await websocket.close(4400, str(exc)[:120])
+        await websocket.close(4400, close_reason(str(exc)))
         return None
     hub = node.hub
     if hub.connections() >= limits.max_connections:
@@ -95,7 +96,8 @@ async def serve_sync(
         try:
             await store.apply_update(doc_id, update, origin=subscriber, on_applied=applied.set)
         except (InvalidUpdate, LimitExceeded) as exc:
-            code = 1009 if isinstance(exc, LimitExceeded) else 1007
+            too_big = isinstance(exc, LimitExceeded) and exc.limit != "max_nesting"
+            code = 1009 if too_big else 1007
             log.info("sync client of %s sent a refused update: %s", doc_id, exc)
             subscriber.close(code, str(exc))
         except CrdtError as exc:

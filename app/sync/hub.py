@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket
 
 from crdt import Change, DocumentStore
 
+from ..codec import close_reason
 from . import protocol as p
 from .awareness import Awareness, AwarenessError, encode_update
 
@@ -131,7 +132,7 @@ class Subscriber:
             async with asyncio.timeout(1.0):
                 while self._queue:
                     await self._send(self._queue.popleft())
-                await self.websocket.close(code, reason[:120])
+                await self.websocket.close(code, close_reason(reason))
 
 
 class Hub:
