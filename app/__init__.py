@@ -1,27 +1,19 @@
-"""The Meridian node: HTTP API, configuration, CLI (and, later, replication and placement).
+"""Meridian's node and the tools around it.
 
-Public face::
+Packages, each with its own public face:
 
-    settings = NodeSettings(
-        node_id="eu-west-1", region="eu-west", host="127.0.0.1", port=7201,
-        data_dir=Path("data/eu-west-1"), cluster=load_config(Path("regions.toml")),
-    )
-    app = create_app(settings)        # an ASGI app; its lifespan opens and closes the node
+- :mod:`app.http` — ``create_app(settings)``: one node's ASGI app (FastAPI)
+- :mod:`app.node` — the composition root: ``open_node(settings)`` builds and closes the parts
+- :mod:`app.replication` — peer links, deltas, anti-entropy, durability waits
+- :mod:`app.sync` — live clients: y-websocket and JSON event streams
+- :mod:`app.cluster` — placement (sans-I/O)
+- :mod:`app.client` — the Python client SDK (importable without the server)
+- :mod:`app.tools` — operating tools: demo, WAN emulator, status, backup
+
+Importing this package imports nothing heavy: ``import app.client`` does not pull in FastAPI.
 """
 
-from .api import create_app
-from .config import ClusterConfig, ConfigError, NodeSettings, Region, load_config, parse_config
-from .node import VERSION, Node, open_node
+from .errors import ApiError, MeridianError
+from .version import VERSION
 
-__all__ = [
-    "VERSION",
-    "ClusterConfig",
-    "ConfigError",
-    "Node",
-    "NodeSettings",
-    "Region",
-    "create_app",
-    "load_config",
-    "open_node",
-    "parse_config",
-]
+__all__ = ["VERSION", "ApiError", "MeridianError"]

@@ -45,6 +45,7 @@ from typing import Any, Literal
 from crdt import DOCUMENT_ID
 
 from .config import NodeSettings
+from .errors import MeridianError
 
 __all__ = [
     "MAX_TOKEN_LENGTH",
@@ -76,7 +77,7 @@ _REQUIRED_CLAIMS = frozenset({"docs", "rights", "iat", "exp"})
 _CLAIMS = _REQUIRED_CLAIMS | {"sub", "kid"}
 
 
-class TokenError(Exception):
+class TokenError(MeridianError):
     """A request refused for want of a valid token (401) or of the right (403)."""
 
     def __init__(self, status: int, code: str, message: str) -> None:

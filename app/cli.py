@@ -17,7 +17,7 @@ requests in flight finish (their commits included) and closes the store. Errors 
 with status 2 (usage) or 1 (runtime).
 
 ``status`` asks every node for its view of the cluster and prints it; ``--check`` compares
-every document's copies (see app.status for the exit statuses).
+every document's copies (see app.tools.status for the exit statuses).
 """
 
 from __future__ import annotations
@@ -258,7 +258,7 @@ def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_le
     """Runs uvicorn on ``sock`` until a signal; returns the exit status."""
     import uvicorn
 
-    from .api import create_app
+    from .http import create_app
 
     startup_errors: list[BaseException] = []
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
@@ -331,7 +331,7 @@ def token_create(args: argparse.Namespace) -> int:
 
 def status(args: argparse.Namespace) -> int:
     """Prints every node's view of the cluster; with ``--check``, compares the copies."""
-    from .status import run_status, targets_from_config, targets_from_urls
+    from .tools.status import run_status, targets_from_config, targets_from_urls
 
     if args.url:
         targets = targets_from_urls(args.url)
@@ -357,8 +357,8 @@ def status(args: argparse.Namespace) -> int:
 
 
 def backup_command(args: argparse.Namespace) -> int:
-    """Copies a stopped node's storage file to a new backup file (see app.backup)."""
-    from .backup import BackupError, backup
+    """Copies a stopped node's storage file to a new backup file (see app.tools.backup)."""
+    from .tools.backup import BackupError, backup
 
     try:
         stored = backup(Path(args.data), Path(args.out))
@@ -374,7 +374,7 @@ def backup_command(args: argparse.Namespace) -> int:
 
 def restore_command(args: argparse.Namespace) -> int:
     """Installs a backup as a stopped node's storage file, under a new storage id."""
-    from .backup import BackupError, restore
+    from .tools.backup import BackupError, restore
 
     try:
         restored = restore(Path(args.backup), Path(args.data))
@@ -397,7 +397,7 @@ def restore_command(args: argparse.Namespace) -> int:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .tools.demo import run_demo
 
     return run_demo(
         config=args.config,
@@ -540,7 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--wan-control",
         metavar="HOST:PORT",
         help="with --attach: the control listener of the WAN emulator service "
-        "(python -m app.wan_service --control), where a region is cut off and healed",
+        "(python -m app.tools.wan_service --control), where a region is cut off and healed",
     )
     p.set_defaults(func=demo)
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from crdt import StoreLimits
 
+from .errors import MeridianError
+
 __all__ = [
     "DEFAULT_SECRET_ENV",
     "ClientLimits",
@@ -38,7 +40,7 @@ _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 _SIZE = re.compile(r"\d+(\.\d+)?\s*(B|KB|MB|GB|KiB|MiB|GiB)", re.IGNORECASE)
 
 
-class ConfigError(ValueError):
+class ConfigError(MeridianError, ValueError):
     """A configuration problem; the message names the file, the key and what is wrong."""
 
 

@@ -1,7 +1,10 @@
-"""A node: one ``meridian serve`` process's long-lived parts, owned by the app's lifespan.
+"""A node: the composition root of one ``meridian serve`` process.
 
-:func:`open_node` takes the data directory's lock (so two processes never share a DuckDB
-file), opens the document store, and on exit closes it after queued commits finished.
+:func:`open_node` builds every long-lived part once, in order, and closes them in reverse: it
+takes the data directory's lock (so two processes never share a DuckDB file), opens the
+document store, starts replication with the other nodes (when there are any), and opens the
+hub of live clients, wired to replication for presence. The HTTP app's lifespan
+(:mod:`app.http`) owns the node; nothing else builds these parts.
 """
 
 from __future__ import annotations
@@ -14,21 +17,18 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO
 
 from crdt import DocumentStore, StorageLocked, open_store
 
 from .config import ConfigError, NodeSettings
-
-if TYPE_CHECKING:
-    from .replication import Replicator
-    from .sync import Hub
+from .replication import Replicator, open_replicator
+from .sync import Hub
+from .version import VERSION
 
 __all__ = ["VERSION", "Node", "lock_data_dir", "open_node"]
 
 log = logging.getLogger("meridian.node")
-
-VERSION = "0.1.0"
 
 
 @dataclass(slots=True)
@@ -36,10 +36,10 @@ class Node:
     settings: NodeSettings
     store: DocumentStore
     started_at: float
+    #: Live clients (sync and event streams).
+    hub: Hub
     #: Replication with the other nodes; None for a standalone node.
     replicator: Replicator | None = None
-    #: Live clients (sync and event streams); set by the app's lifespan.
-    hub: Hub = None  # type: ignore[assignment]
 
     @property
     def node_id(self) -> str:
@@ -77,16 +77,26 @@ def lock_data_dir(data_dir: Path) -> Iterator[IO[str]]:
 
 @contextlib.asynccontextmanager
 async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
-    """Locks the data directory and opens the store; raises StorageError subclasses, and
-    ConfigError when the node has peers but no cluster secret."""
+    """Builds the node's parts in order and closes them in reverse on exit; raises
+    StorageError subclasses, and ConfigError when the node has peers but no cluster secret."""
     if settings.peers() and not settings.secret:
         raise ConfigError(
             f"node {settings.node_id} replicates with {len(settings.peers())} other nodes but "
             f"the cluster secret is not set: export {settings.cluster.secret_env}"
         )
     with lock_data_dir(settings.data_dir):
-        async with open_store(settings.data_dir, settings.cluster.limits) as store:
-            node = Node(settings, store, time.time())
+        async with contextlib.AsyncExitStack() as stack:
+            store = await stack.enter_async_context(
+                open_store(settings.data_dir, settings.cluster.limits)
+            )
+            replicator = None
+            if settings.peers():
+                replicator = await stack.enter_async_context(open_replicator(store, settings))
+            hub = Hub(store, node=settings.node_id, region=settings.region)
+            stack.push_async_callback(hub.aclose)
+            if replicator is not None:
+                _connect(hub, replicator)
+            node = Node(settings, store, time.time(), hub, replicator)
             log.info(
                 "node %s (region %s) ready, data in %s",
                 settings.node_id,
@@ -95,3 +105,11 @@ async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
             )
             yield node
             log.info("node %s stopping: finishing queued commits", settings.node_id)
+
+
+def _connect(hub: Hub, replicator: Replicator) -> None:
+    """Awareness travels between the live clients of every node over the peer links."""
+    hub.relay_awareness = replicator.send_awareness
+    hub.region_of = replicator.region_of
+    replicator.on_awareness = hub.apply_awareness
+    replicator.on_peer_gone = hub.peer_gone

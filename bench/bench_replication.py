@@ -8,7 +8,7 @@ Run from the repository root with the project's virtualenv (see bench/README.md)
 
 Every node is a real ``python -m app serve`` process on loopback, one per region, with the
 default replication settings (no [replication] section in the generated regions.toml). Each
-cross-region peer link goes through a WAN emulator proxy (app/wan.py, in a thread of this
+cross-region peer link goes through a WAN emulator proxy (app/tools/wan.py, in a thread of this
 process) adding 50 ms one way. The load generator is this process (the HTTP/1.1 client of
 bench_single_node.py), on the same cores as the nodes. Each figure is the median of
 ``--runs`` runs of:

@@ -16,15 +16,15 @@ import base64
 import hashlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pycrdt
 
 from .errors import InvalidUpdate, LimitExceeded
 from .lib0 import DecodeError
-from .nesting import NestingIndex, NestingTooDeep, NestingUnmeasured
-from .statevector import decode_state_vector, encode_state_vector
+from .nesting import NestingIndex, NestingTooDeep
+from .statevector import covers, decode_state_vector, encode_state_vector
 from .yupdate import (
     RootKind,
     canonical_delete_set,
@@ -60,22 +60,14 @@ def _call_yrs(what: str, func: Any, *args: Any) -> Any:
         raise InvalidUpdate(f"{what}: {exc.__class__.__name__}: {exc}") from exc
 
 
-def validate_update(
-    data: bytes,
-    known: NestingIndex | None = None,
-    covered: Callable[[tuple[int, int]], bool] | None = None,
-) -> Any:
+def validate_update(data: bytes, known: NestingIndex | None = None) -> Any:
     """Structural check of a Yjs v1 update; returns the :class:`~crdt.yupdate.ParsedUpdate`.
     With a document's ``known`` depths, refuses nesting past the limit across updates
     (:class:`LimitExceeded`, ``max_nesting``)."""
     if not data:
         raise InvalidUpdate("empty body: a Yjs update has at least two bytes")
     try:
-        return parse_update(data, known=known, covered=covered)
-    except NestingUnmeasured as exc:
-        raise LimitExceeded(
-            f"{exc}: send the missing changes first", limit="max_pending_bytes"
-        ) from None
+        return parse_update(data, known=known)
     except NestingTooDeep as exc:
         raise LimitExceeded(
             f"{exc}: the document may not nest maps, arrays or texts deeper than that",
@@ -301,14 +293,12 @@ class Document:
         :class:`InvalidUpdate` and leaves the document unchanged when the bytes are invalid;
         if Yrs fails half-way (a panic), the document is marked ``poisoned``.
         """
-        before = self.clocks()
-        parsed = validate_update(
-            data, self._nesting, lambda ident: ident[1] < before.get(ident[0], 0)
-        )
+        parsed = validate_update(data, self._nesting)
         if parsed.is_empty:
             return False
         if any(update == data for update, _ in self._pending):
             return False  # already stored and waiting for the same dependencies
+        before = self.clocks()
         if self.pending_bytes + len(data) > self.max_pending_bytes and any(
             before.get(client, 0) < end for client, end in parsed.reach.items()
         ):

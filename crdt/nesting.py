@@ -15,7 +15,6 @@ names no parent (it has an origin) sits beside its origin, at the origin's depth
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from .lib0 import DecodeError
@@ -24,7 +23,6 @@ __all__ = [
     "MAX_NESTING",
     "NestingIndex",
     "NestingTooDeep",
-    "NestingUnmeasured",
     "Placed",
     "resolve_depths",
 ]
@@ -37,10 +35,6 @@ Id = tuple[int, int]
 
 class NestingTooDeep(DecodeError):
     """An update would nest shared types deeper than the limit."""
-
-
-class NestingUnmeasured(NestingTooDeep):
-    """An update nests shared types inside content the document does not have yet."""
 
 
 @dataclass(slots=True)
@@ -114,19 +108,19 @@ def resolve_depths(
     items: list[Placed],
     *,
     known: NestingIndex | None = None,
-    covered: Callable[[Id], bool] | None = None,
     limit: int | None = MAX_NESTING,
 ) -> list[tuple[Placed, int]]:
     """Each item below a root with its depth; raises :class:`NestingTooDeep` past ``limit``.
 
-    ``known`` is the document's index, ``covered(id)`` tells whether the document holds that
-    id already. Without them (an update judged on its own) an id found nowhere counts as a
-    root's item. With them, an id the document does not hold yet (a missing dependency)
-    counts as ``limit`` deep: an update may not build nested types on content nobody can
-    measure yet (once that content arrives, the update is accepted as it is re-sent).
+    ``known`` is the document's index. An id found neither there nor in the update counts as
+    a root's item (depth 0): it is one, or it is a dependency that has not arrived. Yjs must
+    accept updates out of order, so an update hanging off a missing item is measured as if
+    that item were at a root; once the item arrives the document measures itself again
+    (:meth:`crdt.document.Document.apply_update`), and from then on refuses any update that
+    nests deeper than ``limit``. Out-of-order updates can thus take a document past the
+    limit by at most what the updates waiting for dependencies hold (``max_pending_bytes``).
     """
-    strict = known is not None
-    unknown = limit if strict and limit is not None else 0
+    unknown = 0
     # Items of this update by client, in clock order (each client is one run of the update).
     starts: dict[int, list[int]] = {}
     positions: dict[int, list[int]] = {}
@@ -147,8 +141,6 @@ def resolve_depths(
         return position if clock < item.clock + max(item.length, 1) else None
 
     depths: dict[int, int] = {}
-    # Items whose depth stands on an unknown one (counted as ``limit`` deep).
-    guessed: set[int] = set()
     for first in range(len(items)):
         if first in depths:
             continue
@@ -167,26 +159,16 @@ def resolve_depths(
                     if found is not None and found not in depths:
                         if found in on_stack:  # a cycle of origins: only hostile input has one
                             base = unknown
-                            guessed.add(position)
                         else:
                             stack.append(found)
                             on_stack.add(found)
                             continue
                     elif found is not None:
                         base = depths[found]
-                        if found in guessed:
-                            guessed.add(position)
-                    elif covered is not None and covered(target):
-                        base = 0
                     else:
                         base = unknown
-                        guessed.add(position)
                 depth = base + (1 if item.parent is not None else 0)
                 if limit is not None and depth > limit:
-                    if position in guessed and strict:
-                        raise NestingUnmeasured(
-                            "it nests shared types inside content this copy does not have yet"
-                        )
                     raise NestingTooDeep(f"shared types nested deeper than {limit} levels")
                 depths[position] = depth
             stack.pop()

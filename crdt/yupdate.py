@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -210,15 +209,14 @@ def parse_update(
     collect_items: bool = False,
     edits: _Edits = None,
     known: NestingIndex | None = None,
-    covered: Callable[[tuple[int, int]], bool] | None = None,
     limit: int | None = MAX_NESTING,
 ) -> ParsedUpdate:
     """Checks that ``data`` is a complete, well-formed Yjs v1 update and summarises it.
 
     Raises :class:`~crdt.lib0.DecodeError` (a ``ValueError``) naming the first problem, and
     its subclass :class:`~crdt.nesting.NestingTooDeep` when shared types would nest deeper
-    than ``limit`` (counting the document's own depths when ``known`` and ``covered`` are
-    given; see :func:`~crdt.nesting.resolve_depths`; None: no limit).
+    than ``limit`` (counting the document's own depths when ``known`` is given; see
+    :func:`~crdt.nesting.resolve_depths`; None: no limit).
     Well-formedness is necessary, not sufficient: Yrs may still refuse the update.
     With ``edits``, records the (start, end, bytes) replacements :func:`canonical_update` makes.
     """
@@ -307,7 +305,7 @@ def parse_update(
         parsed.deletes += ranges
     if not dec.at_end():
         raise DecodeError(f"{dec.remaining} unexpected bytes after the update")
-    parsed.nested = resolve_depths(placed, known=known, covered=covered, limit=limit)
+    parsed.nested = resolve_depths(placed, known=known, limit=limit)
     return parsed
 
 

@@ -1,5 +1,5 @@
 """Test support for clusters: real ``meridian serve`` processes on loopback, their peer links
-through the WAN emulator (:mod:`app.wan`), which runs on an event loop in a thread here.
+through the WAN emulator (:mod:`app.tools.wan`), which runs on an event loop in a thread here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from app.wan import WanEmulator
+from app.tools.wan import WanEmulator
 
 from .support import TIMEOUT_FACTOR, NodeProcess, wait_for
 

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import httpx
 import uvicorn
 
-from app.api import create_app
 from app.config import ClusterConfig, NodeSettings
+from app.http import create_app
 
 T = TypeVar("T")
 

@@ -23,7 +23,6 @@ import pytest
 import websockets
 from websockets.sync.client import connect
 
-from app.api import create_app
 from app.auth import (
     MAX_TOKEN_LENGTH,
     Authorizer,
@@ -35,6 +34,7 @@ from app.auth import (
     verify_token,
 )
 from app.config import ConfigError, NodeSettings, is_loopback, parse_config
+from app.http import create_app
 
 from .support import TIMEOUT_FACTOR, NodeProcess, ThreadedNode, run_meridian, wait_for
 

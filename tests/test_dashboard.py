@@ -25,7 +25,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 from selenium.webdriver.support.ui import Select
 
-from app.cluster_view import _view_of
+from app.http.cluster import _view_of
 
 from .cluster import SECRET, Cluster
 from .support import TIMEOUT_FACTOR, ThreadedNode, wait_for

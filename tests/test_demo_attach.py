@@ -1,6 +1,6 @@
 """``meridian demo --attach`` against a cluster that is already running, as Docker Compose runs
 it but on loopback: real ``meridian serve`` processes, and the WAN emulator as its own process
-(``python -m app.wan_service``, labelled proxies, a control listener) that the demo cuts a
+(``python -m app.tools.wan_service``, labelled proxies, a control listener) that the demo cuts a
 region off through. Also the control listener's answers to bad input, and its line splitting
 and command parsing without sockets.
 """
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from app.wan_service import (
+from app.tools.wan_service import (
     MAX_COMMAND,
     Command,
     CommandLines,
@@ -77,10 +77,10 @@ class WanProcess:
 
 
 def start_wan(cluster: Cluster) -> WanProcess:
-    """``python -m app.wan_service`` with one labelled proxy per cross-region node pair, in
+    """``python -m app.tools.wan_service`` with one labelled proxy per cross-region node pair, in
     front of the node with the larger id (which the other dials, as in docker-compose.yml)."""
     control_port = free_port()
-    command = [sys.executable, "-m", "app.wan_service", "--jitter-ms", "1"]
+    command = [sys.executable, "-m", "app.tools.wan_service", "--jitter-ms", "1"]
     command += ["--control", f"127.0.0.1:{control_port}"]
     for dialer in cluster.members.values():
         for acceptor in cluster.members.values():
@@ -325,7 +325,7 @@ def test_parse_spec_labels() -> None:
 def test_wan_service_bad_arguments_exit_2() -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "app.wan_service", *args],
+            [sys.executable, "-m", "app.tools.wan_service", *args],
             capture_output=True,
             text=True,
             cwd=REPO,
@@ -348,7 +348,15 @@ def test_wan_service_send(running: tuple[Cluster, WanProcess]) -> None:
 
     def send(command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "app.wan_service", "--control", control, "--send", command],
+            [
+                sys.executable,
+                "-m",
+                "app.tools.wan_service",
+                "--control",
+                control,
+                "--send",
+                command,
+            ],
             capture_output=True,
             text=True,
             cwd=REPO,

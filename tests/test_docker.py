@@ -309,7 +309,7 @@ def test_cluster_replicates_and_converges_after_a_region_stops(cluster: httpx.Cl
 
 def _wan_status() -> dict[str, Any]:
     out = _compose(
-        "exec", "-T", "wan", "python", "-m", "app.wan_service",
+        "exec", "-T", "wan", "python", "-m", "app.tools.wan_service",
         "--control", "127.0.0.1:9000", "--send", "status",
         timeout=60,
     )  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from app.wan import HIGH_WATER, LinkProxy, WanEmulator, _DelayLine
+from app.tools.wan import HIGH_WATER, LinkProxy, WanEmulator, _DelayLine
 
 from .support import TIMEOUT_FACTOR
 

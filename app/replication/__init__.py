@@ -3,7 +3,7 @@ per-peer outboxes, anti-entropy and the durability / read-your-writes waits.
 
 The public face::
 
-    async with open_replicator(node, settings) as replicator:
+    async with open_replicator(store, settings) as replicator:
         await replicator.accept(websocket)           # the WS /v1/peer endpoint
         replicator.statistics()                      # /v1/cluster
 """

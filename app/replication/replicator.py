@@ -24,10 +24,9 @@ from typing import Any
 import websockets
 from starlette.websockets import WebSocket
 
-from crdt import Change, covers
+from crdt import Change, DocumentStore, covers
 
 from ..config import Member, NodeSettings
-from ..node import Node
 from . import messages as m
 from .link import LinkClosed, PeerLink, ServerTransport, dial
 from .outbox import Delta, Outbox
@@ -170,9 +169,8 @@ class Peer:
 class Replicator:
     """The replication of one node. Create with :func:`open_replicator`."""
 
-    def __init__(self, node: Node, settings: NodeSettings) -> None:
-        self.node = node
-        self.store = node.store
+    def __init__(self, store: DocumentStore, settings: NodeSettings) -> None:
+        self.store = store
         self.settings = settings
         self.config = settings.cluster.replication
         self.node_id = settings.node_id
@@ -184,7 +182,7 @@ class Replicator:
             settings.cluster.name,
             settings.node_id,
             settings.region,
-            node.store.storage.storage_id,
+            store.storage.storage_id,
             settings.secret or b"",
         )
         self.peers: dict[str, Peer] = {
@@ -500,9 +498,11 @@ class Replicator:
 
 
 @contextlib.asynccontextmanager
-async def open_replicator(node: Node, settings: NodeSettings) -> AsyncIterator[Replicator]:
-    """Starts replication for ``node`` (dialling peers) and stops it on exit."""
-    replicator = Replicator(node, settings)
+async def open_replicator(
+    store: DocumentStore, settings: NodeSettings
+) -> AsyncIterator[Replicator]:
+    """Starts replicating ``store`` with the other nodes (dialling peers); stops on exit."""
+    replicator = Replicator(store, settings)
     replicator.start()
     try:
         yield replicator

@@ -27,7 +27,7 @@ from typing import Any, Literal, TextIO
 
 import httpx
 
-from .config import ClusterConfig
+from ..config import ClusterConfig
 
 __all__ = [
     "CheckResult",

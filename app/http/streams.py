@@ -9,12 +9,12 @@ from fastapi import APIRouter, WebSocket
 from crdt import decode_state_vector, encode_state_vector
 from crdt.lib0 import DecodeError
 
-from .auth import Authorizer, TokenError, token_from_websocket
-from .codec import close_reason, decode_base64
-from .errors import ApiError
-from .node import Node
-from .sync import serve_events, serve_sync
-from .sync.protocol import encode_permission_denied
+from ..auth import Authorizer, TokenError, token_from_websocket
+from ..codec import close_reason, decode_base64
+from ..errors import ApiError
+from ..node import Node
+from ..sync import serve_events, serve_sync
+from ..sync.protocol import encode_permission_denied
 
 __all__ = ["router"]
 

@@ -1,6 +1,6 @@
 """Prometheus metrics of one node: ``GET /metrics`` (docs/operations.md, "Metrics").
 
-Each node owns a :class:`Metrics`, made by :func:`app.api.create_app`, with its own
+Each node owns a :class:`Metrics`, made by :func:`app.http.create_app`, with its own
 ``CollectorRegistry`` (never the process-wide default one: several nodes run in one test
 process). Most series are read at scrape time from the ``statistics()`` snapshots of the store,
 the storage writer, the replicator and the hub (:class:`NodeCollector`). Only what needs one
@@ -35,7 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crdt import Storage, StorageError
 
-from .node import VERSION, Node
+from ..node import VERSION, Node
 
 __all__ = ["HttpMetrics", "Metrics", "NodeCollector", "open_node_metrics", "router"]
 

@@ -1,14 +1,15 @@
 """A cluster that is already running (the Docker Compose one, or any other) as the
-:class:`~app.demo_cluster.DemoCluster` of ``meridian demo --attach``.
+:class:`~app.tools.demo_cluster.DemoCluster` of ``meridian demo --attach``.
 
 Its nodes are those ``regions.toml`` lists, reached at ``http://<listed address>`` or at the URL
 given for them (``--node NODE_ID=URL``); each must answer ``GET /v1/health`` as the node and
 region the file lists. The partition step cuts a region off through the control listener of
-the WAN emulator service (``python -m app.wan_service --control``, :mod:`app.wan_service`),
-whose proxies are labelled with their region pairs. Nothing is started or stopped here; a
-region the demo isolated is rejoined when the cluster closes, however the demo ends.
+the WAN emulator service (``python -m app.tools.wan_service --control``,
+:mod:`app.tools.wan_service`), whose proxies are labelled with their region pairs. Nothing is
+started or stopped here; a region the demo isolated is rejoined when the cluster closes,
+however the demo ends.
 
-Errors: :class:`~app.demo_cluster.DemoError`, as for the local cluster.
+Errors: :class:`~app.tools.demo_cluster.DemoError`, as for the local cluster.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from .config import ClusterConfig, ConfigError, parse_listen
+from ..config import ClusterConfig, ConfigError, parse_listen
 from .demo_cluster import DemoError, DemoNode, Observer, Response
 from .wan_service import ControlError, send_command
 
@@ -100,7 +101,7 @@ class AttachedCluster:
         if len(self.config.regions) > 1 and missing:
             raise DemoError(
                 f"the WAN control at {self._control_address()} has no link labelled with "
-                f"{', '.join(missing)}: start python -m app.wan_service with "
+                f"{', '.join(missing)}: start python -m app.tools.wan_service with "
                 "--listen FROM:TO@HOST:PORT=TARGET:PORT:LATENCY_MS"
             )
         if status["isolated"] or status["cut"]:

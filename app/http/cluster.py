@@ -20,9 +20,9 @@ from typing import Any
 import httpx
 from fastapi import APIRouter, Request
 
-from .auth import Authorizer, bearer_token
-from .node import Node
-from .replication import PROTOCOL_VERSIONS, Peer
+from ..auth import Authorizer, bearer_token
+from ..node import Node
+from ..replication import PROTOCOL_VERSIONS, Peer
 
 __all__ = ["FETCH_TIMEOUT", "router"]
 

@@ -2,13 +2,13 @@
 
 Every listed node is a real ``meridian serve`` process on its listed (loopback) address.
 Same-region nodes link directly; every cross-region link goes through a
-:class:`~app.wan.LinkProxy` of a :class:`~app.wan.WanEmulator` running on the caller's event
-loop, with the configured one-way latency: the node with the smaller id dials the other
-(``--peer ACCEPTOR=PROXY``), so the proxy stands in front of the accepting node.
+:class:`~app.tools.wan.LinkProxy` of a :class:`~app.tools.wan.WanEmulator` running on the
+caller's event loop, with the configured one-way latency: the node with the smaller id dials
+the other (``--peer ACCEPTOR=PROXY``), so the proxy stands in front of the accepting node.
 
 What the tour needs of a cluster is small (:class:`DemoCluster`: the topology, the nodes with
 their ids, regions and URLs, a way to cut a region off); :class:`LocalCluster` here and
-:class:`~app.demo_attach.AttachedCluster` (a cluster already running, e.g. Docker Compose's)
+:class:`~app.tools.demo_attach.AttachedCluster` (a cluster already running, e.g. Docker Compose's)
 provide it. :class:`Observer` holds what the tour and both clusters measure over HTTP.
 
 Errors: :class:`DemoError` (a problem the user can act on: a port in use, a node that did
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .config import ClusterConfig, Member, parse_listen
+from ..config import ClusterConfig, Member, parse_listen
 from .wan import WanEmulator
 
 __all__ = [
@@ -98,7 +98,7 @@ def _request_blocking(
 
 
 #: The access token the demo sends with every request (None: none). Set once per run by
-#: :func:`app.demo.run_demo`; a context variable, so the tasks and worker threads that make
+#: :func:`app.tools.demo.run_demo`; a context variable, so the tasks and worker threads that make
 #: the requests see it without every call passing it along.
 ACCESS_TOKEN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "meridian_demo_access_token", default=None

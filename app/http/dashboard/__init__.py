@@ -13,7 +13,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from ..errors import ApiError
+from ...errors import ApiError
 
 __all__ = ["FILES", "router"]
 

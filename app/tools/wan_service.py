@@ -1,13 +1,13 @@
-"""The WAN emulator as a process: :class:`~app.wan.LinkProxy` instances until SIGTERM, and a
+"""The WAN emulator as a process: :class:`~app.tools.wan.LinkProxy` instances until SIGTERM, and a
 control listener that cuts and heals them by region.
 
-    python -m app.wan_service --listen ap-south:eu-west@0.0.0.0:9001=eu-west-1:7000:65
+    python -m app.tools.wan_service --listen ap-south:eu-west@0.0.0.0:9001=eu-west-1:7000:65
                               [--listen ...] [--jitter-ms 2] [--control 0.0.0.0:9000]
-    python -m app.wan_service --control 127.0.0.1:9000 --send "isolate ap-south"
+    python -m app.tools.wan_service --control 127.0.0.1:9000 --send "isolate ap-south"
 
 Each ``--listen [FROM:TO@]LISTEN_HOST:PORT=TARGET_HOST:PORT:LATENCY_MS`` starts one proxy that
 accepts on the first address and forwards to the second, every chunk delayed by ``LATENCY_MS``
-one way (see :mod:`app.wan` for the exact semantics). ``FROM:TO`` labels it with its region
+one way (see :mod:`app.tools.wan` for the exact semantics). ``FROM:TO`` labels it with its region
 pair: the region of the nodes that dial through it, then the region of the node it forwards
 to (the ``[latency]`` key syntax of ``regions.toml``). The Docker Compose cluster runs one
 proxy per cross-region node pair in a ``wan`` container and has each dialling node reach its
@@ -50,7 +50,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .config import ConfigError, parse_listen
+from ..config import ConfigError, parse_listen
 from .wan import LinkProxy, WanEmulator
 
 __all__ = [
@@ -423,7 +423,7 @@ async def serve(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m app.wan_service", description="TCP proxies adding one-way latency"
+        prog="python -m app.tools.wan_service", description="TCP proxies adding one-way latency"
     )
     parser.add_argument(
         "--listen",

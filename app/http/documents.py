@@ -1,20 +1,18 @@
-"""The HTTP API (PRODUCT.md, "API (v1)") of one node, and the app factory.
+"""The document routes of the HTTP API (PRODUCT.md, "API (v1)"), and health.
 
 Handlers stay thin: they read and check what the request carries, call the store, and shape the
-answer. Errors are mapped to status codes in :mod:`app.errors`. With auth on, every document
+answer. Errors are mapped to status codes in :mod:`app.http.errors`. With auth on, every document
 route first checks the caller's token (:mod:`app.auth`), before it reads a body or writes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, FastAPI, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
 
 from crdt import (
@@ -26,11 +24,11 @@ from crdt import (
 from crdt.lib0 import DecodeError
 from crdt.storage import DocumentRecord
 
-from . import cluster_view, dashboard, metrics, streams
-from .auth import Authorizer, Grant, Right, bearer_token
-from .codec import b64, decode_base64
-from .config import NodeSettings
-from .errors import ApiError, install_error_handlers
+from ..auth import Authorizer, Grant, Right, bearer_token
+from ..codec import b64, decode_base64
+from ..errors import ApiError
+from ..node import VERSION, Node
+from ..replication import Tracker
 from .models import (
     DeleteResponse,
     DocumentList,
@@ -40,11 +38,8 @@ from .models import (
     ReplicaList,
     WriteResponse,
 )
-from .node import VERSION, Node, open_node
-from .replication import Replicator, Tracker, open_replicator
-from .sync import Hub
 
-__all__ = ["create_app"]
+__all__ = ["router"]
 
 log = logging.getLogger("meridian.http")
 
@@ -492,72 +487,3 @@ async def delete_document(request: Request, doc_id: str) -> dict[str, Any]:
     node = _node(request)
     incarnation = await node.store.delete(_doc_id(doc_id))
     return {"id": doc_id, "deleted": True, "incarnation": incarnation}
-
-
-def _connect(hub: Hub, replicator: Replicator) -> None:
-    """Awareness travels between the live clients of every node over the peer links."""
-    hub.relay_awareness = replicator.send_awareness
-    hub.region_of = replicator.region_of
-    replicator.on_awareness = hub.apply_awareness
-    replicator.on_peer_gone = hub.peer_gone
-
-
-# -- the app -------------------------------------------------------------------------------
-
-
-def create_app(
-    settings: NodeSettings,
-    *,
-    on_ready: Callable[[Node], None] | None = None,
-    on_startup_error: Callable[[BaseException], None] | None = None,
-) -> FastAPI:
-    """The ASGI app of one node. Its lifespan opens the node (lock, storage) and closes it;
-    ``on_ready(node)`` is called once the node serves, ``on_startup_error(exc)`` when it
-    could not open (the CLI prints it as one line)."""
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with contextlib.AsyncExitStack() as stack:
-            try:
-                node = await stack.enter_async_context(open_node(settings))
-                if settings.peers():
-                    node.replicator = await stack.enter_async_context(
-                        open_replicator(node, settings)
-                    )
-                node.hub = Hub(node.store, node=node.node_id, region=node.region)
-                stack.push_async_callback(node.hub.aclose)
-                if node.replicator is not None:
-                    _connect(node.hub, node.replicator)
-                await stack.enter_async_context(metrics.open_node_metrics(node_metrics, node))
-            except Exception as exc:
-                if on_startup_error is not None:
-                    on_startup_error(exc)
-                raise
-            app.state.node = node
-            if on_ready is not None:
-                on_ready(node)
-            yield
-
-    app = FastAPI(
-        title="Meridian",
-        version=VERSION,
-        summary="A geo-distributed document store built on CRDTs",
-        description=(
-            "Documents are Yjs documents. Binary bodies are Yjs v1 updates; state vectors in "
-            "JSON and query strings are base64. Errors are "
-            '`{"error": {"code": ..., "message": ...}}`.'
-        ),
-        lifespan=lifespan,
-    )
-    # The node's metrics (its own registry): requests by route, 4xx answers by code.
-    node_metrics = metrics.Metrics()
-    app.state.metrics = node_metrics
-    install_error_handlers(app, on_rejected=node_metrics.rejected)
-    app.add_middleware(metrics.HttpMetrics, metrics=node_metrics)
-    app.state.authorizer = Authorizer.from_settings(settings)
-    app.include_router(router)
-    app.include_router(cluster_view.router)
-    app.include_router(streams.router)
-    app.include_router(metrics.router)
-    app.include_router(dashboard.router)
-    return app

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from crdt.storage import StoredFile, inspect_file, renew_file, seal_file
 
-from .node import lock_data_dir
+from ..node import lock_data_dir
 
 __all__ = ["STORAGE_FILE", "BackupError", "Restored", "backup", "restore"]
 

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from crdt import FORMAT_VERSION
 
-from .node import VERSION
+from ..node import VERSION
 
 __all__ = [
     "DeleteResponse",

@@ -3,10 +3,10 @@ of geo-replication with CRDTs, every time in it measured.
 
 The nodes are real ``meridian serve`` processes on their listed loopback addresses; the links
 between regions go through the WAN emulator with the configured latencies
-(:mod:`app.demo_cluster`). With ``--attach`` the same tour runs against a cluster that is
+(:mod:`app.tools.demo_cluster`). With ``--attach`` the same tour runs against a cluster that is
 already running (the Docker Compose one): its nodes at their URLs, the partition made through
-the control listener of the WAN emulator service (:mod:`app.demo_attach`). The tour talks to
-the nodes over HTTP only, and depends on nothing but :class:`~app.demo_cluster.DemoCluster`:
+the control listener of the WAN emulator service (:mod:`app.tools.demo_attach`). The tour talks to
+the nodes over HTTP only, and depends on nothing but :class:`~app.tools.demo_cluster.DemoCluster`:
 
 1. a write in each region (JSON operations, and a binary update from a pycrdt client) and how
    long until every other node shows it; durability=region/all; read-your-writes with after=;
@@ -37,8 +37,8 @@ from typing import Any
 
 import pycrdt
 
-from .auth import create_token
-from .config import ClusterConfig, ConfigError, load_config, parse_listen
+from ..auth import create_token
+from ..config import ClusterConfig, ConfigError, load_config, parse_listen
 from .demo_attach import open_attached, parse_node_url
 from .demo_cluster import (
     ACCESS_TOKEN,
@@ -514,7 +514,7 @@ def run_demo(
         if attach and wan_control is None:
             raise DemoError(
                 "--attach needs --wan-control HOST:PORT (the control listener of "
-                "python -m app.wan_service) for the partition step"
+                "python -m app.tools.wan_service) for the partition step"
             )
         config_path = find_config(config)
         cluster_config = load_config(config_path)
