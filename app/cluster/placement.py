@@ -1,0 +1,595 @@
+"""Placement: which regions, and which nodes in them, hold each document.
+
+The model (PRODUCT.md, "Placement"):
+
+* Every document has one :class:`PlacementRecord`, replicated data that every node holds. It
+  names the document's **home** region (where it was first written) and its **policy**:
+  ``default`` (home plus the nearest other regions, up to the topology's ``replicas``),
+  ``count`` (home plus the nearest others, up to a number the user chose) or ``regions`` (an
+  explicit list, optionally **pinned**: the document's content is never stored elsewhere).
+* Records merge without coordination: :func:`merge` is a join-semilattice (commutative,
+  associative, idempotent). Two stamps decide. The smallest ``born`` gives ``home`` (first
+  writer wins: an id created in two regions during a partition ends up with the earliest
+  creation everywhere); the largest ``changed`` gives the policy (last writer wins). Stamps are
+  hybrid logical clocks (:class:`StampClock`) with the node id as tie-break, so two changes never
+  carry the same stamp.
+* A :class:`Topology` is what placement needs of the cluster: regions, latencies between them,
+  the default number of regions, nodes per region and the member list. :func:`regions_of` turns
+  a record into regions; inside each region, weighted rendezvous hashing (:func:`rendezvous`) over
+  the region's *active* members picks ``nodes_per_region`` holders (:func:`holders`), so
+  documents spread evenly and a node that joins takes only its share.
+
+Everything here is pure (no I/O, no clock but the injected one, no randomness, no ``hash()``):
+the same inputs give the same answer in every process, which the node and the simulator rely on.
+
+Errors::
+
+    PlacementError (ValueError)   anything this module refuses, records from peers included
+     +-- MalformedPlacement       a placement request of the wrong shape or JSON types
+     +-- InvalidPlacement         a well-formed placement request this topology cannot satisfy
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import asdict, dataclass, field, replace
+from types import MappingProxyType
+from typing import Any, ClassVar, Final, Literal, TypeAlias
+
+# fmt: off
+__all__ = [
+    "PlacementError", "MalformedPlacement", "InvalidPlacement",  # errors
+    "Stamp", "StampClock",  # stamps
+    "PolicyName", "Policy", "PlacementRecord", "merge", "with_policy", "allows_content",  # records
+    "resolve_request",  # placement requests
+    "MemberState", "Member", "Topology",  # topology
+    "nearest_regions", "regions_of", "rendezvous", "hrw_order", "holders", "nearest_holder",
+    "MAX_REGIONS", "MAX_MILLIS",  # limits
+]
+# fmt: on
+
+PolicyName: TypeAlias = Literal["default", "regions", "count"]
+MemberState: TypeAlias = Literal["joining", "active", "leaving", "removed"]
+
+#: Regions one record or topology names at most (peer input is bounded before it is used).
+MAX_REGIONS: Final = 64
+#: The largest stamp: integers above 2**53 - 1 do not survive JSON in JavaScript.
+MAX_MILLIS: Final = 2**53 - 1
+
+#: Region names, as ``regions.toml`` allows them (app.config): 63 characters at most.
+_REGION_NAME: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+#: Document ids, as crdt.records.DOCUMENT_ID (repeated so this module imports nothing).
+_DOCUMENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: Node ids: ``<region>-<n>`` from regions.toml, or any name of this shape from membership.
+_NODE_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+#: What each policy's other fields must be (the record invariants).
+_SHAPES: Final = {
+    "default": "no regions, count 0 and no pin",
+    "count": f"no regions, a count from 1 to {MAX_REGIONS} and no pin",
+    "regions": "1 or more sorted, unique regions and count 0",
+}
+_MEMBER_STATES: Final = ("joining", "active", "leaving", "removed")
+_RECORD_KEYS: Final = ("doc_id", "home", "born", "policy", "regions", "count", "pinned", "changed")
+_REQUEST_KEYS: Final = ("regions", "replicas", "pinned")
+
+
+class PlacementError(ValueError):
+    """A value this module refuses; the message says which field and why."""
+
+    code: ClassVar[str] = "invalid_placement_record"
+
+
+class MalformedPlacement(PlacementError):
+    """A placement request that is not ``{"regions": [...]}`` or ``{"replicas": N}`` with an
+    optional boolean ``"pinned"``: wrong JSON types, unknown, missing or conflicting fields."""
+
+    code: ClassVar[str] = "malformed_placement"
+
+
+class InvalidPlacement(PlacementError):
+    """A well-formed placement request this topology cannot satisfy: no regions, duplicate or
+    unknown regions, more regions than the cluster has, replicas out of range."""
+
+    code: ClassVar[str] = "invalid_placement"
+
+
+def _show(value: object) -> str:
+    """``repr`` cut short: peer input may be huge."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _name(value: object, pattern: re.Pattern[str]) -> bool:
+    return isinstance(value, str) and len(value) <= 128 and pattern.fullmatch(value) is not None
+
+
+def _need(ok: bool, rule: str, value: object) -> None:
+    """Raise ``PlacementError("<rule>, not <value>")`` unless ``ok``."""
+    if not ok:
+        raise PlacementError(f"{rule}, not {_show(value)}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Stamps
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Stamp:
+    """A hybrid logical timestamp: milliseconds, then the node that made it as tie-break.
+
+    Stamps of one :class:`StampClock` strictly increase and carry its node id, so stamps made by
+    different clocks never compare equal. Raises :class:`PlacementError` when ``millis`` is not an
+    integer from 0 to :data:`MAX_MILLIS` or ``node`` is neither ``""`` nor a node id.
+    """
+
+    #: The stamp before every other: a record whose policy was never changed has it.
+    ZERO: ClassVar[Stamp]
+
+    #: Milliseconds since the epoch, pushed past every stamp its node has seen.
+    millis: int
+    #: The node that made the stamp: orders two stamps of the same millisecond.
+    node: str
+
+    def __post_init__(self) -> None:
+        ok = _is_int(self.millis) and 0 <= self.millis <= MAX_MILLIS
+        _need(ok, f"a stamp's millis must be an integer from 0 to {MAX_MILLIS}", self.millis)
+        _need(self.node == "" or _name(self.node, _NODE_ID), "a stamp's node: a node id", self.node)
+
+    def to_json(self) -> list[Any]:
+        return [self.millis, self.node]
+
+    @classmethod
+    def from_json(cls, data: object, where: str = "stamp") -> Stamp:
+        """``[millis, node]`` back to a stamp; raises :class:`PlacementError` otherwise."""
+        if not (isinstance(data, list) and len(data) == 2 and _is_int(data[0])):
+            raise PlacementError(f"{where} must be a list [millis, node], not {_show(data)}")
+        try:
+            return cls(data[0], data[1])
+        except PlacementError as exc:
+            raise PlacementError(f"{where}: {exc}") from None
+
+
+Stamp.ZERO = Stamp(0, "")
+
+
+class StampClock:
+    """One node's source of :class:`Stamp`: strictly increasing, ahead of every stamp observed.
+
+    The caller must :meth:`observe` the stamps of every record it receives from another node
+    before it stamps a change to that record, so the change wins over what it replaces.
+    """
+
+    def __init__(self, node: str, wall: Callable[[], float] = time.time) -> None:
+        """``wall`` returns seconds since the epoch (``time.time``); raises
+        :class:`PlacementError` when ``node`` is not a node id."""
+        _need(_name(node, _NODE_ID), "a clock's node must be a node id", node)
+        #: The node whose stamps these are (the tie-break of equal milliseconds).
+        self.node = node
+        #: The wall clock, injectable so tests can move it back and forth.
+        self._wall = wall
+        #: The highest millis made here or observed: the next stamp is later.
+        self._millis = 0
+
+    def now(self) -> Stamp:
+        """A stamp later than every stamp made or observed so far, even if the wall clock went
+        back (then it runs one millisecond ahead of the last stamp)."""
+        self._millis = max(int(self._wall() * 1000), self._millis + 1)
+        return Stamp(self._millis, self.node)
+
+    def observe(self, stamp: Stamp) -> None:
+        """Move past ``stamp``, seen from another node: every later :meth:`now` is greater."""
+        self._millis = max(self._millis, stamp.millis)
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement records
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Policy:
+    """The policy fields of a record, as :func:`resolve_request` returns them (ordered: the
+    tie-break of two changes with equal stamps)."""
+
+    policy: PolicyName
+    regions: tuple[str, ...]
+    count: int
+    pinned: bool
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRecord:
+    """The replicated placement record of one document; merge copies with :func:`merge`.
+
+    Invariants, checked on construction (:class:`PlacementError` otherwise): policy ``default``
+    has no regions, count 0 and is not pinned; ``count`` has 1..:data:`MAX_REGIONS` as count, no
+    regions and is not pinned; ``regions`` has 1..:data:`MAX_REGIONS` sorted, unique region names
+    and count 0. Names of regions absent from the topology are allowed (regions come and go).
+    """
+
+    #: The document this record places.
+    doc_id: str
+    #: The region of the document's first write; decided by the smallest ``born``.
+    home: str
+    #: The document's creation (first write): the earliest one wins a concurrent create.
+    born: Stamp
+    #: How the regions are chosen.
+    policy: PolicyName = "default"
+    #: The explicit regions, sorted, for policy ``regions``; empty otherwise.
+    regions: tuple[str, ...] = ()
+    #: How many regions hold the document, for policy ``count``; 0 otherwise.
+    count: int = 0
+    #: Content never stored outside ``regions`` (data residency); only with policy ``regions``.
+    pinned: bool = False
+    #: The last explicit policy change, Stamp.ZERO until one; the latest change wins.
+    changed: Stamp = Stamp.ZERO
+
+    def __post_init__(self) -> None:
+        _need(_name(self.doc_id, _DOCUMENT_ID), "doc_id must be a document id", self.doc_id)
+        _need(_name(self.home, _REGION_NAME), "home must be a region name", self.home)
+        _need(isinstance(self.born, Stamp), "born must be a Stamp", self.born)
+        _need(isinstance(self.changed, Stamp), "changed must be a Stamp", self.changed)
+        _need(self.policy in _SHAPES, f"policy must be one of {', '.join(_SHAPES)}", self.policy)
+        _need(isinstance(self.pinned, bool), "pinned must be true or false", self.pinned)
+        _need(_is_int(self.count), "count must be an integer", self.count)
+        names = isinstance(self.regions, tuple) and len(self.regions) <= MAX_REGIONS
+        names = names and all(_name(region, _REGION_NAME) for region in self.regions)
+        _need(names, f"regions must be at most {MAX_REGIONS} region names", self.regions)
+        regions, count, pinned = self.regions, self.count, self.pinned
+        fits = {
+            "default": not regions and count == 0 and not pinned,
+            "count": not regions and 1 <= count <= MAX_REGIONS and not pinned,
+            "regions": bool(regions) and list(regions) == sorted(set(regions)) and count == 0,
+        }[self.policy]
+        what = f"regions={list(regions)} count={count} pinned={pinned}"
+        _need(fits, f"policy {self.policy!r} takes {_SHAPES[self.policy]}", what)
+
+    @classmethod
+    def new(cls, doc_id: str, home: str, born: Stamp) -> PlacementRecord:
+        """The record of a document first written in ``home`` at ``born``: default policy."""
+        return cls(doc_id, home, born)
+
+    @property
+    def policy_fields(self) -> Policy:
+        return Policy(self.policy, self.regions, self.count, self.pinned)
+
+    def to_json(self) -> dict[str, Any]:
+        """A dict of JSON types; fields at their default value are left out."""
+        data: dict[str, Any] = {
+            "doc_id": self.doc_id,
+            "home": self.home,
+            "born": self.born.to_json(),
+            "policy": self.policy,
+        }
+        if self.regions:
+            data["regions"] = list(self.regions)
+        if self.count:
+            data["count"] = self.count
+        if self.pinned:
+            data["pinned"] = True
+        if self.changed != Stamp.ZERO:
+            data["changed"] = self.changed.to_json()
+        return data
+
+    @classmethod
+    def from_json(cls, data: object) -> PlacementRecord:
+        """A record from :meth:`to_json`'s output, received from a peer: every field is checked
+        and anything else raises :class:`PlacementError` naming the field."""
+        if not isinstance(data, dict):
+            raise PlacementError(f"a placement record must be a JSON object, not {_show(data)}")
+        known = f"a placement record's fields are {', '.join(_RECORD_KEYS)}"
+        for key in data:
+            _need(key in _RECORD_KEYS, known, key)
+        for key in ("doc_id", "home", "born", "policy"):
+            _need(key in data, f"a placement record needs {key!r}", sorted(data))
+        regions = data.get("regions", [])
+        ok = isinstance(regions, list) and len(regions) <= MAX_REGIONS
+        _need(ok, f"regions must be a list of at most {MAX_REGIONS} region names", regions)
+        try:
+            return cls(
+                doc_id=data["doc_id"],
+                home=data["home"],
+                born=Stamp.from_json(data["born"], "born"),
+                policy=data["policy"],
+                regions=tuple(regions),
+                count=data.get("count", 0),
+                pinned=data.get("pinned", False),
+                changed=Stamp.from_json(data.get("changed", [0, ""]), "changed"),
+            )
+        except PlacementError as exc:
+            raise PlacementError(f"placement record {_show(data.get('doc_id'))}: {exc}") from None
+
+
+def merge(a: PlacementRecord, b: PlacementRecord) -> PlacementRecord:
+    """The join of two copies of one document's record: ``home`` and ``born`` of the smaller
+    ``(born, home)``, the policy of the larger ``(changed, policy fields)``. Commutative,
+    associative and idempotent. Raises :class:`PlacementError` when the doc ids differ."""
+    if a.doc_id != b.doc_id:
+        raise PlacementError(f"cannot merge the records of {a.doc_id!r} and {b.doc_id!r}")
+    first = a if (a.born, a.home) <= (b.born, b.home) else b
+    latest = a if (a.changed, a.policy_fields) >= (b.changed, b.policy_fields) else b
+    if first is latest:
+        return first
+    return replace(latest, home=first.home, born=first.born)
+
+
+def with_policy(record: PlacementRecord, policy: Policy, stamp: Stamp) -> PlacementRecord:
+    """``record`` with a new policy changed at ``stamp``. The caller stamps with its
+    :class:`StampClock` after observing ``record.changed``; raises :class:`PlacementError` when
+    ``stamp`` is not later than ``record.changed`` (the change would lose to what it replaces)
+    or the policy breaks a record invariant."""
+    if stamp <= record.changed:
+        raise PlacementError(
+            f"a policy change stamped {stamp} does not follow the last change {record.changed}"
+        )
+    return replace(record, changed=stamp, **asdict(policy))
+
+
+def allows_content(record: PlacementRecord, region: str) -> bool:
+    """Whether the document's content may be stored in ``region``: False only when the record is
+    pinned and ``region`` is not among its regions."""
+    return not record.pinned or region in record.regions
+
+
+# ---------------------------------------------------------------------------------------------
+# Topology
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A node as placement sees it. Only ``active`` members hold documents: ``joining`` ones
+    are not holders yet (they sync their share first), ``leaving`` and ``removed`` ones no
+    longer are. Raises :class:`PlacementError` on a bad node id, region, weight or state."""
+
+    #: The node's id, hashed with the document id by rendezvous hashing.
+    node: str
+    #: The region the node runs in.
+    region: str
+    #: The node's relative share of its region's documents (positive, finite).
+    weight: float = 1.0
+    #: The member's state in the replicated member list.
+    state: MemberState = "active"
+
+    def __post_init__(self) -> None:
+        _need(_name(self.node, _NODE_ID), "a member's node must be a node id", self.node)
+        _need(_name(self.region, _REGION_NAME), "a member's region must be a region", self.region)
+        ok = _is_number(self.weight) and 0 < self.weight < math.inf
+        _need(ok, f"member {self.node}'s weight must be positive and finite", self.weight)
+        states = ", ".join(_MEMBER_STATES)
+        _need(self.state in _MEMBER_STATES, f"member {self.node}'s state is {states}", self.state)
+
+
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """What placement needs of the cluster. Raises :class:`PlacementError` on no regions or
+    more than :data:`MAX_REGIONS`, a duplicate region, a latency between unknown regions, of a
+    region to itself or negative, two latencies for one pair, ``replicas`` or
+    ``nodes_per_region`` below 1, or two members with one node id. Regions are stored sorted and
+    latency keys as sorted pairs. Members of regions that are not listed are ignored."""
+
+    #: Every region, sorted by name.
+    regions: tuple[str, ...]
+    #: One-way latency in milliseconds, keyed by the sorted pair; a missing pair is infinitely
+    #: far (ties between regions are broken by name).
+    latency_ms: Mapping[tuple[str, str], float] = field(hash=False)
+    #: How many regions hold a document of policy ``default``.
+    replicas: int
+    #: How many nodes of each of its regions hold a document.
+    nodes_per_region: int = 1
+    #: The member list, any state.
+    members: tuple[Member, ...] = ()
+    #: Active members by region: the candidates of rendezvous hashing.
+    _active: Mapping[str, tuple[Member, ...]] = field(init=False, repr=False, compare=False)
+    #: The region of every member, any state: where a holder is.
+    _region_of: Mapping[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        regions = tuple(sorted(self.regions))
+        ok = 0 < len(regions) <= MAX_REGIONS and len(set(regions)) == len(regions)
+        ok = ok and all(_name(region, _REGION_NAME) for region in regions)
+        _need(ok, f"a topology has 1 to {MAX_REGIONS} distinct region names", self.regions)
+        latency: dict[tuple[str, str], float] = {}
+        for (a, b), value in self.latency_ms.items():
+            pair = (min(a, b), max(a, b))
+            ok = a != b and a in regions and b in regions
+            _need(ok, "a latency is between two different regions of the topology", (a, b))
+            _need(_is_number(value) and value >= 0, f"latency {a}:{b} must be >= 0", value)
+            _need(latency.get(pair, value) == value, f"latency {a}:{b} is given twice", value)
+            latency[pair] = float(value)
+        for name in ("replicas", "nodes_per_region"):
+            value = getattr(self, name)
+            _need(_is_int(value) and value >= 1, f"{name} must be an integer >= 1", value)
+        members = tuple(self.members)
+        nodes = [member.node for member in members]
+        _need(len(set(nodes)) == len(nodes), "a topology's members have distinct nodes", nodes)
+        active = {
+            region: tuple(m for m in members if m.region == region and m.state == "active")
+            for region in regions
+        }
+        object.__setattr__(self, "regions", regions)
+        object.__setattr__(self, "latency_ms", MappingProxyType(latency))
+        object.__setattr__(self, "members", members)
+        object.__setattr__(self, "_active", MappingProxyType(active))
+        object.__setattr__(
+            self, "_region_of", MappingProxyType({m.node: m.region for m in members})
+        )
+
+    def latency(self, a: str, b: str) -> float:
+        """Milliseconds from region ``a`` to ``b``: 0 when equal, ``math.inf`` when unknown."""
+        if a == b:
+            return 0.0
+        return self.latency_ms.get((min(a, b), max(a, b)), math.inf)
+
+    def active_members(self, region: str) -> tuple[Member, ...]:
+        """The members of ``region`` that hold documents (state ``active``)."""
+        return self._active.get(region, ())
+
+    def region_of(self, node: str) -> str | None:
+        """The region of member ``node`` in any state; None when it is not a member."""
+        return self._region_of.get(node)
+
+
+# ---------------------------------------------------------------------------------------------
+# Regions and holders of a document
+
+
+def nearest_regions(origin: str, topology: Topology) -> list[str]:
+    """Every region of the topology, nearest to ``origin`` first (``origin`` itself first when it
+    is one of them); equal latencies in name order."""
+    return sorted(topology.regions, key=lambda r: (r != origin, topology.latency(origin, r), r))
+
+
+def _anchor(home: str, topology: Topology) -> str:
+    """Where the nearest regions are counted from: the home region, or, when the topology no
+    longer has it (a removed region), its first region by name."""
+    return home if home in topology.regions else topology.regions[0]
+
+
+def regions_of(record: PlacementRecord, topology: Topology) -> tuple[str, ...]:
+    """The regions that hold the document, nearest to its home first.
+
+    ``default``: home and the nearest others, ``topology.replicas`` regions; ``count``: the
+    same, ``record.count`` regions (both capped at the number of regions). ``regions``: those
+    listed that the topology has, by latency from home then name; possibly none. When home is not
+    a region of the topology, the topology's first region by name stands in for it.
+    """
+    anchor = _anchor(record.home, topology)
+    if record.policy == "regions":
+        listed = [region for region in record.regions if region in topology.regions]
+        return tuple(sorted(listed, key=lambda r: (r != anchor, topology.latency(anchor, r), r)))
+    wanted = topology.replicas if record.policy == "default" else record.count
+    return tuple(nearest_regions(anchor, topology)[:wanted])
+
+
+def _score(doc_id: str, member: Member) -> float:
+    """Weighted rendezvous score ``-weight / ln(u)``: u from blake2b-64 of the pair, its top 52
+    bits ``h`` mapped to ``(h + 0.5) / 2**52``, exactly, strictly between 0 and 1."""
+    digest = hashlib.blake2b(f"{doc_id}\x00{member.node}".encode(), digest_size=8).digest()
+    u = ((int.from_bytes(digest, "big") >> 12) + 0.5) / 2**52
+    return -member.weight / math.log(u)
+
+
+def rendezvous(doc_id: str, members: Iterable[Member], k: int) -> list[Member]:
+    """The ``k`` members with the highest weighted rendezvous (HRW) score for ``doc_id``, best
+    first, equal scores by node id. A member's chance to come first is proportional to its
+    weight; adding a member only ever moves documents to it. Raises ValueError when k < 0."""
+    if k < 0:
+        raise ValueError(f"k must be at least 0, not {k}")
+    return sorted(members, key=lambda m: (-_score(doc_id, m), m.node))[:k]
+
+
+def hrw_order(doc_id: str, region: str, topology: Topology) -> list[str]:
+    """Every active member of ``region`` in rendezvous order for ``doc_id``: the holders first,
+    then the nodes to try next when a holder is down."""
+    members = topology.active_members(region)
+    return [m.node for m in rendezvous(doc_id, members, len(members))]
+
+
+def holders(record: PlacementRecord, topology: Topology) -> tuple[str, ...]:
+    """The nodes that hold the document: in each region of :func:`regions_of` (in its order),
+    the first ``nodes_per_region`` active members in rendezvous order (fewer if the region has
+    fewer)."""
+    k = topology.nodes_per_region
+    return tuple(
+        member.node
+        for region in regions_of(record, topology)
+        for member in rendezvous(record.doc_id, topology.active_members(region), k)
+    )
+
+
+def nearest_holder(
+    from_region: str,
+    holders: Sequence[str],
+    topology: Topology,
+    live: Callable[[str], bool] | AbstractSet[str],
+) -> str | None:
+    """The live holder nearest to ``from_region``: among equally near ones the first given
+    (give them in :func:`holders` order). ``live`` is a predicate or a set of live node ids; a
+    holder that is not a member counts as infinitely far. None when no holder is live."""
+    is_live = live.__contains__ if isinstance(live, AbstractSet) else live
+    best: str | None = None
+    best_latency = math.inf
+    for node in holders:
+        if not is_live(node):
+            continue
+        region = topology.region_of(node)
+        latency = math.inf if region is None else topology.latency(from_region, region)
+        if best is None or latency < best_latency:
+            best, best_latency = node, latency
+    return best
+
+
+# ---------------------------------------------------------------------------------------------
+# Placement requests (PUT /v1/docs/{id}/placement)
+
+
+def resolve_request(body: object, topology: Topology, home: str) -> Policy:
+    """The policy a ``PUT /v1/docs/{id}/placement`` body asks for, as parsed JSON.
+
+    The body is ``{"regions": [...]}`` or ``{"replicas": N}``, with an optional ``"pinned"``
+    boolean. ``home`` is the document's home region (the caller's own region for a document not
+    written yet). A pinned ``{"replicas": N}`` is resolved now to the explicit list of the N
+    regions :func:`regions_of` would choose from ``home``: a pin names regions, and must not
+    move when the topology changes. Apply the result with :func:`with_policy`.
+
+    Raises :class:`MalformedPlacement` for the wrong shape or JSON types and
+    :class:`InvalidPlacement` for values this topology cannot satisfy.
+    """
+    usage = 'give {"regions": [names...]} or {"replicas": N}, optionally with "pinned": true'
+    if not isinstance(body, dict):
+        raise MalformedPlacement(f"a placement must be a JSON object: {usage}")
+    unknown = sorted(_show(key) for key in body if key not in _REQUEST_KEYS)
+    if unknown:
+        raise MalformedPlacement(f"unknown placement field {', '.join(unknown)}: {usage}")
+    if ("regions" in body) == ("replicas" in body):
+        either = "not both" if "regions" in body else "one of them"
+        raise MalformedPlacement(f"give either 'regions' or 'replicas', {either}: {usage}")
+    pinned = body.get("pinned", False)
+    if not isinstance(pinned, bool):
+        raise MalformedPlacement(f"'pinned' must be true or false, not {_show(pinned)}")
+    if "regions" in body:
+        return Policy("regions", _requested_regions(body["regions"], topology), 0, pinned)
+    replicas = body["replicas"]
+    if not _is_int(replicas):
+        raise MalformedPlacement(f"'replicas' must be an integer, not {_show(replicas)}")
+    n = len(topology.regions)
+    if not 1 <= replicas <= n:
+        raise InvalidPlacement(
+            f"'replicas' must be from 1 to {n}, the number of regions, not {_show(replicas)}"
+        )
+    if not pinned:
+        return Policy("count", (), replicas, False)
+    chosen = nearest_regions(_anchor(home, topology), topology)[:replicas]
+    return Policy("regions", tuple(sorted(chosen)), 0, True)
+
+
+def _requested_regions(value: object, topology: Topology) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise MalformedPlacement(f"'regions' must be a list of region names, not {_show(value)}")
+    known = ", ".join(topology.regions)
+    if not value:
+        raise InvalidPlacement(f"'regions' must name at least one region (known: {known})")
+    if len(value) > (n := len(topology.regions)):
+        raise InvalidPlacement(f"'regions' names {len(value)} regions; the cluster has {n}")
+    for item in value:
+        if not isinstance(item, str):
+            raise MalformedPlacement(f"'regions' must hold region names, not {_show(item)}")
+    unknown = [_show(region) for region in value if region not in topology.regions]
+    if unknown:
+        raise InvalidPlacement(f"unknown region {', '.join(unknown)} (known: {known})")
+    twice = sorted({region for region in value if value.count(region) > 1})
+    if twice:
+        raise InvalidPlacement(f"'regions' lists {', '.join(twice)} more than once")
+    return tuple(sorted(value))
