@@ -17,7 +17,7 @@ requests in flight finish (their commits included) and closes the store. Errors 
 with status 2 (usage) or 1 (runtime).
 
 ``status`` asks every node for its view of the cluster and prints it; ``--check`` compares
-every document's copies (see app.tools.status for the exit statuses).
+every document's copies on its holders (see app.tools.status for the exit statuses).
 """
 
 from __future__ import annotations
@@ -480,8 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--check",
         action="store_true",
-        help="compare every document's digest on every node: exit 0 identical, 1 some "
-        "differ, 2 a node could not be checked",
+        help="compare every document's digest on its holders: exit 0 identical, 1 some "
+        "differ or are under-replicated, 2 a node could not be checked",
     )
     p.add_argument("--json", action="store_true", help="print one JSON document instead")
     p.add_argument(

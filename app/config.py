@@ -118,6 +118,10 @@ class ClusterConfig:
     latencies_ms: dict[tuple[str, str], float] = field(default_factory=dict)
     #: How many regions hold a document by default.
     replicas: int = 2
+    #: How many nodes of each of its regions hold a document (rendezvous hashing picks them).
+    nodes_per_region: int = 1
+    #: Seconds a request forwarded to a holder may take, beyond the waits it asks for.
+    forward_timeout: float = 10.0
     limits: StoreLimits = field(default_factory=StoreLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
@@ -194,7 +198,7 @@ class NodeSettings:
 SCHEMA: dict[str, dict[str, type]] = {
     "cluster": {"name": str, "secret_env": str},
     "auth": {"required": bool},
-    "placement": {"replicas": int},
+    "placement": {"replicas": int, "nodes_per_region": int, "forward_timeout": float},
     "limits": {
         "max_body_bytes": int,
         "max_document_bytes": int,
@@ -354,6 +358,8 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
         regions=regions,
         latencies_ms=latencies,
         replicas=values.get("placement", {}).get("replicas", 2),
+        nodes_per_region=values.get("placement", {}).get("nodes_per_region", 1),
+        forward_timeout=values.get("placement", {}).get("forward_timeout", 10.0),
         limits=StoreLimits(**{k: v for k, v in given.items() if k in store_keys}),
         http=HttpLimits(**{k: v for k, v in given.items() if k in http_keys}),
         replication=_replication(values.get("replication", {}), source),

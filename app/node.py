@@ -2,9 +2,9 @@
 
 :func:`open_node` builds every long-lived part once, in order, and closes them in reverse: it
 takes the data directory's lock (so two processes never share a DuckDB file), opens the
-document store, starts replication with the other nodes (when there are any), and opens the
-hub of live clients, wired to replication for presence. The HTTP app's lifespan
-(:mod:`app.http`) owns the node; nothing else builds these parts.
+document store and its placement catalog, starts replication with the other nodes (when
+there are any), and opens the hub of live clients, wired to replication for presence. The
+HTTP app's lifespan (:mod:`app.http`) owns the node; nothing else builds these parts.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import IO
 
 from crdt import DocumentStore, StorageLocked, open_store
 
+from .cluster.catalog import PlacementCatalog, topology_of
+from .cluster.handoff import Handoff, open_handoff
 from .config import ConfigError, NodeSettings
 from .replication import Replicator, open_replicator
 from .sync import Hub
@@ -36,10 +38,14 @@ class Node:
     settings: NodeSettings
     store: DocumentStore
     started_at: float
+    #: Where every document lives (placement records, the topology).
+    catalog: PlacementCatalog
     #: Live clients (sync and event streams).
     hub: Hub
     #: Replication with the other nodes; None for a standalone node.
     replicator: Replicator | None = None
+    #: Moves copies to their holders; None without replication or placement.
+    handoff: Handoff | None = None
 
     @property
     def node_id(self) -> str:
@@ -89,14 +95,24 @@ async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
             store = await stack.enter_async_context(
                 open_store(settings.data_dir, settings.cluster.limits)
             )
+            catalog = PlacementCatalog(
+                store, topology_of(settings), node_id=settings.node_id, region=settings.region
+            )
             replicator = None
             if settings.peers():
-                replicator = await stack.enter_async_context(open_replicator(store, settings))
+                replicator = await stack.enter_async_context(
+                    open_replicator(store, settings, catalog)
+                )
             hub = Hub(store, node=settings.node_id, region=settings.region)
             stack.push_async_callback(hub.aclose)
+            handoff = None
             if replicator is not None:
                 _connect(hub, replicator)
-            node = Node(settings, store, time.time(), hub, replicator)
+                if replicator.catalog is not None:
+                    handoff = await stack.enter_async_context(
+                        open_handoff(store, catalog, replicator, hub)
+                    )
+            node = Node(settings, store, time.time(), catalog, hub, replicator, handoff)
             log.info(
                 "node %s (region %s) ready, data in %s",
                 settings.node_id,

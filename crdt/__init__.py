@@ -6,8 +6,11 @@ No networking here; :mod:`app` builds the node on top. The public face::
         result = await store.apply_update("notes", update)      # durable once it returns
         document = await store.get("notes")
         document.to_json(), document.state_vector(), document.encode_state(since)
+        store.catalog.get("notes")                               # placement records, in memory
+        await store.forget("notes", covered_by=holder_state_vector)  # drop this node's copy
 """
 
+from .catalog import MAX_RECORD_BYTES, Catalog, CatalogRecord
 from .document import Document, render
 from .errors import (
     CrdtError,
@@ -48,6 +51,10 @@ __all__ = [
     "WriteResult",
     "check_document_id",
     "open_store",
+    # catalog
+    "MAX_RECORD_BYTES",
+    "Catalog",
+    "CatalogRecord",
     # documents
     "Document",
     "RootKind",

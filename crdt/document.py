@@ -252,6 +252,14 @@ class Document:
     def has_pending(self) -> bool:
         return bool(self._pending)
 
+    def covered_by(self, clocks: dict[int, int]) -> bool:
+        """True when a copy at state vector ``clocks`` has every change this copy holds, the
+        ones still waiting for their dependencies included. A state vector says nothing of
+        deletions (they take no clock): a copy whose deletions the other lacks is covered."""
+        return covers(clocks, self.clocks()) and all(
+            covers(clocks, reach) for _, reach in self._pending
+        )
+
     def root_kinds(self) -> dict[str, RootKind | None]:
         """Each root's inferred type; None for a root whose content says nothing of it."""
         names = list(self._doc.keys())

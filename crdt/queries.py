@@ -6,16 +6,20 @@ Part of :mod:`crdt.storage`, which re-exports the record types; nothing else sho
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
+    "CatalogRecord",
     "ChangeRecord",
     "DocumentRecord",
     "LoadedDocument",
+    "catalog",
+    "catalog_since",
     "changes_since",
     "checkpoint",
     "checkpoints",
     "count_documents",
+    "hints",
     "last_seq",
     "list_documents",
     "load",
@@ -28,6 +32,8 @@ class DocumentRecord:
     id: str
     incarnation: int
     deleted: bool
+    #: When this file first held the id (unix seconds; 0.0 where a query does not say).
+    created_at: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +57,14 @@ class ChangeRecord:
     incarnation: int
     deleted: bool
     seq: int
+
+
+class CatalogRecord(NamedTuple):
+    """A document's catalog record and the seq at which it was last put."""
+
+    doc_id: str
+    seq: int
+    data: bytes
 
 
 def load(cursor: Any, doc_id: str) -> LoadedDocument | None:
@@ -83,11 +97,11 @@ def load(cursor: Any, doc_id: str) -> LoadedDocument | None:
 
 def list_documents(cursor: Any, prefix: str, after: str | None, limit: int) -> list[DocumentRecord]:
     rows = cursor.execute(
-        "SELECT id, incarnation, deleted FROM documents WHERE NOT deleted AND starts_with(id, ?) "
-        "AND id > ? ORDER BY id LIMIT ?",
+        "SELECT id, incarnation, deleted, created_at FROM documents "
+        "WHERE NOT deleted AND starts_with(id, ?) AND id > ? ORDER BY id LIMIT ?",
         [prefix, after or "", limit],
     ).fetchall()
-    return [DocumentRecord(r[0], r[1], r[2]) for r in rows]
+    return [DocumentRecord(r[0], r[1], r[2], r[3]) for r in rows]
 
 
 def count_documents(cursor: Any) -> tuple[int, int]:
@@ -106,10 +120,12 @@ def stored_bytes(cursor: Any) -> int:
 
 
 def last_seq(cursor: Any) -> int:
-    """The highest seq in the file, 0 for none (checkpoints hold other files' seqs)."""
+    """The highest seq in the file, 0 for none (checkpoints hold other files' seqs). Rows of
+    forgotten copies are gone: ``retired_seq`` in ``meta`` remembers how far seqs went."""
     row = cursor.execute(
         "SELECT greatest((SELECT max(seq) FROM updates), (SELECT max(seq) FROM snapshots), "
-        "(SELECT max(seq) FROM deletions))"
+        "(SELECT max(seq) FROM deletions), (SELECT max(seq) FROM catalog), "
+        "(SELECT CAST(value AS BIGINT) FROM meta WHERE key = 'retired_seq'))"
     ).fetchone()
     return int(row[0] or 0)
 
@@ -161,3 +177,20 @@ def checkpoint(cursor: Any, peer: str) -> int:
 def checkpoints(cursor: Any) -> dict[str, int]:
     rows = cursor.execute("SELECT peer, seq FROM checkpoints ORDER BY peer").fetchall()
     return {str(r[0]): int(r[1]) for r in rows}
+
+
+def catalog(cursor: Any) -> list[CatalogRecord]:
+    rows = cursor.execute("SELECT doc_id, seq, data FROM catalog").fetchall()
+    return [CatalogRecord(r[0], r[1], bytes(r[2])) for r in rows]
+
+
+def catalog_since(cursor: Any, since: int, limit: int) -> list[CatalogRecord]:
+    # A put replaces the document's row, so each document is there once, at its latest seq.
+    rows = cursor.execute(
+        "SELECT doc_id, seq, data FROM catalog WHERE seq > ? ORDER BY seq LIMIT ?", [since, limit]
+    ).fetchall()
+    return [CatalogRecord(r[0], r[1], bytes(r[2])) for r in rows]
+
+
+def hints(cursor: Any) -> list[str]:
+    return [str(r[0]) for r in cursor.execute("SELECT doc_id FROM hints").fetchall()]

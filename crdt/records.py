@@ -103,3 +103,9 @@ class StoreStatistics:
     rejected_updates: int
     compactions_queued: int
     compaction_failures: int
+    #: Copies dropped by ``forget`` since the store opened.
+    forgotten_copies: int = 0
+    #: Documents with a committed hint (held on behalf of their holders).
+    hinted_documents: int = 0
+    #: Records in the catalog.
+    catalog_records: int = 0

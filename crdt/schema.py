@@ -2,8 +2,8 @@
 
 Part of :mod:`crdt.storage`, whose docstring draws the layout; nothing else should import this.
 Every statement here runs on the write connection, in :meth:`Storage.open` before any reader
-or the writer thread exists, or on a file no node has open (:func:`crdt.storage.seal_file`,
-:func:`crdt.storage.renew_file`).
+or the writer thread exists, or on a file no node has open (:func:`crdt.files.seal_file`,
+:func:`crdt.files.renew_file`).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ import duckdb
 
 from .errors import StorageFormatError
 
-__all__ = ["FORMAT_VERSION", "check_format", "prepare", "renew_storage_id"]
+__all__ = ["FORMAT_VERSION", "check_format", "fold_wal", "prepare", "renew_storage_id"]
 
 log = logging.getLogger("meridian.storage")
 
 #: The storage format this code writes. Older formats are upgraded at open; newer are refused.
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 _DELETIONS = """CREATE TABLE IF NOT EXISTS deletions (
     doc_id VARCHAR PRIMARY KEY,
@@ -37,6 +37,17 @@ _CHECKPOINTS = """CREATE TABLE IF NOT EXISTS checkpoints (
     peer VARCHAR PRIMARY KEY,
     seq BIGINT NOT NULL,
     updated_at DOUBLE NOT NULL
+)"""
+
+_CATALOG = """CREATE TABLE IF NOT EXISTS catalog (
+    doc_id VARCHAR PRIMARY KEY,
+    seq BIGINT NOT NULL,
+    data BLOB NOT NULL
+)"""
+
+_HINTS = """CREATE TABLE IF NOT EXISTS hints (
+    doc_id VARCHAR PRIMARY KEY,
+    created_at DOUBLE NOT NULL
 )"""
 
 # The current format, for new files.
@@ -64,6 +75,8 @@ _SCHEMA = (
     )""",
     _DELETIONS,
     _CHECKPOINTS,
+    _CATALOG,
+    _HINTS,
 )
 
 
@@ -126,6 +139,11 @@ def renew_storage_id(con: Any) -> str:
     return storage_id
 
 
+def fold_wal(con: Any) -> None:
+    """Folds the write-ahead log into the file (DuckDB's ``CHECKPOINT``)."""
+    con.execute("CHECKPOINT")
+
+
 def _new_storage_id() -> str:
     return uuid.uuid4().hex
 
@@ -158,7 +176,8 @@ def _upgrade(con: Any, path: Path, version: int) -> None:
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
         raise
-    log.info("upgraded %s from storage format %d to %d", path, version, FORMAT_VERSION)
+    steps = " to ".join(str(v) for v in range(version, FORMAT_VERSION + 1))
+    log.info("upgraded %s from storage format %s", path, steps)
 
 
 def _format_1_to_2(con: Any) -> None:
@@ -176,6 +195,12 @@ def _format_1_to_2(con: Any) -> None:
     con.execute("INSERT INTO meta VALUES ('storage_id', ?)", [_new_storage_id()])
 
 
+def _format_2_to_3(con: Any) -> None:
+    # The catalog and hints start empty; the seqs of format 2 stay in their storage id's space.
+    con.execute(_CATALOG)
+    con.execute(_HINTS)
+
+
 # _UPGRADES[v - 1] turns format v into format v + 1.
-_UPGRADES: tuple[Callable[[Any], None], ...] = (_format_1_to_2,)
+_UPGRADES: tuple[Callable[[Any], None], ...] = (_format_1_to_2, _format_2_to_3)
 assert len(_UPGRADES) == FORMAT_VERSION - 1

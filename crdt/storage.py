@@ -2,27 +2,36 @@
 
 All SQL of the project lives here and in this module's two helpers: :mod:`crdt.schema` (the
 layout below: creating the file, checking and upgrading its format) and :mod:`crdt.queries`
-(the reads). Layout (storage format 2)::
+(the reads); the writer's jobs are in :mod:`crdt.jobs`. Layout (storage format 3)::
 
-    meta(key, value)                          format_version, created_at, storage_id
-    documents(id, incarnation, deleted, ...)  one row per document id ever written
+    meta(key, value)                          format_version, created_at, storage_id,
+                                              retired_seq (once a copy was forgotten)
+    documents(id, incarnation, deleted, ...)  one row per document held here (tombstones included)
     updates(doc_id, incarnation, seq, data)   the log: Yjs updates as committed, in seq order
     snapshots(doc_id, incarnation, seq, data) per document, one state covering log rows <= seq
     deletions(doc_id, incarnation, seq)       per deleted document, the seq of its tombstone
-    checkpoints(peer, seq, updated_at)        per peer storage id, how far its feed is integrated
+    checkpoints(peer, seq, updated_at)        per peer feed (storage id), how far it is integrated
+    catalog(doc_id, seq, data)                per document id, its opaque catalog record
+    hints(doc_id, created_at)                 the copies held only on behalf of their holders
 
 A document's state is its snapshot plus the log rows after it. Compaction folds the log into the
 snapshot in one transaction (insert the new snapshot, delete the rows it covers), so a process
 killed at any instant leaves either the old snapshot and rows or the new snapshot: nothing is
 lost and, since Yjs updates are idempotent, nothing can be counted twice.
 
-Seqs come from one counter per file, for log rows and tombstones alike, and are never reused;
-``storage_id`` (a random id made with the file, or when a format 1 file is upgraded) names that
-counter, so a node whose data was wiped starts a new seq space under a new id. The *changes
-feed* (:meth:`Storage.changes_since`) lists the documents whose latest change has a seq above a
-given one, each once, in seq order: what a peer polls for anti-entropy. A *checkpoint*
-(:class:`SaveCheckpoint`, :meth:`Storage.checkpoint`) durably records, per peer storage id, the
-highest seq of that peer's feed this node has fully integrated; it never goes down.
+Seqs come from one counter per file, for log rows, tombstones and catalog records alike, and are
+never reused; ``storage_id`` (a random id made with the file, or when a format 1 file is
+upgraded) names that counter, so a node whose data was wiped starts a new seq space under a new
+id. The *changes feed* (:meth:`Storage.changes_since`) lists the documents whose latest change
+has a seq above a given one, each once, in seq order: what a peer polls for anti-entropy. The
+*catalog feed* (:meth:`Storage.catalog_since`) does the same for catalog records. A
+*checkpoint* (:class:`SaveCheckpoint`, :meth:`Storage.checkpoint`) durably records, per feed
+key, the highest seq of that feed this node has fully integrated; it never goes down. A peer's
+changes feed is keyed by its storage id, its catalog feed by ``f"{storage_id}/catalog"``.
+
+*Forgetting* a copy (:class:`Forget`) deletes every row of a document, as if this node had never
+held it: unlike a delete it leaves no tombstone, so the feed does not list it at all. Its seqs
+may have been the highest in the file; ``retired_seq`` keeps the counter from going back.
 
 Writes go through one thread that owns the write connection (DuckDB wants few, large
 transactions): callers enqueue jobs; the thread takes every job queued while the previous commit
@@ -30,10 +39,10 @@ ran, runs them in one transaction, commits, then answers every caller, failures 
 failing batch is rolled back and its jobs retried one by one, so one bad job fails alone.
 Reads use their own cursors on a small thread pool; DuckDB never runs on the event loop.
 
-Backups are files no node has open: :func:`inspect_file` reads one without changing it,
-:func:`seal_file` makes a copy hold everything by itself (its write-ahead log folded in), and
-:func:`renew_file` readies a copy for use by a node again under a new storage id
-(docs/operations.md, "Backup and restore", says why).
+Backups are files no node has open (:mod:`crdt.files`, re-exported here): :func:`inspect_file`
+reads one without changing it, :func:`seal_file` makes a copy hold everything by itself (its
+write-ahead log folded in), and :func:`renew_file` readies a copy for use by a node again under
+a new storage id (docs/operations.md, "Backup and restore", says why).
 """
 
 from __future__ import annotations
@@ -48,7 +57,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,18 +66,37 @@ import duckdb
 from . import queries, schema
 from .document import fold_updates
 from .errors import StorageError, StorageFormatError
-from .queries import ChangeRecord, DocumentRecord, LoadedDocument
+from .files import StoredFile, inspect_file, renew_file, seal_file
+from .jobs import (
+    AddHint,
+    Append,
+    Compact,
+    CompactResult,
+    Delete,
+    DropHint,
+    Forget,
+    Job,
+    PutCatalogRecord,
+    SaveCheckpoint,
+)
+from .queries import CatalogRecord, ChangeRecord, DocumentRecord, LoadedDocument
 from .schema import FORMAT_VERSION
 
 __all__ = [
     "FORMAT_VERSION",
+    "AddHint",
     "Append",
+    "CatalogRecord",
     "ChangeRecord",
     "Compact",
     "CompactResult",
     "Delete",
     "DocumentRecord",
+    "DropHint",
+    "Forget",
+    "Job",
     "LoadedDocument",
+    "PutCatalogRecord",
     "SaveCheckpoint",
     "Storage",
     "StorageStatistics",
@@ -80,69 +108,32 @@ __all__ = [
 
 log = logging.getLogger("meridian.storage")
 
-# -- jobs for the writer -------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Append:
-    """Append an update to a document's log; ``create`` (re)creates its record first."""
-
-    doc_id: str
-    incarnation: int
-    data: bytes
-    create: bool = False
-
-
-@dataclass(slots=True)
-class Delete:
-    """Record a tombstone for ``incarnation`` and drop that incarnation's content. The result
-    is the tombstone's seq."""
-
-    doc_id: str
-    incarnation: int
-
-
-@dataclass(slots=True)
-class SaveCheckpoint:
-    """Record that this node has integrated ``peer``'s changes feed up to ``seq`` (``peer`` is
-    that node's storage id). A lower seq than the saved one changes nothing: checkpoints never
-    go down. The result is the checkpoint after the save. Raises ValueError for an empty peer
-    or a negative seq."""
-
-    peer: str
-    seq: int
-
-    def __post_init__(self) -> None:
-        if not self.peer:
-            raise ValueError("a checkpoint needs a peer storage id")
-        if self.seq < 0:
-            raise ValueError(f"a checkpoint seq cannot be negative: {self.seq}")
-
-
-@dataclass(slots=True)
-class Compact:
-    """Install a snapshot folded from a document's log (see :meth:`Storage.prepare_compaction`):
-    replace the snapshot and delete the log rows it covers, ``seq <= covers_seq``."""
-
-    doc_id: str
-    incarnation: int
-    covers_seq: int
-    data: bytes
-    rows_folded: int
-    #: Stored bytes (old snapshot and log rows) that the new snapshot replaces.
-    bytes_folded: int
-
-
-@dataclass(frozen=True, slots=True)
-class CompactResult:
-    incarnation: int
-    rows_folded: int
-    bytes_folded: int
-    snapshot_bytes: int
-
-
-Job = Append | Delete | Compact | SaveCheckpoint
 _Row = tuple[str, int, int, bytes]
+
+# Every row a forgotten copy leaves: (table, column holding the document id).
+_FORGOTTEN = (
+    ("documents", "id"),
+    ("updates", "doc_id"),
+    ("snapshots", "doc_id"),
+    ("deletions", "doc_id"),
+    ("hints", "doc_id"),
+)
+
+
+@dataclass(slots=True)
+class _Collected:
+    """What a write batch collected and has not written yet (see :meth:`Storage._write`)."""
+
+    forgets: dict[str, None] = field(default_factory=dict)
+    creates: dict[str, int] = field(default_factory=dict)
+    rows: list[_Row] = field(default_factory=list)
+    hints: dict[str, None] = field(default_factory=dict)
+
+    def clear(self) -> None:
+        self.forgets.clear()
+        self.creates.clear()
+        self.rows.clear()
+        self.hints.clear()
 
 
 @dataclass(slots=True)
@@ -376,7 +367,7 @@ class Storage:
 
     def _transaction(self, batch: list[_Pending]) -> list[Any]:
         con = self._con
-        if all(isinstance(p.job, Append) and not p.job.create for p in batch):
+        if all(isinstance(p.job, Append) and not (p.job.create or p.job.hint) for p in batch):
             # The common case, appends to existing documents: one statement in autocommit
             # mode is one transaction, and one call into DuckDB instead of three (each call
             # must win the GIL back from a busy event loop).
@@ -402,22 +393,49 @@ class Storage:
         return results
 
     def _write(self, batch: list[_Pending]) -> list[Any]:
+        """Runs a batch's jobs in queue order. Log rows, hints, forgets and catalog records are
+        collected and written a few statements at a time; a job whose statements must come
+        after them (a tombstone, a dropped hint, a forget after rows) writes them first."""
         con = self._con
-        rows: list[_Row] = []
+        collected = _Collected()
+        records: dict[str, tuple[int, bytes]] = {}
         results: list[Any] = []
-        creates: dict[str, int] = {}
         now = time.time()
         for pending in batch:
             job = pending.job
             if isinstance(job, Append):
                 if job.create:
-                    creates[job.doc_id] = job.incarnation
-                rows.append((job.doc_id, job.incarnation, self._next_seq, job.data))
-                results.append(self._next_seq)
-                self._next_seq += 1
+                    collected.creates[job.doc_id] = job.incarnation
+                if job.hint:
+                    collected.hints[job.doc_id] = None
+                collected.rows.append((job.doc_id, job.incarnation, self._next_seq, job.data))
+                results.append(self._take_seq())
+            elif isinstance(job, AddHint):
+                collected.hints[job.doc_id] = None
+                results.append(None)
+            elif isinstance(job, PutCatalogRecord):
+                # Nothing else writes the catalog: a document's last record in the batch wins.
+                records[job.doc_id] = (self._next_seq, job.data)
+                results.append(self._take_seq())
+            elif isinstance(job, SaveCheckpoint):
+                row = con.execute(
+                    "INSERT INTO checkpoints VALUES (?, ?, ?) ON CONFLICT (peer) DO UPDATE "
+                    "SET seq = greatest(checkpoints.seq, excluded.seq), "
+                    "updated_at = excluded.updated_at RETURNING seq",
+                    [job.peer, job.seq, now],
+                ).fetchone()
+                results.append(int(row[0]))
+            elif isinstance(job, Forget):
+                if collected.rows or collected.hints:
+                    self._flush(collected, now)
+                collected.forgets[job.doc_id] = None
+                results.append(None)
+            elif isinstance(job, DropHint):
+                self._flush(collected, now)
+                con.execute("DELETE FROM hints WHERE doc_id = ?", [job.doc_id])
+                results.append(None)
             elif isinstance(job, Delete):
-                self._flush_rows(rows, creates, now)
-                rows, creates = [], {}
+                self._flush(collected, now)
                 con.execute(
                     "INSERT INTO documents VALUES (?, ?, true, ?, ?) ON CONFLICT (id) DO UPDATE "
                     "SET incarnation = excluded.incarnation, deleted = true, "
@@ -431,32 +449,64 @@ class Storage:
                 )
                 con.execute("DELETE FROM updates WHERE doc_id = ?", [job.doc_id])
                 con.execute("DELETE FROM snapshots WHERE doc_id = ?", [job.doc_id])
-                results.append(self._next_seq)
-                self._next_seq += 1
-            elif isinstance(job, SaveCheckpoint):
-                row = con.execute(
-                    "INSERT INTO checkpoints VALUES (?, ?, ?) ON CONFLICT (peer) DO UPDATE "
-                    "SET seq = greatest(checkpoints.seq, excluded.seq), "
-                    "updated_at = excluded.updated_at RETURNING seq",
-                    [job.peer, job.seq, now],
-                ).fetchone()
-                results.append(int(row[0]))
-        self._flush_rows(rows, creates, now)
+                if job.hint:
+                    collected.hints[job.doc_id] = None
+                results.append(self._take_seq())
+            else:
+                raise StorageError(f"{type(job).__name__} cannot be part of a write batch")
+        self._flush(collected, now)
+        self._put_catalog_records(records)
         return results
 
-    def _flush_rows(self, rows: list[_Row], creates: dict[str, int], now: float) -> None:
+    def _take_seq(self) -> int:
+        seq = self._next_seq
+        self._next_seq += 1
+        return seq
+
+    def _flush(self, collected: _Collected, now: float) -> None:
+        """Writes what a batch collected, in an order that keeps the queue's: forgets came
+        before every row and hint collected with them (see :meth:`_write`)."""
         con = self._con
-        if creates:
-            values = ",".join(["(?, ?, false, ?, NULL)"] * len(creates))
+        if collected.forgets:
+            ids = list(collected.forgets)
+            for table, column in _FORGOTTEN:
+                con.execute(
+                    f"DELETE FROM {table} WHERE {column} IN (SELECT unnest($1::VARCHAR[]))",
+                    [ids],
+                )
+            # The rows were maybe the file's last seqs: the next open must not assign them again.
+            con.execute(
+                "INSERT INTO meta VALUES ('retired_seq', ?) ON CONFLICT (key) DO UPDATE "
+                "SET value = excluded.value",
+                [str(self._next_seq - 1)],
+            )
+        if collected.creates:
+            values = ",".join(["(?, ?, false, ?, NULL)"] * len(collected.creates))
             params: list[Any] = []
-            for doc_id, incarnation in creates.items():
+            for doc_id, incarnation in collected.creates.items():
                 params += (doc_id, incarnation, now)
             con.execute(
                 f"INSERT INTO documents VALUES {values} ON CONFLICT (id) DO UPDATE SET "
                 "incarnation = excluded.incarnation, deleted = false, deleted_at = NULL",
                 params,
             )
-        self._insert_rows(rows)
+        self._insert_rows(collected.rows)
+        if collected.hints:
+            con.execute(
+                "INSERT INTO hints SELECT unnest($1::VARCHAR[]), $2 ON CONFLICT DO NOTHING",
+                [list(collected.hints), now],
+            )
+        collected.clear()
+
+    def _put_catalog_records(self, records: dict[str, tuple[int, bytes]]) -> None:
+        if records:
+            seqs, data = zip(*records.values(), strict=True)
+            self._con.execute(
+                "INSERT INTO catalog SELECT unnest($1::VARCHAR[]), unnest($2::BIGINT[]), "
+                "unnest($3::BLOB[]) ON CONFLICT (doc_id) DO UPDATE "
+                "SET seq = excluded.seq, data = excluded.data",
+                [list(records), list(seqs), list(data)],
+            )
 
     def _insert_rows(self, rows: list[_Row]) -> None:
         if rows:
@@ -539,12 +589,26 @@ class Storage:
         seq. Records carry the document's current incarnation and whether it is deleted."""
         return await self._read(queries.changes_since, seq, limit)  # type: ignore[no-any-return]
 
+    async def catalog_since(self, seq: int, limit: int) -> list[CatalogRecord]:
+        """The catalog feed: documents whose catalog record was put at a seq above ``seq``,
+        each once with its latest record, in seq order, at most ``limit``. Page on by passing
+        the last record's seq."""
+        return await self._read(queries.catalog_since, seq, limit)  # type: ignore[no-any-return]
+
+    async def catalog_records(self) -> list[CatalogRecord]:
+        """Every catalog record (the store reads them once, at open)."""
+        return await self._read(queries.catalog)  # type: ignore[no-any-return]
+
+    async def hints(self) -> list[str]:
+        """The ids of every document with a hint (the store reads them once, at open)."""
+        return await self._read(queries.hints)  # type: ignore[no-any-return]
+
     async def checkpoint(self, peer: str) -> int:
-        """The saved checkpoint of ``peer``'s changes feed, 0 when there is none."""
+        """The saved checkpoint of the feed keyed ``peer``, 0 when there is none."""
         return await self._read(queries.checkpoint, peer)  # type: ignore[no-any-return]
 
     async def checkpoints(self) -> dict[str, int]:
-        """Every saved checkpoint, by peer storage id."""
+        """Every saved checkpoint, by feed key (a peer's storage id, or its catalog feed's)."""
         return await self._read(queries.checkpoints)  # type: ignore[no-any-return]
 
     def statistics(self) -> StorageStatistics:
@@ -583,81 +647,3 @@ def _prepare_compaction(cursor: Any, doc_id: str) -> Compact | None:
         stored.log_rows,
         sum(len(update) for update in stored.updates),
     )
-
-
-# -- files no node has open (backup and restore) ---------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class StoredFile:
-    """What :func:`seal_file` or :func:`renew_file` found in a storage file."""
-
-    path: Path
-    format_version: int
-    #: "" for a format 1 file (it gets one when upgraded).
-    storage_id: str
-    documents: int
-    tombstones: int
-
-
-def inspect_file(path: Path) -> StoredFile:
-    """Reads what ``path`` holds without changing it (DuckDB opens it read-only). Raises as
-    :func:`seal_file`."""
-    if not path.is_file():
-        raise StorageError(f"{path} does not exist")
-    try:
-        con = duckdb.connect(str(path), read_only=True)
-    except duckdb.Error as exc:
-        raise StorageError(f"cannot open {path}: {exc}") from exc
-    try:
-        version, storage_id = schema.check_format(con, path)
-        documents, tombstones = queries.count_documents(con)
-    except duckdb.Error as exc:
-        raise StorageError(f"cannot read {path}: {exc}") from exc
-    finally:
-        con.close()
-    return StoredFile(path, version, storage_id, documents, tombstones)
-
-
-def seal_file(path: Path) -> StoredFile:
-    """Checks that ``path`` is a Meridian storage file of a format this version reads and
-    folds its write-ahead log (``<path>.wal``, when there is one) into it, so the file alone
-    holds every committed write. Its format is not upgraded. The caller makes sure no other
-    process uses the file. Blocking.
-
-    Raises :class:`StorageFormatError` when it is not a Meridian storage file or its format
-    is newer or unversioned; StorageError when DuckDB cannot open or write it.
-    """
-    return _finish_file(path, renew=False)
-
-
-def renew_file(path: Path) -> StoredFile:
-    """:func:`seal_file`, and also upgrades an older format and gives the file a new storage
-    id: for a copy a node is about to use again, whose seqs may be behind what peers saw
-    under its old id. Raises as :func:`seal_file`."""
-    return _finish_file(path, renew=True)
-
-
-def _finish_file(path: Path, *, renew: bool) -> StoredFile:
-    if not path.is_file():  # DuckDB would create it
-        raise StorageError(f"{path} does not exist")
-    try:
-        con = duckdb.connect(str(path))
-    except duckdb.Error as exc:
-        raise StorageError(f"cannot open {path}: {exc}") from exc
-    try:
-        version, storage_id = schema.check_format(con, path)
-        if renew:
-            schema.prepare(con, path)
-            storage_id = schema.renew_storage_id(con)
-            version = FORMAT_VERSION
-        documents, tombstones = queries.count_documents(con)
-        con.execute("CHECKPOINT")
-    except duckdb.Error as exc:
-        raise StorageError(f"cannot read {path}: {exc}") from exc
-    finally:
-        con.close()
-    wal = path.with_name(path.name + ".wal")
-    if wal.exists() and wal.stat().st_size > 0:
-        raise StorageError(f"{wal} is still there after a checkpoint of {path}")
-    return StoredFile(path, version, storage_id, documents, tombstones)

@@ -11,6 +11,12 @@ incarnation from an empty document. Updates and tombstones are ordered by (incar
 deleted): a copy keeps the greatest state it has seen, content only from updates of that
 incarnation while it is live. Whatever order deletes, writes and re-creations arrive in, every
 copy reaches the same outcome, and an update of a deleted incarnation never brings it back.
+
+Placement (PRODUCT.md): a node holds only some documents. The store keeps what the node needs
+for it: the catalog of placement records (``store.catalog``, :mod:`crdt.catalog`), hints for
+copies held on behalf of unreachable holders (``hint=True`` on writes, :mod:`crdt.hints`), and
+:meth:`DocumentStore.forget`, which drops this node's copy of a document, unlike a delete: no
+tombstone, nothing replicated, the document lives on at its holders.
 """
 
 from __future__ import annotations
@@ -19,11 +25,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from .catalog import Catalog, CatalogRecord
 from .document import Document
 from .errors import (
     DocumentDeleted,
@@ -31,6 +37,9 @@ from .errors import (
     InvalidUpdate,
     LimitExceeded,
 )
+from .hints import Hints
+from .hotset import Entry, HotSet
+from .lib0 import DecodeError
 from .ops import apply_operations, parse_operations
 from .records import (
     DOCUMENT_ID,
@@ -41,7 +50,8 @@ from .records import (
     WriteResult,
     check_document_id,
 )
-from .storage import Append, CompactResult, Delete, DocumentRecord, Storage
+from .statevector import decode_state_vector
+from .storage import Append, CompactResult, Delete, DocumentRecord, Forget, Storage
 
 __all__ = [
     "DOCUMENT_ID",
@@ -58,64 +68,36 @@ __all__ = [
 log = logging.getLogger("meridian.store")
 
 
-class _Entry:
-    """A hot document and its bookkeeping."""
-
-    __slots__ = (
-        "compact_at",
-        "compacting",
-        "deleted",
-        "document",
-        "inflight",
-        "log_rows",
-        "writers",
-    )
-
-    def __init__(self, document: Document, *, deleted: bool, log_rows: int) -> None:
-        self.document = document
-        self.deleted = deleted
-        # Rows in the log after the snapshot; compaction starts past the configured count.
-        self.log_rows = log_rows
-        self.compacting = False
-        # Log rows at which the next compaction is due (0: the configured count).
-        self.compact_at = 0
-        # The commit future of the latest write to this document, while it is in flight.
-        self.inflight: asyncio.Future[Any] | None = None
-        # Writes between taking this entry and their commit; a used entry is never evicted.
-        self.writers = 0
-
-    @property
-    def busy(self) -> bool:
-        return self.writers > 0 or self.inflight is not None or self.compacting
-
-
 class DocumentStore:
-    """Documents of one node. Create with :func:`open_store`; use from one event loop."""
+    """Documents of one node. Create with :func:`open_store`; use from one event loop.
 
-    def __init__(self, storage: Storage, limits: StoreLimits) -> None:
+    ``catalog`` and ``hints`` are what the storage file holds (:func:`open_store` reads them).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        limits: StoreLimits,
+        *,
+        catalog: Iterable[CatalogRecord],
+        hints: Iterable[str],
+    ) -> None:
         self.storage = storage
         self.limits = limits
-        self._hot: OrderedDict[str, _Entry] = OrderedDict()
-        self._hot_bytes = 0
+        #: The catalog of placement records, all in memory.
+        self.catalog = Catalog(storage, catalog)
+        # The copies held on behalf of their holders (committed), and hint jobs in flight.
+        self._hints = Hints(storage, hints)
+        # The documents in memory, and what is remembered of the others.
+        self._hot = HotSet(limits)
         # Loads in progress, so concurrent requests for a cold document read it once.
-        self._loading: dict[str, asyncio.Future[_Entry | None]] = {}
-        # Latest commit of documents no longer hot (evicted while nothing was in flight, or
-        # dropped after a failure): a load waits for it before reading the disk.
-        self._settling: dict[str, asyncio.Future[Any]] = {}
+        self._loading: dict[str, asyncio.Future[Entry | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        # Ids whose disk read found no document, and nothing admitted since: a client that
-        # asks for a never-written document reads the disk once, not on every request.
-        # Bounded like the hot set (least recently asked dropped); admitting an id forgets it.
-        self._absent: OrderedDict[str, None] = OrderedDict()
-        # Counts admissions: a miss is remembered only when no document was admitted while
-        # its disk read ran (one created and evicted meanwhile would be on disk, unseen).
-        self._admissions = 0
-        self._disk_reads = 0
-        self._absent_hits = 0
         # Called with every committed change, in commit order (replication, subscribers).
         self._listeners: list[Callable[[Change], None]] = []
         self._loads = 0
-        self._evictions = 0
+        self._disk_reads = 0
+        self._forgotten_copies = 0
         self._writes = 0
         self._rejected = 0
         self._compactions_queued = 0
@@ -161,10 +143,9 @@ class DocumentStore:
     ) -> list[DocumentRecord]:
         return await self.storage.list_documents(prefix, after, limit)
 
-    async def _entry(self, doc_id: str) -> _Entry | None:
-        entry = self._hot.get(doc_id)
+    async def _entry(self, doc_id: str) -> Entry | None:
+        entry = self._hot.use(doc_id)
         if entry is not None:
-            self._hot.move_to_end(doc_id)
             return entry
         loading = self._loading.get(doc_id)
         if loading is None:
@@ -176,38 +157,40 @@ class DocumentStore:
             loading.add_done_callback(lambda task: self._loaded(doc_id, task))
         return await asyncio.shield(loading)
 
-    def _loaded(self, doc_id: str, task: asyncio.Future[_Entry | None]) -> None:
+    def _loaded(self, doc_id: str, task: asyncio.Future[Entry | None]) -> None:
         self._tasks.discard(task)
         if self._loading.get(doc_id) is task:
             del self._loading[doc_id]
         if not task.cancelled():
             task.exception()  # retrieved: the waiters re-raise it
 
-    async def _load(self, doc_id: str) -> _Entry | None:
-        if doc_id in self._absent:
-            self._absent.move_to_end(doc_id)
-            self._absent_hits += 1
+    async def _load(self, doc_id: str) -> Entry | None:
+        if self._hot.known_absent(doc_id):
             return None
-        settling = self._settling.pop(doc_id, None)
-        if settling is not None:
-            with contextlib.suppress(Exception):
-                await settling
-        admissions = self._admissions
-        self._disk_reads += 1
-        stored = await self.storage.load(doc_id)
-        if doc_id in self._hot:  # a write created it while we read the disk
-            return self._hot[doc_id]
+        while True:
+            settling = self._hot.settling.get(doc_id)
+            if settling is not None:
+                with contextlib.suppress(Exception):
+                    await settling
+            admissions, forgets = self._hot.admissions, self._hot.forgets
+            self._disk_reads += 1
+            stored = await self.storage.load(doc_id)
+            hot = self._hot.get(doc_id)
+            if hot is not None:  # a write created it while we read the disk
+                return hot
+            if not self._hot.forgotten_since(doc_id, forgets):
+                break  # else the copy read may be gone: read again
         if stored is None:
-            if self._admissions == admissions:
-                self._remember_absent(doc_id)
+            if self._hot.admissions == admissions:
+                self._hot.remember_absent(doc_id)
             return None
         document = self._new_document(doc_id, stored.record.incarnation)
         if not stored.record.deleted:
             document.load(stored.updates)
             document.stored_bytes = sum(len(u) for u in stored.updates)
-        entry = _Entry(document, deleted=stored.record.deleted, log_rows=stored.log_rows)
+        entry = Entry(document, deleted=stored.record.deleted, log_rows=stored.log_rows)
         self._loads += 1
-        self._admit(doc_id, entry)
+        self._hot.admit(doc_id, entry)
         if self._compaction_due(entry):
             self._queue_compaction(doc_id, entry)
         return entry
@@ -220,47 +203,6 @@ class DocumentStore:
             max_pending_bytes=self.limits.max_pending_bytes,
         )
 
-    def _remember_absent(self, doc_id: str) -> None:
-        self._absent[doc_id] = None
-        if len(self._absent) > self.limits.max_hot_documents:
-            self._absent.popitem(last=False)
-
-    def _admit(self, doc_id: str, entry: _Entry) -> None:
-        self._admissions += 1
-        self._absent.pop(doc_id, None)
-        self._hot[doc_id] = entry
-        self._hot_bytes += entry.document.stored_bytes
-        self._evict(protect=doc_id)
-
-    def _evict(self, protect: str | None = None) -> None:
-        """Drops least recently used documents that are not busy; never ``protect`` (the one
-        just admitted, which its caller is about to use)."""
-        limits = self.limits
-        if len(self._hot) <= limits.max_hot_documents and self._hot_bytes <= limits.max_hot_bytes:
-            return
-        # Pick victims from the least recently used end without copying the whole hot set.
-        count, size = len(self._hot), self._hot_bytes
-        victims = []
-        for doc_id, entry in self._hot.items():
-            if count <= limits.max_hot_documents and size <= limits.max_hot_bytes:
-                break
-            if entry.busy or doc_id == protect:
-                continue
-            victims.append(doc_id)
-            count -= 1
-            size -= entry.document.stored_bytes
-        for doc_id in victims:
-            self._drop(doc_id)
-        self._evictions += len(victims)
-
-    def _drop(self, doc_id: str) -> None:
-        entry = self._hot.pop(doc_id, None)
-        if entry is None:
-            return
-        self._hot_bytes -= entry.document.stored_bytes
-        if entry.inflight is not None:
-            self._settling[doc_id] = entry.inflight
-
     # -- writing -------------------------------------------------------------------------
 
     async def apply_update(
@@ -271,6 +213,7 @@ class DocumentStore:
         incarnation: int | None = None,
         origin: object = None,
         on_applied: Callable[[], None] | None = None,
+        hint: bool = False,
     ) -> WriteResult:
         """Applies a Yjs v1 update and returns once it is committed. Raises InvalidUpdate
         (nothing changed), LimitExceeded, or StorageError (the write is not durable and was
@@ -282,7 +225,9 @@ class DocumentStore:
         (``changed`` False) when this node holds a newer one or that one deleted.
         ``origin`` is handed to listeners with the change; ``on_applied()`` is called once
         the update is applied in memory, before the commit is awaited (a caller can then
-        apply the next update of an ordered stream while this one commits)."""
+        apply the next update of an ordered stream while this one commits). ``hint`` records
+        a hint for the document (see :meth:`add_hint`) in the transaction of the update, so
+        it is committed when this returns; an update ignored for its incarnation records none."""
         check_document_id(doc_id)
         writable = await self._writable(doc_id, incarnation)
         if isinstance(writable, WriteResult):
@@ -297,21 +242,24 @@ class DocumentStore:
             except InvalidUpdate:
                 self._rejected += 1
                 if document.poisoned and not created:
-                    self._drop(doc_id)
+                    self._hot.drop(doc_id)
                 raise
             self._applied(time.perf_counter() - started)
             if created:
                 self._install_fresh(doc_id, entry, replaced)
             if on_applied is not None:
                 on_applied()
-            return await self._commit(doc_id, entry, data if store else None, created, origin)
+            return await self._commit(
+                doc_id, entry, data if store else None, created, origin, hint=hint
+            )
         finally:
             entry.writers -= 1
 
     async def apply_operations(
-        self, doc_id: str, body: Any, *, origin: object = None
+        self, doc_id: str, body: Any, *, origin: object = None, hint: bool = False
     ) -> WriteResult:
-        """Applies JSON operations (PRODUCT.md) atomically; see :mod:`crdt.ops`."""
+        """Applies JSON operations (PRODUCT.md) atomically; see :mod:`crdt.ops`. ``hint`` as
+        for :meth:`apply_update`."""
         check_document_id(doc_id)
         started = time.perf_counter()
         ops = parse_operations(body, max_operations=self.limits.max_operations)
@@ -328,7 +276,9 @@ class DocumentStore:
             self._applied(parsing + time.perf_counter() - started)
             if created:
                 self._install_fresh(doc_id, entry, replaced)
-            return await self._commit(doc_id, entry, update if store else None, created, origin)
+            return await self._commit(
+                doc_id, entry, update if store else None, created, origin, hint=hint
+            )
         finally:
             entry.writers -= 1
 
@@ -349,7 +299,7 @@ class DocumentStore:
 
     async def _writable(
         self, doc_id: str, incarnation: int | None
-    ) -> tuple[_Entry, bool, _Entry | None] | WriteResult:
+    ) -> tuple[Entry, bool, Entry | None] | WriteResult:
         """The entry to write to: (entry, created, the entry it replaces), or the answer for
         an update of an incarnation this node already left behind.
 
@@ -377,7 +327,7 @@ class DocumentStore:
                 return entry, False, None
         if incarnation is None:
             incarnation = entry.document.incarnation + 1 if entry is not None else 1
-        fresh = _Entry(
+        fresh = Entry(
             self._new_document(doc_id, incarnation),
             deleted=False,
             log_rows=0,
@@ -385,29 +335,43 @@ class DocumentStore:
         fresh.writers += 1
         return fresh, True, entry
 
-    def _install_fresh(self, doc_id: str, fresh: _Entry, replaced: _Entry | None) -> None:
+    def _install_fresh(self, doc_id: str, fresh: Entry, replaced: Entry | None) -> None:
         if replaced is not None:
             # Writes of the new incarnation commit after the tombstone (queue order); a load
             # must still wait for the tombstone's commit.
             fresh.inflight = replaced.inflight
-            self._drop(doc_id)
-        self._admit(doc_id, fresh)
+            self._hot.drop(doc_id)
+        self._hot.admit(doc_id, fresh)
 
     async def _commit(
-        self, doc_id: str, entry: _Entry, data: bytes | None, created: bool, origin: object
+        self,
+        doc_id: str,
+        entry: Entry,
+        data: bytes | None,
+        created: bool,
+        origin: object,
+        *,
+        hint: bool,
     ) -> WriteResult:
         document = entry.document
         if data is None and not created:
-            # Nothing new: answer once whatever brought this content is on disk.
+            # Nothing new: answer once whatever brought this content is on disk (and the
+            # hint, queued now to keep its order with other hint changes).
+            hinted = self._hints.add_nowait(doc_id) if hint else None
             if entry.inflight is not None:
                 await asyncio.shield(entry.inflight)
+            if hinted is not None:
+                await asyncio.shield(hinted)
             return WriteResult(doc_id, document.state_vector(), False, False, document.incarnation)
-        job = Append(doc_id, document.incarnation, data or b"\x00\x00", create=created)
+        hint = hint and self._hints.needed(doc_id)
+        job = Append(doc_id, document.incarnation, data or b"\x00\x00", create=created, hint=hint)
         future = self.storage.submit(job)
+        if hint:
+            self._hints.track(doc_id, future, hinted=True)
         entry.inflight = future
         document.uncommitted += 1
         document.stored_bytes += len(job.data)
-        self._hot_bytes += len(job.data)
+        self._hot.bytes += len(job.data)
         # Bookkeeping belongs to the commit, not to this coroutine: a cancelled request does
         # not cancel its queued write, and the entry must stay busy until that commits.
         change = Change(doc_id, document.incarnation, job.data, origin)
@@ -417,37 +381,38 @@ class DocumentStore:
         entry.log_rows += 1
         if self._compaction_due(entry):
             self._queue_compaction(doc_id, entry)
-        self._evict()
+        self._hot.evict()
         return WriteResult(doc_id, document.state_vector(), True, created, document.incarnation)
 
     def _settled(
-        self, doc_id: str, entry: _Entry, future: asyncio.Future[Any], change: Change
+        self, doc_id: str, entry: Entry, future: asyncio.Future[Any], change: Change
     ) -> None:
         entry.document.uncommitted -= 1
         if entry.inflight is future:
             entry.inflight = None
-        if self._settling.get(doc_id) is future:
-            del self._settling[doc_id]
+        if self._hot.settling.get(doc_id) is future:
+            del self._hot.settling[doc_id]
         if not future.cancelled() and future.exception() is not None:
             # Not durable: forget the in-memory state (the next access reloads from disk) and
             # never reuse the ids of edits that readers may have seen.
             entry.document.poisoned = True
             if self._hot.get(doc_id) is entry:
-                self._drop(doc_id)
+                self._hot.drop(doc_id)
             self.storage.new_client_id()
         elif not future.cancelled():
             self._publish(change)
 
-    async def delete(self, doc_id: str, *, origin: object = None) -> int:
+    async def delete(self, doc_id: str, *, origin: object = None, hint: bool = False) -> int:
         """Deletes the document (a tombstone of its current incarnation); returns that
-        incarnation. Raises DocumentNotFound when it does not exist or is already deleted."""
+        incarnation. Raises DocumentNotFound when it does not exist or is already deleted.
+        ``hint`` records a hint in the tombstone's transaction (see :meth:`add_hint`)."""
         entry = await self._entry(check_document_id(doc_id))
         if entry is None:
             raise DocumentNotFound(f"document {doc_id!r} does not exist")
         if entry.deleted:
             raise DocumentDeleted(f"document {doc_id!r} was already deleted")
         incarnation = entry.document.incarnation
-        await self._record_tombstone(doc_id, incarnation, origin)
+        await self._record_tombstone(doc_id, incarnation, origin, hint=hint)
         return incarnation
 
     async def apply_tombstone(
@@ -461,40 +426,125 @@ class DocumentStore:
             current = entry.document.incarnation
             if incarnation < current or (incarnation == current and entry.deleted):
                 return False
-        await self._record_tombstone(doc_id, incarnation, origin)
+        await self._record_tombstone(doc_id, incarnation, origin, hint=False)
         return True
 
-    async def _record_tombstone(self, doc_id: str, incarnation: int, origin: object) -> None:
-        tombstone = _Entry(
+    async def _record_tombstone(
+        self, doc_id: str, incarnation: int, origin: object, *, hint: bool
+    ) -> None:
+        tombstone = Entry(
             self._new_document(doc_id, incarnation),
             deleted=True,
             log_rows=0,
         )
-        future = self.storage.submit(Delete(doc_id, incarnation))
+        hint = hint and self._hints.needed(doc_id)
+        future = self.storage.submit(Delete(doc_id, incarnation, hint=hint))
+        if hint:
+            self._hints.track(doc_id, future, hinted=True)
         tombstone.inflight = future
         # The next incarnation starts from clock 0 again: give this node's edits a new id.
         self.storage.new_client_id()
-        self._drop(doc_id)
-        self._admit(doc_id, tombstone)
+        self._hot.drop(doc_id)
+        self._hot.admit(doc_id, tombstone)
         tombstone.document.uncommitted += 1
         change = Change(doc_id, incarnation, None, origin)
         future.add_done_callback(lambda done: self._settled(doc_id, tombstone, done, change))
         await asyncio.shield(future)
 
+    # -- hints and forgetting (placement) -------------------------------------------------
+
+    def hints(self) -> frozenset[str]:
+        """The documents this node holds a copy of on behalf of their holders (committed
+        hints), from memory."""
+        return frozenset(self._hints)
+
+    async def add_hint(self, doc_id: str) -> None:
+        """Records durably that this node holds ``doc_id`` only on behalf of its holders and
+        must hand the copy off; returns once committed (at once when it is). A write that
+        needs the hint should pass ``hint=True`` instead, which commits it with the write."""
+        await self._hints.add(check_document_id(doc_id))
+
+    async def drop_hint(self, doc_id: str) -> None:
+        """Removes ``doc_id``'s hint (its copy was handed off, or placement now puts it
+        here); returns once committed (at once when there is none)."""
+        await self._hints.drop(check_document_id(doc_id))
+
+    async def forget(
+        self, doc_id: str, covered_by: bytes | None = None, *, incarnation: int | None = None
+    ) -> bool:
+        """Drops this node's copy of ``doc_id`` (its content or tombstone, log, snapshot and
+        hint) in one transaction, and from memory: afterwards the store behaves as if it had
+        never held it (``get`` raises DocumentNotFound, the changes feed and listings omit
+        it) and a later write or copy from a peer starts afresh. Not a delete: nothing is
+        recorded or replicated, the document lives on at its holders. Returns True once the
+        drop committed (or when there was no copy), False when the copy was kept.
+
+        ``covered_by`` is a holder's encoded state vector of its copy of ``incarnation``
+        (default: this copy's). The copy is dropped only if that covers it: the holder's
+        incarnation is later, or it is the same, this copy is live and every change it holds
+        (those waiting for dependencies included) is in the state vector. A state vector
+        says nothing of deletions, nor of a tombstone: the caller makes sure the holder got
+        them (e.g. sent it ``document.encode_state(covered_by)``, which carries this copy's
+        delete set). Without ``covered_by`` the copy is dropped unconditionally.
+
+        The copy is kept (False) while a write to it is between apply and commit or it is
+        being compacted. The check and the drop are atomic for writes: a write that comes
+        after the check commits after the drop, to a fresh copy, and is never lost. Live
+        subscribers are the caller's to check. Raises InvalidDocumentId, InvalidUpdate for a
+        malformed state vector, StorageError when the drop did not commit (the copy stays).
+        """
+        check_document_id(doc_id)
+        clocks: dict[int, int] | None = None
+        if covered_by is not None:
+            try:
+                clocks = decode_state_vector(covered_by)
+            except DecodeError as exc:
+                raise InvalidUpdate(f"invalid state vector: {exc}") from exc
+        await self._entry(doc_id)
+        entry = self._hot.get(doc_id)
+        if entry is None:
+            # Evicted before this coroutine resumed, or never written: read it again;
+            # nothing yields between this load's admission and the checks below.
+            await self._load(doc_id)
+            entry = self._hot.get(doc_id)
+        # Nothing awaits from here to the submit: no write can land between check and drop.
+        if entry is None:
+            await self._hints.drop(doc_id)
+            return True
+        if entry.busy or entry.document.uncommitted or doc_id in self._hot.settling:
+            return False
+        if clocks is not None and not entry.covered_by(clocks, incarnation):
+            return False
+        future = self.storage.submit(Forget(doc_id))
+        self._hints.track(doc_id, future, hinted=False)
+        self._hot.drop(doc_id)
+        self._hot.mark_forgotten(doc_id)
+        # Loads and writes from now on wait for the drop to commit, then start afresh.
+        self._hot.settling[doc_id] = future
+        future.add_done_callback(lambda done: self._forgot(doc_id, done))
+        await asyncio.shield(future)
+        return True
+
+    def _forgot(self, doc_id: str, future: asyncio.Future[Any]) -> None:
+        if self._hot.settling.get(doc_id) is future:
+            del self._hot.settling[doc_id]
+        if not future.cancelled() and future.exception() is None:
+            self._forgotten_copies += 1
+
     # -- compaction ----------------------------------------------------------------------
 
-    def _compaction_due(self, entry: _Entry) -> bool:
+    def _compaction_due(self, entry: Entry) -> bool:
         due = max(entry.compact_at, self.limits.compact_after_updates)
         return not entry.compacting and entry.log_rows >= due
 
-    def _queue_compaction(self, doc_id: str, entry: _Entry) -> None:
+    def _queue_compaction(self, doc_id: str, entry: Entry) -> None:
         entry.compacting = True
         self._compactions_queued += 1
         task = asyncio.ensure_future(self._compact(doc_id, entry))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _compact(self, doc_id: str, entry: _Entry) -> None:
+    async def _compact(self, doc_id: str, entry: Entry) -> None:
         """Folds on a reader thread, then has the writer install the snapshot."""
         result: CompactResult | None = None
         try:
@@ -519,14 +569,14 @@ class DocumentStore:
         entry.log_rows = max(0, entry.log_rows - result.rows_folded)
         entry.compact_at = 0
         if self._hot.get(doc_id) is entry:
-            self._hot_bytes -= entry.document.stored_bytes
+            self._hot.bytes -= entry.document.stored_bytes
         # Rows committed after the fold read its input stay in the log.
         entry.document.stored_bytes = max(
             result.snapshot_bytes,
             entry.document.stored_bytes - result.bytes_folded + result.snapshot_bytes,
         )
         if self._hot.get(doc_id) is entry:
-            self._hot_bytes += entry.document.stored_bytes
+            self._hot.bytes += entry.document.stored_bytes
             if self._compaction_due(entry):
                 # Rows committed while this compaction ran are due too.
                 self._queue_compaction(doc_id, entry)
@@ -536,15 +586,18 @@ class DocumentStore:
     def statistics(self) -> StoreStatistics:
         return StoreStatistics(
             hot_documents=len(self._hot),
-            hot_bytes=self._hot_bytes,
+            hot_bytes=self._hot.bytes,
             loads=self._loads,
             disk_reads=self._disk_reads,
-            absent_hits=self._absent_hits,
-            evictions=self._evictions,
+            absent_hits=self._hot.absent_hits,
+            evictions=self._hot.evictions,
             writes=self._writes,
             rejected_updates=self._rejected,
             compactions_queued=self._compactions_queued,
             compaction_failures=self._compaction_failures,
+            forgotten_copies=self._forgotten_copies,
+            hinted_documents=len(self._hints),
+            catalog_records=len(self.catalog),
         )
 
     async def aclose(self, grace: float = 5.0) -> None:
@@ -577,7 +630,12 @@ async def open_store(
     started = time.monotonic()
     await asyncio.to_thread(storage.open)
     log.info("storage open in %.3fs: %s", time.monotonic() - started, storage.path)
-    store = DocumentStore(storage, limits)
+    try:
+        catalog, hints = await storage.catalog_records(), await storage.hints()
+    except BaseException:
+        await asyncio.to_thread(storage.close)
+        raise
+    store = DocumentStore(storage, limits, catalog=catalog, hints=hints)
     try:
         yield store
     finally:

@@ -108,6 +108,7 @@ class Cluster:
         storage: dict[str, Any] | None = None,
         seed: int = 0,
         auth: bool = False,
+        placement: dict[str, Any] | None = None,
     ) -> None:
         self.root = root
         self.members: dict[str, Member] = {}
@@ -116,7 +117,15 @@ class Cluster:
                 node_id = f"{region}-{index}"
                 self.members[node_id] = Member(node_id, region, free_port())
         self.config = root / "regions.toml"
-        toml = self._toml(layout, latency_ms, {**FAST, **(replication or {})}, storage or {})
+        # Every node holds every document unless a test asks for placement.
+        everywhere = {"replicas": len(layout), "nodes_per_region": max(layout.values())}
+        toml = self._toml(
+            layout,
+            latency_ms,
+            {**FAST, **(replication or {})},
+            storage or {},
+            everywhere if placement is None else placement,
+        )
         # auth: clients need access tokens signed with SECRET.
         self.config.write_text(toml + ("\n[auth]\nrequired = true\n" if auth else ""))
         self.wan = ThreadedWan(seed)
@@ -134,8 +143,12 @@ class Cluster:
         latency: float,
         replication: dict[str, Any],
         storage: dict[str, Any],
+        placement: dict[str, Any],
     ) -> str:
         lines = ['[cluster]\nname = "test"\nsecret_env = "MERIDIAN_CLUSTER_SECRET"\n']
+        lines.append("[placement]")
+        lines += [f"{key} = {value}" for key, value in placement.items()]
+        lines.append("")
         lines.append("[replication]")
         lines += [f"{key} = {value}" for key, value in replication.items()]
         if storage:

@@ -396,6 +396,8 @@ ROUTES: list[tuple[str, str, str | None, dict[str, Any]]] = [
         {"json": {"ops": [{"op": "insert_text", "path": ["body"], "index": 0, "text": "new"}]}},
     ),
     ("DELETE", "/v1/docs/{doc_id}", "write", {}),
+    ("GET", "/v1/docs/{doc_id}/placement", "read", {}),
+    ("PUT", "/v1/docs/{doc_id}/placement", "write", {"json": {"replicas": 1}}),
 ]
 OPEN = {("GET", "/v1/health")}
 

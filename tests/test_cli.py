@@ -6,6 +6,8 @@ from pathlib import Path
 
 import duckdb
 
+from crdt import FORMAT_VERSION
+
 from .support import REPO, NodeProcess, run_meridian
 
 
@@ -58,13 +60,14 @@ def test_newer_storage_format_is_refused_clearly(tmp_path: Path) -> None:
         )
     assert node.terminate() == 0
     con = duckdb.connect(str(data / "meridian.duckdb"))
-    con.execute("UPDATE meta SET value = '3' WHERE key = 'format_version'")
+    newer = FORMAT_VERSION + 1
+    con.execute(f"UPDATE meta SET value = '{newer}' WHERE key = 'format_version'")
     con.close()
     result = run_meridian(
         "serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(data)
     )
     assert result.returncode == 1
-    assert "storage format 3, written by a newer Meridian" in result.stderr
+    assert f"storage format {newer}, written by a newer Meridian" in result.stderr
 
 
 def test_sigterm_finishes_and_data_survives(tmp_path: Path) -> None:

@@ -250,6 +250,9 @@ def test_every_message_round_trips() -> None:
         m.Failure(3, "not_found", "no"),
         m.CaughtUp(10),
         m.Awareness("d", b"\x00"),
+        m.Placements((b'{"doc_id":"d"}', b"")),
+        m.CatalogRequest(4, 7, 500),
+        m.CatalogPage(4, (b"{}",), 12, False),
     ]
     assert {type(s) for s in samples} == set(m.MESSAGES.values())
     for sample in samples:
@@ -287,3 +290,12 @@ def test_outbox_bounds_memory_and_requeues_in_flight_deltas() -> None:
     assert again[0].doc_id == first[1].doc_id
     box.caught_up(as_of=5.0)
     assert box.overflow_since is None
+
+
+def test_placement_records_are_bounded() -> None:
+    too_many = m.encode(m.Placements(tuple(b"x" for _ in range(m.MAX_RECORDS + 1))))
+    with pytest.raises(m.ProtocolError, match="placement records"):
+        m.decode(too_many)
+    too_big = m.encode(m.CatalogPage(1, (b"x" * (m.MAX_RECORD + 1),), 1, False))
+    with pytest.raises(m.ProtocolError, match="placement record of"):
+        m.decode(too_big)

@@ -1,5 +1,6 @@
-"""``meridian status`` against real clusters, and the logs of ``meridian serve``: JSON lines
-naming the node, and no token or secret in them."""
+"""``meridian status`` against real clusters (every node holding every document, and with
+placement: each document compared on its holders only), and the logs of ``meridian serve``:
+JSON lines naming the node, and no token or secret in them."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ import io
 import json
 import logging
 import os
+import random
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed
@@ -22,6 +25,10 @@ from .cluster import Cluster
 from .support import TIMEOUT_FACTOR, NodeProcess, run_meridian, wait_for
 
 SECRET = "status-test-secret-0123"
+#: A cluster with placement: each document on 2 regions, one node in each.
+PLACED = {"us-east": 2, "eu-west": 1, "ap-south": 1}
+PLACEMENT = {"replicas": 2, "nodes_per_region": 1}
+ALL_NODES = "ap-south-1, eu-west-1, us-east-1, us-east-2"
 
 
 def _meridian(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -45,6 +52,32 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture
+def placed(tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(tmp_path, PLACED, placement=PLACEMENT).start()
+    try:
+        running.wait_links_up()
+        yield running
+    finally:
+        running.close()
+
+
+def _holders(cluster: Cluster, doc_id: str, node: str = "us-east-1") -> list[str]:
+    with cluster[node].client() as client:
+        answer = client.get(f"/v1/docs/{doc_id}/placement")
+        assert answer.status_code == 200, answer.text
+        holders: list[str] = answer.json()["holders"]
+        return holders
+
+
+def _report(*args: str) -> tuple[int, dict[str, Any]]:
+    """``meridian status --json`` with ``args``: its exit status and its document."""
+    shown = _meridian("status", *args, "--json")
+    assert shown.stdout, shown.stderr
+    report: dict[str, Any] = json.loads(shown.stdout)
+    return shown.returncode, report
 
 
 def test_status_shows_every_node_and_check_proves_convergence(cluster: Cluster) -> None:
@@ -111,6 +144,175 @@ def test_check_names_documents_that_differ_and_nodes_that_are_down(cluster: Clus
     assert incomplete.returncode == 2
     assert "check incomplete: these nodes could not be checked:" in incomplete.stdout
     assert "  us-east-1: unreachable: cannot connect" in incomplete.stdout
+
+
+def test_check_compares_each_document_on_its_holders_only(placed: Cluster) -> None:
+    rng = random.Random(20)
+    nodes = sorted(placed.members)
+    docs = [f"doc-{i}" for i in range(20)]
+    for doc_id in docs:
+        _set(rng.choice(nodes), placed, doc_id, doc_id)
+    holders = {doc_id: set(_holders(placed, doc_id, rng.choice(nodes))) for doc_id in docs}
+    assert all(len(h) == 2 for h in holders.values())
+    expected = {node: {d for d in docs if node in holders[d]} for node in nodes}
+    wait_for(
+        lambda: all(set(placed.documents(node)) == expected[node] for node in nodes),
+        timeout=30,
+        what="every document on exactly its holders",
+    )
+    config = str(placed.config)
+
+    checked = _meridian("status", "--config", config, "--check")
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    lines = checked.stdout.splitlines()
+    assert lines[2].split()[-2:] == ["HINTS", "HANDOFF"]
+    assert (
+        f"check: 20 documents identical on their holders (40 copies on 4 nodes: {ALL_NODES})"
+        in (lines)
+    )
+    assert "outside" not in checked.stdout and "under-replicated" not in checked.stdout
+
+    status, report = _report("--config", config, "--check")
+    assert status == 0
+    check = report["check"]
+    # Each document read on its 2 holders only, not on all 4 nodes.
+    held = {node: len(expected[node]) for node in nodes}
+    assert check["held"] == check["compared"] == held and sum(held.values()) == 2 * 20
+    assert check["copies"] == 40 and check["identical"] == 20
+    assert check["differences"] == check["under_replicated"] == [] and check["outside"] == {}
+    for node in report["nodes"]:
+        assert (node["holds_everything"], node["hints"], node["handoff_pending"]) == (False, 0, 0)
+
+    # A holder down: its documents are compared on the other holder; the check is incomplete.
+    placed.kill("ap-south-1")
+    down = _meridian("status", "--config", config, "--check")
+    assert down.returncode == 2, down.stdout + down.stderr
+    assert "under-replicated" not in down.stdout
+    copies = 40 - held["ap-south-1"]
+    names = "eu-west-1, us-east-1, us-east-2"
+    assert (
+        f"check: 20 documents identical on their holders ({copies} copies on 3 nodes: {names})"
+        in (down.stdout)
+    )
+    assert "  ap-south-1: unreachable: cannot connect" in down.stdout
+
+
+def test_check_names_documents_a_holder_lacks(placed: Cluster) -> None:
+    # "report" on a us-east node and eu-west-1; "far" on eu-west-1 only.
+    with placed["us-east-1"].client() as client:
+        for doc_id, regions in (("report", ["us-east", "eu-west"]), ("far", ["eu-west"])):
+            answer = client.put(f"/v1/docs/{doc_id}/placement", json={"regions": regions})
+            assert answer.status_code == 200, answer.text
+    (us_holder,) = set(_holders(placed, "report")) - {"eu-west-1"}
+    assert _holders(placed, "far") == ["eu-west-1"]
+    config = str(placed.config)
+
+    # eu-west's peer links cut (its HTTP stays reachable): eu-west-1 never gets these writes,
+    # and the write to "far", whose only holder is cut off, is kept at us-east-1 as a hint.
+    placed.wan.do(lambda: placed.wan.wan.isolate("eu-west"))
+    with placed["us-east-1"].client() as client:
+        wait_for(
+            lambda: all(
+                p["state"] != "up"
+                for p in client.get("/v1/cluster").json()["peers"]
+                if p["node"] == "eu-west-1"
+            ),
+            what="us-east-1's link to eu-west-1 down",
+        )
+    _set("us-east-1", placed, "report", 1)
+    _set("us-east-1", placed, "far", 1)
+    assert "far" in placed.documents("us-east-1")
+
+    status, report = _report("--config", config, "--check")
+    assert status == 1, report["check"]
+    check = report["check"]
+    assert check["under_replicated"] == [
+        {"id": "far", "has": [], "lacks": ["eu-west-1"], "outside": ["us-east-1"]},
+        {"id": "report", "has": [us_holder], "lacks": ["eu-west-1"], "outside": []},
+    ]
+    assert [d["id"] for d in check["differences"]] == ["report"]
+    assert check["outside"] == {"us-east-1": ["far"]} and check["identical"] == 0
+    hints = {node["node"]: node["hints"] for node in report["nodes"]}
+    assert hints == {"us-east-1": 1, "us-east-2": 0, "eu-west-1": 0, "ap-south-1": 0}
+    for node in report["nodes"]:
+        assert node["handoff_pending"] == node["cluster"]["placement"]["handoff"]["pending"]
+
+    shown = _meridian("status", "--config", config, "--check")
+    assert shown.returncode == 1, shown.stdout + shown.stderr
+    lines = shown.stdout.splitlines()
+    row = next(line for line in lines if line.startswith("us-east ") and "us-east-1" in line)
+    assert row.split()[-2] == "1"  # HINTS: "far", waiting for its hand-off
+    start = lines.index(
+        f"check: 1 of 2 documents differ between 4 nodes ({ALL_NODES}), each on its holders:"
+    )
+    assert lines[start + 1 : start + 3] == ["  report", "    eu-west-1: missing"]
+    assert lines[start + 3].startswith(f"    {us_holder}: digest ")
+    assert lines[start + 4 :] == [
+        "2 of 2 documents under-replicated: some of their holders lack a copy:",
+        "  far: on none of its holders; missing on eu-west-1; outside its holders on us-east-1",
+        f"  report: on {us_holder}; missing on eu-west-1",
+        "1 copy outside its holders, being handed off (hints, surplus copies):",
+        "  us-east-1: far",
+    ]
+
+    # Healed: anti-entropy brings "report" to eu-west-1, and the hint is handed off.
+    placed.wan.do(placed.wan.wan.heal)
+    wait_for(
+        lambda: (
+            {"report", "far"} <= set(placed.documents("eu-west-1"))
+            and "far" not in placed.documents("us-east-1")
+        ),
+        timeout=60,
+        what="eu-west-1 repaired and the hint handed off",
+    )
+    healed = _meridian("status", "--config", config, "--check")
+    assert healed.returncode == 0, healed.stdout + healed.stderr
+    assert f"check: 2 documents identical on their holders (3 copies on 4 nodes: {ALL_NODES})" in (
+        healed.stdout
+    )
+
+
+def test_a_node_with_placement_off_holds_every_document(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path, PLACED, placement=PLACEMENT)
+    # The previous release (no placement): it holds every document, and is sent every one.
+    cluster.node_args["ap-south-1"] = ["--max-protocol-version", "2"]
+    try:
+        cluster.start().wait_links_up()
+        rng = random.Random(2)
+        docs = [f"doc-{i}" for i in range(10)]
+        for doc_id in docs:
+            _set(rng.choice(["us-east-1", "us-east-2", "eu-west-1"]), cluster, doc_id, doc_id)
+        holders = {doc_id: set(_holders(cluster, doc_id)) | {"ap-south-1"} for doc_id in docs}
+        wait_for(
+            lambda: all(
+                {d for d in docs if node in holders[d]} <= set(cluster.documents(node))
+                for node in cluster.members
+            ),
+            timeout=30,
+            what="every document on its holders and on ap-south-1",
+        )
+        config = str(cluster.config)
+
+        status, report = _report("--config", config, "--check")
+        assert status == 0, report["check"]
+        check = report["check"]
+        assert check["held"]["ap-south-1"] == check["compared"]["ap-south-1"] == 10
+        assert check["copies"] == sum(len(h) for h in holders.values())
+        assert check["under_replicated"] == [] and check["differences"] == []
+        assert {n["node"]: n["holds_everything"] for n in report["nodes"]} == {
+            "ap-south-1": True,
+            "eu-west-1": False,
+            "us-east-1": False,
+            "us-east-2": False,
+        }
+        shown = _meridian("status", "--config", config, "--check")
+        assert shown.returncode == 0, shown.stdout + shown.stderr
+        assert (
+            "ap-south-1: placement off (an earlier release, or held back below peer protocol 3): "
+            "holds every document"
+        ) in shown.stdout.splitlines()
+    finally:
+        cluster.close()
 
 
 def _auth_node(tmp_path: Path, *extra: str) -> NodeProcess:

@@ -1,9 +1,10 @@
 """A rolling upgrade, for real: three nodes in three regions start as "the previous release"
-(peer protocol version 1 only, ``--max-protocol-version 1``); writes keep flowing to every
-node while each node in turn is stopped (SIGTERM) and started again as the new release. At
-every step each link runs the highest version both of its ends speak (1 while either end is
-old, 2 once both are new), no link is refused, and at the end every acknowledged write is on
-every node exactly once.
+(peer protocol version 2 at most, ``--max-protocol-version 2``: the release before placement,
+in which every node holds every document); writes keep flowing to every node while each node
+in turn is stopped (SIGTERM) and started again as the new release. At every step each link
+runs the highest version both of its ends speak (2 while either end is old, 3 once both are
+new), no link is refused, and at the end every acknowledged write is on every node exactly
+once.
 
 The storage format's own upgrade (format 1 files opened by this version) is tested in
 tests/test_storage_changes.py and tests/test_backup.py.
@@ -23,6 +24,8 @@ from .cluster import Cluster
 from .support import TIMEOUT_FACTOR, run_meridian, wait_for
 
 NODES = ("ap-south-1", "eu-west-1", "us-east-1")
+#: The previous release's highest peer protocol version, and this one's.
+OLD, NEW = 2, 3
 
 
 def _versions(cluster: Cluster, node_id: str) -> dict[str, int | None] | None:
@@ -34,7 +37,7 @@ def _versions(cluster: Cluster, node_id: str) -> dict[str, int | None] | None:
 
 
 def _wait_versions(cluster: Cluster, upgraded: set[str]) -> None:
-    """Every link up, at version 2 between two upgraded nodes and 1 otherwise."""
+    """Every link up, at version 3 between two upgraded nodes and 2 otherwise."""
 
     def expected() -> bool:
         for node_id in NODES:
@@ -45,7 +48,7 @@ def _wait_versions(cluster: Cluster, upgraded: set[str]) -> None:
             if versions is None:
                 return False
             for peer, version in versions.items():
-                want = 2 if {node_id, peer} <= upgraded else 1
+                want = NEW if {node_id, peer} <= upgraded else OLD
                 if version != want:
                     return False
         return True
@@ -57,7 +60,7 @@ def _wait_versions(cluster: Cluster, upgraded: set[str]) -> None:
 def cluster(tmp_path: Path) -> Cluster:
     cluster = Cluster(tmp_path, {"ap-south": 1, "eu-west": 1, "us-east": 1}, latency_ms=5)
     for node_id in NODES:
-        cluster.node_args[node_id] = ["--max-protocol-version", "1"]
+        cluster.node_args[node_id] = ["--max-protocol-version", str(OLD)]
     return cluster
 
 
@@ -91,7 +94,7 @@ def test_rolling_upgrade_keeps_every_acknowledged_write(cluster: Cluster) -> Non
         cluster.start()
         _wait_versions(cluster, upgraded=set())
         for node_id in NODES:
-            assert cluster.cluster_view(node_id)["protocol_versions"] == [1, 1]
+            assert cluster.cluster_view(node_id)["protocol_versions"] == [1, OLD]
         threads = [threading.Thread(target=writer, args=(f"w{n}",)) for n in range(3)]
         for thread in threads:
             thread.start()
@@ -106,7 +109,7 @@ def test_rolling_upgrade_keeps_every_acknowledged_write(cluster: Cluster) -> Non
             cluster.start_node(node_id)
             upgraded.add(node_id)
             _wait_versions(cluster, upgraded)
-            assert cluster.cluster_view(node_id)["protocol_versions"] == [1, 2]
+            assert cluster.cluster_view(node_id)["protocol_versions"] == [1, NEW]
             done = len(acknowledged)
             wait_for(lambda done=done: len(acknowledged) > done + 30, timeout=30, what="writes")
 
@@ -128,14 +131,14 @@ def test_rolling_upgrade_keeps_every_acknowledged_write(cluster: Cluster) -> Non
         cluster.close()
 
 
-@pytest.mark.parametrize("value", ["0", "3"])
+@pytest.mark.parametrize("value", ["0", str(NEW + 1)])
 def test_a_version_this_release_does_not_speak_is_refused(tmp_path: Path, value: str) -> None:
     result = run_meridian(
         "serve", "--region", "eu-west", "--listen", "127.0.0.1:0", "--data", str(tmp_path),
         "--max-protocol-version", value,
     )  # fmt: skip
     assert result.returncode == 2
-    assert f"--max-protocol-version {value}: this version speaks peer protocol 1..2" in (
+    assert f"--max-protocol-version {value}: this version speaks peer protocol 1..{NEW}" in (
         result.stderr
     )
     assert not (tmp_path / "meridian.duckdb").exists()

@@ -41,6 +41,32 @@ def _authorize(request: Request) -> str | None:
     return token if authorizer.required else None
 
 
+def _placement(node: Node) -> dict[str, Any]:
+    """Placement as this node sees it: the defaults, the records it holds, its hints and the
+    copies it is handing off (and whether placement is on at all: a node held back below
+    peer protocol 3 holds every document, as earlier releases did)."""
+    config = node.settings.cluster
+    replicator = node.replicator
+    active = replicator is None or replicator.catalog is not None
+    handoff = node.handoff.statistics() if node.handoff is not None else None
+    return {
+        "active": active,
+        "default_replicas": config.replicas,
+        "nodes_per_region": config.nodes_per_region,
+        "records": len(node.catalog),
+        "hints": len(node.store.hints()),
+        "handoff": None
+        if handoff is None
+        else {
+            "pending": handoff.pending,
+            "handed_off": handoff.handed_off,
+            "pulled": handoff.pulled,
+            "failures": handoff.failures,
+        },
+        "records_refused": replicator.records_refused if replicator is not None else 0,
+    }
+
+
 @router.get("/v1/cluster", tags=["node"])
 async def cluster(request: Request) -> dict[str, Any]:
     """Regions, nodes and their state, peer links, placement summary (this node's view)."""
@@ -70,7 +96,7 @@ async def cluster(request: Request) -> dict[str, Any]:
         "protocol_versions": list(
             node.replicator.versions if node.replicator is not None else PROTOCOL_VERSIONS
         ),
-        "placement": {"default_replicas": config.replicas},
+        "placement": _placement(node),
         "documents": {
             "live": live,
             "tombstones": tombstones,

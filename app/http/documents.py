@@ -25,6 +25,7 @@ from crdt.lib0 import DecodeError
 from crdt.storage import DocumentRecord
 
 from ..auth import Authorizer, Grant, Right, bearer_token
+from ..cluster.router import Route
 from ..codec import b64, decode_base64
 from ..errors import ApiError
 from ..node import VERSION, Node
@@ -38,6 +39,8 @@ from .models import (
     ReplicaList,
     WriteResponse,
 )
+from .placement import placement_view
+from .routing import Plan, dispatch
 
 __all__ = ["router"]
 
@@ -121,7 +124,7 @@ def _doc_id(doc_id: str) -> str:
     return doc_id
 
 
-def _tracker(node: Node, durability: str) -> Tracker | None:
+def _tracker(node: Node, durability: str, doc_id: str) -> Tracker | None:
     """The tracker of a write that waits for more than ``local``; 422 when the level can
     never be reached (checked before writing, so a refused write changes nothing)."""
     if durability == "local":
@@ -134,7 +137,7 @@ def _tracker(node: Node, durability: str) -> Tracker | None:
             f"durability={durability} needs other nodes, and this node replicates with none; "
             "use durability=local",
         )
-    reason = replicator.unreachable_level(durability)
+    reason = replicator.unreachable_level(durability, doc_id)
     if reason is not None:
         raise ApiError(422, "durability_unavailable", f"durability={durability}: {reason}")
     return Tracker(node.node_id)
@@ -142,14 +145,19 @@ def _tracker(node: Node, durability: str) -> Tracker | None:
 
 async def _write_request(
     request: Request, doc_id: str, durability: str, content_type: str
-) -> tuple[Node, Tracker | None, bytes]:
-    """What every write checks first (token, id, durability, content type), then its body."""
+) -> tuple[Node, Tracker | None, bytes, Plan] | Response:
+    """What every write checks first (token, id, content type), then its body; then where it
+    goes: the holder's answer when it was forwarded, else the tracker of its durability level
+    (checked here, before writing, so a refused write changes nothing), body and plan."""
     _authorize(request, doc_id, "write")
     node = _node(request)
     _doc_id(doc_id)
-    tracker = _tracker(node, durability)
     _require_content_type(request, content_type)
-    return node, tracker, await _read_body(request, node.settings.cluster.http.max_body_bytes)
+    body = await _read_body(request, node.settings.cluster.http.max_body_bytes)
+    plan = await dispatch(node, request, doc_id, write=True, body=body)
+    if isinstance(plan, Response):
+        return plan
+    return node, _tracker(node, durability, doc_id), body, plan
 
 
 async def _write_response(
@@ -174,7 +182,7 @@ async def _write_response(
                 result.doc_id, result.incarnation, document.encode_state(), tracker=tracker
             )
         wait = timeout if timeout is not None else replicator.config.durability_timeout
-        reached = await replicator.wait_durable(tracker, durability, wait)
+        reached = await replicator.wait_durable(tracker, result.doc_id, durability, wait)
         nodes = sorted(tracker.nodes)
         if reached != durability:
             response.status_code = 202
@@ -242,6 +250,24 @@ After = Annotated[
         "node's copy includes it (read-your-writes from any region)",
     ),
 ]
+Local = Annotated[
+    bool,
+    Query(
+        description="Answer from this node's own copy (404 when it has none), never from the "
+        "document's holders: what an operator or `meridian status --check` compares"
+    ),
+]
+
+
+async def _route_read(node: Node, request: Request, doc_id: str, local: bool) -> Plan | Response:
+    """Where a read is served: the holder's answer, or the plan to serve it here (always
+    here with ``local=true``)."""
+    if local:
+        record = node.catalog.get(doc_id) or node.catalog.draft(doc_id)
+        if not node.catalog.allows_here(record):
+            raise ApiError(404, "document_not_found", f"{doc_id!r} is not held here")
+        return Plan(Route("local", node.catalog.holders(record)), record, False, None)
+    return await dispatch(node, request, doc_id, write=False)
 
 
 # -- routes --------------------------------------------------------------------------------
@@ -327,33 +353,27 @@ async def get_document(
             "copies exactly when they hold the same content (costs a re-encoding)"
         ),
     ] = False,
-) -> JSONResponse:
+    local: Local = False,
+) -> Response:
     """The JSON view of a document: every root with its inferred type."""
     _authorize(request, doc_id, "read")
     node = _node(request)
-    await _wait_after(node, _doc_id(doc_id), after)
-    document = await node.store.get(_doc_id(doc_id))
+    plan = await _route_read(node, request, _doc_id(doc_id), local)
+    if isinstance(plan, Response):
+        return plan
+    await _wait_after(node, doc_id, after)
+    document = await node.store.get(doc_id)
     view = {
         "id": doc_id,
         "content": document.to_json(),
         "state_vector": b64(document.state_vector()),
         "incarnation": document.incarnation,
-        "placement": {
-            "mode": "default",
-            "regions": _holding_regions(node, doc_id),
-            "pinned": False,
-        },
+        "placement": placement_view(node, plan.record),
         "digest": document.digest() if digest else None,
     }
     # Encoded here rather than through the response model: pydantic refuses to serialize
     # values nested past ~250 levels, and a document may nest up to crdt.MAX_NESTING.
     return JSONResponse(view)
-
-
-def _holding_regions(node: Node, doc_id: str) -> list[str]:
-    """The regions holding ``doc_id``: this node's and those of the peers it replicates to."""
-    peers = node.replicator.targets(doc_id) if node.replicator is not None else []
-    return sorted({node.region, *(peer.member.region for peer in peers)})
 
 
 @router.get(
@@ -362,13 +382,18 @@ def _holding_regions(node: Node, doc_id: str) -> list[str]:
     responses=_ERRORS,
     tags=["documents"],
 )
-async def get_replicas(request: Request, doc_id: str) -> dict[str, Any]:
+async def get_replicas(
+    request: Request, doc_id: str, local: Local = False
+) -> dict[str, Any] | Response:
     """Where the document is held and, from this node's side, whether each copy has every
     change this node has: ``in_sync``, ``sending`` (``pending`` changes queued or in flight),
     ``catching_up`` (left to the peer's anti-entropy) or ``unreachable`` (link not up)."""
     _authorize(request, doc_id, "read")
     node = _node(request)
-    document = await node.store.get(_doc_id(doc_id))
+    routed = await _route_read(node, request, _doc_id(doc_id), local)
+    if isinstance(routed, Response):
+        return routed
+    document = await node.store.get(doc_id)
     here = {
         "node": node.node_id,
         "region": node.region,
@@ -399,12 +424,16 @@ async def get_update(
         Query(max_length=65536, description="A state vector (base64): return only what it lacks"),
     ] = None,
     after: After = None,
+    local: Local = False,
 ) -> Response:
     """The document as a binary Yjs update: all of it, or the diff since a state vector."""
     _authorize(request, doc_id, "read")
     node = _node(request)
-    await _wait_after(node, _doc_id(doc_id), after)
-    document = await node.store.get(_doc_id(doc_id))
+    routed = await _route_read(node, request, _doc_id(doc_id), local)
+    if isinstance(routed, Response):
+        return routed
+    await _wait_after(node, doc_id, after)
+    document = await node.store.get(doc_id)
     state_vector = decode_base64(since, "state_vector") if since is not None else None
     update = document.encode_state(state_vector)
     return Response(
@@ -433,10 +462,13 @@ async def post_update(
     doc_id: str,
     durability: Durability = "local",
     timeout: Timeout = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     """Apply a binary Yjs update; creates the document if new. Answers once committed."""
-    node, tracker, body = await _write_request(request, doc_id, durability, OCTET_STREAM)
-    result = await node.store.apply_update(doc_id, body, origin=tracker)
+    routed = await _write_request(request, doc_id, durability, OCTET_STREAM)
+    if isinstance(routed, Response):
+        return routed
+    node, tracker, body, plan = routed
+    result = await node.store.apply_update(doc_id, body, origin=tracker, hint=plan.hint)
     return await _write_response(node, result, durability, tracker, timeout, response)
 
 
@@ -463,14 +495,17 @@ async def patch_document(
     doc_id: str,
     durability: Durability = "local",
     timeout: Timeout = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     """Apply JSON operations atomically; creates the document if new."""
-    node, tracker, raw = await _write_request(request, doc_id, durability, "application/json")
+    routed = await _write_request(request, doc_id, durability, "application/json")
+    if isinstance(routed, Response):
+        return routed
+    node, tracker, raw, plan = routed
     try:
         body = json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    result = await node.store.apply_operations(doc_id, body, origin=tracker)
+    result = await node.store.apply_operations(doc_id, body, origin=tracker, hint=plan.hint)
     return await _write_response(node, result, durability, tracker, timeout, response)
 
 
@@ -481,9 +516,12 @@ def _reject_constant(name: str) -> Any:
 @router.delete(
     "/v1/docs/{doc_id}", response_model=DeleteResponse, responses=_ERRORS, tags=["documents"]
 )
-async def delete_document(request: Request, doc_id: str) -> dict[str, Any]:
+async def delete_document(request: Request, doc_id: str) -> dict[str, Any] | Response:
     """Delete a document: a tombstone for its current incarnation (see docs/design.md)."""
     _authorize(request, doc_id, "write")
     node = _node(request)
-    incarnation = await node.store.delete(_doc_id(doc_id))
+    routed = await dispatch(node, request, _doc_id(doc_id), write=True)
+    if isinstance(routed, Response):
+        return routed
+    incarnation = await node.store.delete(doc_id, hint=routed.hint)
     return {"id": doc_id, "deleted": True, "incarnation": incarnation}

@@ -25,7 +25,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -36,6 +36,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from crdt import Storage, StorageError
 
 from ..node import VERSION, Node
+
+if TYPE_CHECKING:
+    from .routing import Forwarding
 
 __all__ = ["HttpMetrics", "Metrics", "NodeCollector", "open_node_metrics", "router"]
 
@@ -118,6 +121,8 @@ class Metrics:
         self.refresh_seconds = REFRESH_SECONDS
         #: The latest DuckDB counts; None until the first refresh.
         self.scan: StorageScan | None = None
+        #: Forwarded requests and their failures (set by the app's lifespan).
+        self.forwarding: Forwarding | None = None
         #: Refreshes that failed (logged; the previous counts stay).
         self.scan_failures = 0
 
@@ -332,6 +337,84 @@ class NodeCollector:
         yield from self._storage()
         yield from self._clients()
         yield from self._peers()
+        yield from self._placement()
+
+    def _placement(self) -> Iterator[Metric]:
+        node = self.node
+        store = node.store.statistics()
+        yield _gauge(
+            "meridian_placement_records",
+            "Placement records held (every document's)",
+            len(node.catalog),
+        )
+        yield _gauge(
+            "meridian_hints_pending",
+            "Copies kept here for holders that were unreachable, not handed off yet",
+            store.hinted_documents,
+        )
+        yield _counter(
+            "meridian_copies_dropped",
+            "Copies dropped here once their holders covered them (hints, surplus)",
+            store.forgotten_copies,
+        )
+        handoff = node.handoff.statistics() if node.handoff is not None else None
+        if handoff is not None:
+            yield _gauge(
+                "meridian_handoff_pending",
+                "Copies here that placement gives to other nodes, waiting to be handed off",
+                handoff.pending,
+            )
+            yield _counter(
+                "meridian_copies_handed_off",
+                "Copies handed off to their holders",
+                handoff.handed_off,
+            )
+            yield _counter(
+                "meridian_copies_gained",
+                "Documents fetched because this node became one of their holders",
+                handoff.pulled,
+            )
+            yield _counter(
+                "meridian_handoff_failures", "Hand-offs that failed (retried)", handoff.failures
+            )
+        if node.replicator is not None:
+            yield _counter(
+                "meridian_placement_records_refused",
+                "Malformed placement records received from peers",
+                node.replicator.records_refused,
+            )
+        forwarding = self.metrics.forwarding
+        if forwarding is None:
+            return
+        forwarded = CounterMetricFamily(
+            "meridian_forwarded_requests",
+            "Requests forwarded to a document's holder, by route template and method",
+            labels=["route", "method"],
+        )
+        for (route, method), count in sorted(forwarding.forwarded.items()):
+            forwarded.add_metric([route, method], count)
+        yield forwarded
+        yield _counter(
+            "meridian_forged_forwards",
+            "Requests refused for a forged X-Meridian-Forwarded header",
+            forwarding.forged,
+        )
+        if forwarding.forwarder is not None:
+            stats = forwarding.forwarder.statistics()
+            failures = CounterMetricFamily(
+                "meridian_forward_failures",
+                "Forwards that failed: holder unreachable, no answer in time, answer too large",
+                labels=["kind"],
+            )
+            failures.add_metric(["unreachable"], stats.unreachable)
+            failures.add_metric(["timeout"], stats.timeouts)
+            failures.add_metric(["too_large"], stats.too_large)
+            yield failures
+            yield _gauge(
+                "meridian_forwarded_websockets_open",
+                "Client WebSockets spliced to a holder, open now",
+                stats.open_websockets,
+            )
 
     def _documents(self) -> Iterator[Metric]:
         store = self.node.store.statistics()

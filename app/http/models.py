@@ -65,9 +65,26 @@ class WriteResponse(BaseModel):
 
 
 class Placement(BaseModel):
-    mode: str = Field(examples=["default"])
-    regions: list[str] = Field(examples=[["eu-west"]])
-    pinned: bool = False
+    id: str | None = Field(default=None, examples=["notes"])
+    policy: str = Field(
+        examples=["default"],
+        description="default (home plus the nearest regions, up to placement.replicas), "
+        "regions (an explicit list) or count (home plus the nearest, up to replicas)",
+    )
+    regions: list[str] = Field(
+        examples=[["eu-west", "us-east"]], description="The regions that hold the document"
+    )
+    replicas: int | None = Field(default=None, description="The count of a count policy")
+    pinned: bool = Field(
+        default=False, description="Its content is never stored outside these regions"
+    )
+    home: str = Field(examples=["eu-west"], description="The region where it was first written")
+    holders: list[str] = Field(
+        examples=[["eu-west-1", "us-east-2"]], description="The nodes that hold it"
+    )
+    followers: list[str] = Field(
+        default_factory=list, description="Nodes holding a copy gained by readers"
+    )
 
 
 class DocumentView(BaseModel):

@@ -4,9 +4,11 @@ checked here, served by :mod:`app.sync`), ``/v1/peer`` for nodes (served by
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import APIRouter, WebSocket
 
-from crdt import decode_state_vector, encode_state_vector
+from crdt import CrdtError, check_document_id, decode_state_vector, encode_state_vector
 from crdt.lib0 import DecodeError
 
 from ..auth import Authorizer, TokenError, token_from_websocket
@@ -15,6 +17,7 @@ from ..errors import ApiError
 from ..node import Node
 from ..sync import serve_events, serve_sync
 from ..sync.protocol import encode_permission_denied
+from .routing import Plan, dispatch_websocket
 
 __all__ = ["router"]
 
@@ -41,14 +44,43 @@ async def _authorize_websocket(
     return grant is None or grant.allows(doc_id, "write"), subprotocol
 
 
+async def _route_websocket(
+    websocket: WebSocket, doc_id: str, *, write: bool
+) -> Plan | Literal["invalid"] | None:
+    """Serve here (the plan), or None once the socket was forwarded to a holder (and ended)
+    or refused; "invalid" for an invalid id, which the endpoint refuses with 4400."""
+    node: Node = websocket.app.state.node
+    try:
+        check_document_id(doc_id)
+    except CrdtError:
+        return "invalid"
+    try:
+        return await dispatch_websocket(node, websocket, doc_id, write=write)
+    except ApiError as exc:  # a forged X-Meridian-Forwarded header
+        await websocket.accept()
+        await websocket.close(4400, close_reason(exc.message))
+        node.hub.refused_input("sync" if write else "events", 4400)
+        return None
+
+
 @router.websocket("/v1/sync/{doc_id}")
 async def sync_document(websocket: WebSocket, doc_id: str) -> None:
     """The y-websocket protocol: point a Yjs ``WebsocketProvider`` at ``ws://node/v1/sync``."""
     node: Node = websocket.app.state.node
     allowed = await _authorize_websocket(websocket, doc_id, sync=True)
-    if allowed is not None:
+    if allowed is None:
+        return
+    plan = await _route_websocket(websocket, doc_id, write=True)
+    if plan is not None:
         can_write, subprotocol = allowed
-        await serve_sync(websocket, node, doc_id, can_write=can_write, subprotocol=subprotocol)
+        await serve_sync(
+            websocket,
+            node,
+            doc_id,
+            can_write=can_write,
+            subprotocol=subprotocol,
+            hint=plan != "invalid" and plan.hint,
+        )
 
 
 @router.websocket("/v1/docs/{doc_id}/events")
@@ -68,6 +100,8 @@ async def document_events(websocket: WebSocket, doc_id: str) -> None:
             await websocket.close(1007, "since= is not a base64 state vector")
             node.hub.refused_input("events", 1007)
             return
+    if await _route_websocket(websocket, doc_id, write=False) is None:
+        return
     await serve_events(websocket, node, doc_id, since=raw, subprotocol=allowed[1])
 
 

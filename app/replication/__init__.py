@@ -8,8 +8,10 @@ The public face::
         replicator.statistics()                      # /v1/cluster
 """
 
+from .durability import LEVELS, Tracker
+from .peers import Peer
 from .protocol import PROTOCOL_VERSIONS
-from .replicator import LEVELS, Peer, Replicator, Tracker, open_replicator
+from .replicator import Replicator, open_replicator
 from .session import PeerOrigin
 
 __all__ = [

@@ -19,6 +19,12 @@ cannot talk. Message types (protocol version 1)::
 Protocol version 2 adds::
 
     40 Awareness (y-protocols awareness update of a document's clients, relayed, not stored)
+
+Protocol version 3 adds placement (records are opaque bytes here, JSON made by
+:mod:`app.cluster.catalog`)::
+
+    50 Placements (records changed at the sender)
+    51 CatalogRequest  52 CatalogPage (the sender's catalog feed, for anti-entropy)
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ __all__ = [
     "Ack",
     "Auth",
     "Awareness",
+    "CatalogPage",
+    "CatalogRequest",
     "CaughtUp",
     "ChangeEntry",
     "Changes",
@@ -43,6 +51,7 @@ __all__ = [
     "Hello",
     "Message",
     "Ping",
+    "Placements",
     "Pong",
     "ProtocolError",
     "Ready",
@@ -66,6 +75,9 @@ MAX_NAME = 128
 MAX_REASON = 1024
 #: Most node ids a delta may list as already reached.
 MAX_REACHED = 64
+#: Largest placement record in bytes (crdt.catalog.MAX_RECORD_BYTES), and most per message.
+MAX_RECORD = 64 * 1024
+MAX_RECORDS = 1000
 
 
 class ProtocolError(ValueError):
@@ -84,7 +96,20 @@ class ChangeEntry:
 
 
 # Field kinds: how each field is encoded (see _write / _read).
-_UINT, _BOOL, _NAME, _REASON, _DOC, _BYTES, _NONCE, _PROOF, _NAMES, _UINTS, _ENTRIES = range(11)
+(
+    _UINT,
+    _BOOL,
+    _NAME,
+    _REASON,
+    _DOC,
+    _BYTES,
+    _NONCE,
+    _PROOF,
+    _NAMES,
+    _UINTS,
+    _ENTRIES,
+    _RECORDS,
+) = range(12)
 
 
 class Message:
@@ -289,6 +314,38 @@ class Awareness(Message):
     update: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class Placements(Message):
+    """Placement records that changed at the sender (protocol version 3 and later)."""
+
+    TYPE = 50
+    FIELDS = (_RECORDS,)
+    records: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogRequest(Message):
+    """Anti-entropy of placement: the records of your catalog feed after ``since``."""
+
+    TYPE = 51
+    FIELDS = (_UINT, _UINT, _UINT)
+    request: int
+    since: int
+    limit: int
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogPage(Message):
+    """A page of the catalog feed; ``last_seq`` is where the next page starts."""
+
+    TYPE = 52
+    FIELDS = (_UINT, _RECORDS, _UINT, _BOOL)
+    request: int
+    records: tuple[bytes, ...]
+    last_seq: int
+    more: bool
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (
@@ -310,6 +367,9 @@ MESSAGES: dict[int, type[Message]] = {
         Failure,
         CaughtUp,
         Awareness,
+        Placements,
+        CatalogRequest,
+        CatalogPage,
     )
 }
 
@@ -366,6 +426,10 @@ def _write(enc: Encoder, kind: int, value: Any) -> None:
             enc.write_var_uint(entry.incarnation)
             enc.write_uint8(1 if entry.deleted else 0)
             enc.write_var_bytes(entry.summary)
+    elif kind == _RECORDS:
+        enc.write_var_uint(len(value))
+        for record in value:
+            enc.write_var_bytes(record)
 
 
 def _read(dec: Decoder, kind: int) -> Any:
@@ -403,6 +467,19 @@ def _read(dec: Decoder, kind: int) -> Any:
             ChangeEntry(_doc_id(dec), dec.read_var_uint(), _read(dec, _BOOL), _summary(dec))
             for _ in range(count)
         )
+    if kind == _RECORDS:
+        count = dec.read_length("records", 1)
+        if count > MAX_RECORDS:
+            raise DecodeError(f"{count} placement records, at most {MAX_RECORDS}")
+        records = []
+        for _ in range(count):
+            record = dec.read_var_bytes()
+            if len(record) > MAX_RECORD:
+                raise DecodeError(
+                    f"a placement record of {len(record)} bytes, at most {MAX_RECORD}"
+                )
+            records.append(record)
+        return tuple(records)
     raise AssertionError(kind)
 
 

@@ -35,6 +35,7 @@ from typing import Literal
 from . import messages as m
 
 __all__ = [
+    "PLACEMENT_VERSION",
     "PROTOCOL_VERSIONS",
     "Closed",
     "Event",
@@ -47,8 +48,11 @@ __all__ = [
     "State",
 ]
 
-#: The protocol versions this code speaks (lowest, highest). Version 2 adds Awareness.
-PROTOCOL_VERSIONS = (1, 2)
+#: The protocol versions this code speaks (lowest, highest). Version 2 adds Awareness;
+#: version 3 adds placement (records, the catalog feed; a node holds only its documents).
+PROTOCOL_VERSIONS = (1, 3)
+#: The first version with placement: a peer below it holds every document.
+PLACEMENT_VERSION = 3
 
 Role = Literal["dialer", "acceptor"]
 

@@ -5,8 +5,12 @@ Every listed node links with every other (the one with the smaller id dials; the
 accepts on ``WS /v1/peer``). A committed change goes to each peer's :class:`Outbox`, except
 to the node it came from and to nodes it names as already reached; a node that applies a
 peer's delta and changes its state relays it onward in the same way, so a cluster whose
-A-C link is cut still converges through B. Routing goes through :meth:`Replicator.targets`,
-one document at a time, so that placement can later narrow who receives what.
+A-C link is cut still converges through B.
+
+Placement narrows who receives what: :meth:`Replicator.targets` is, for each document, the
+peers that hold it (:mod:`app.cluster.placement`), plus any peer of an earlier release (which
+holds everything). Placement records themselves go to every peer (``Placements``) and are
+repaired by the catalog feed's anti-entropy (:mod:`app.replication.session`).
 """
 
 from __future__ import annotations
@@ -18,158 +22,46 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import websockets
 from starlette.websockets import WebSocket
 
 from crdt import Change, DocumentStore, covers
 
-from ..config import Member, NodeSettings
+from ..cluster.catalog import decode_record, encode_record
+from ..cluster.placement import PlacementError, PlacementRecord
+from ..config import NodeSettings
 from . import messages as m
+from .durability import LEVELS, Tracker, levels_met
 from .link import LinkClosed, PeerLink, ServerTransport, dial
 from .outbox import Delta, Outbox
-from .protocol import PROTOCOL_VERSIONS, Identity, PeerProtocol
+from .peers import Peer
+from .protocol import PLACEMENT_VERSION, PROTOCOL_VERSIONS, Identity, PeerProtocol
 from .session import PeerOrigin, PeerSession
 
-__all__ = ["LEVELS", "Peer", "Replicator", "Tracker", "open_replicator"]
+if TYPE_CHECKING:
+    from ..cluster.catalog import PlacementCatalog
+
+__all__ = ["Replicator", "open_replicator"]
 
 log = logging.getLogger("meridian.peer")
 
-#: Durability levels, weakest first.
-LEVELS = ("local", "region", "quorum", "all")
 #: Seconds between dial attempts to a peer that refused the link.
 REFUSED_RETRY_SECONDS = 5.0
 #: Refusal codes after which redialling is slow (a configuration problem, not a network one).
 _REFUSALS = {"authentication_failed", "incompatible_version", "wrong_cluster", "unknown_node"}
 
 
-class Tracker:
-    """A write waiting for its durability level: the nodes known to have committed it."""
-
-    def __init__(self, node: str) -> None:
-        self.nodes = {node}
-        # Set whenever a node acknowledges; the waiter re-checks its level.
-        self.changed = asyncio.Event()
-
-    def on_ack(self, node: str) -> None:
-        self.nodes.add(node)
-        self.changed.set()
-
-
-@dataclass(slots=True)
-class AntiEntropyStats:
-    rounds: int = 0
-    failures: int = 0
-    repaired_total: int = 0
-    last_at: float | None = None
-    last_seconds: float = 0.0
-    last_checked: int = 0
-    last_repaired: list[str] = field(default_factory=list)
-    last_repaired_count: int = 0
-    last_bytes: int = 0
-    #: Bytes exchanged by every round (listings and the syncs that repaired documents).
-    bytes_total: int = 0
-
-    def record(self, *, checked: int, repaired: list[str], seconds: float, traffic: int) -> None:
-        self.rounds += 1
-        self.repaired_total += len(repaired)
-        self.last_at = time.time()
-        self.last_seconds = seconds
-        self.last_checked = checked
-        self.last_repaired = repaired[:20]
-        self.last_repaired_count = len(repaired)
-        self.last_bytes = traffic
-        self.bytes_total += traffic
-
-
-class Peer:
-    """Another node, across its successive links."""
-
-    def __init__(self, member: Member, address: str, *, dialer: bool, outbox: Outbox) -> None:
-        self.member = member
-        self.address = address
-        #: This node dials the peer (its id is smaller); else it waits for the peer to.
-        self.dialer = dialer
-        self.outbox = outbox
-        # Set when the outbox has something to send or its window opened.
-        self.wake = asyncio.Event()
-        self.session: PeerSession | None = None
-        self.state = "down"
-        self.storage_id = ""
-        self.version: int | None = None
-        self.rtt: float | None = None
-        self.last_error: str | None = None
-        self.up_since: float | None = None
-        self.links_opened = 0
-        self.applied_from_peer = 0
-        self.refused_from_peer = 0
-        self.internal_errors = 0
-        self.bytes_sent = 0
-        self.bytes_received = 0
-        # (last seq, monotonic time) of the last complete changes-feed listing served to it.
-        self.feed_served: tuple[int, float] | None = None
-        self.ae = AntiEntropyStats()
-
-    @property
-    def node_id(self) -> str:
-        return self.member.node_id
-
-    def caught_up(self, seq: int) -> None:
-        if self.feed_served is not None and seq >= self.feed_served[0]:
-            self.outbox.caught_up(self.feed_served[1])
-
-    def statistics(self) -> dict[str, Any]:
-        outbox = self.outbox.statistics()
-        now = time.monotonic()
-        link = self.session.link if self.session is not None else None
-        ae = self.ae
-        return {
-            "node": self.node_id,
-            "region": self.member.region,
-            "address": self.address,
-            "state": self.state,
-            "dials": self.dialer,
-            "protocol_version": self.version,
-            "rtt_ms": round(self.rtt * 1000, 3) if self.rtt is not None else None,
-            "up_since": self.up_since,
-            "last_error": self.last_error,
-            "links_opened": self.links_opened,
-            "buffered": {
-                "deltas": outbox.queued,
-                "bytes": outbox.queued_bytes,
-                "in_flight": outbox.in_flight,
-            },
-            "lag_seconds": round(now - outbox.oldest, 3) if outbox.oldest is not None else 0.0,
-            "deltas": {
-                "acked": outbox.acked,
-                "refused_by_peer": outbox.rejected,
-                "left_to_anti_entropy": outbox.dropped,
-                "applied_from_peer": self.applied_from_peer,
-                "refused_from_peer": self.refused_from_peer,
-            },
-            "bytes_sent": self.bytes_sent + (link.bytes_sent if link else 0),
-            "bytes_received": self.bytes_received + (link.bytes_received if link else 0),
-            "anti_entropy": {
-                "rounds": ae.rounds,
-                "failures": ae.failures,
-                "repaired_total": ae.repaired_total,
-                "last_at": ae.last_at,
-                "last_seconds": round(ae.last_seconds, 4),
-                "last_checked": ae.last_checked,
-                "last_repaired": ae.last_repaired_count,
-                "last_repaired_ids": ae.last_repaired,
-                "last_bytes": ae.last_bytes,
-                "bytes_total": ae.bytes_total,
-            },
-        }
-
-
 class Replicator:
     """The replication of one node. Create with :func:`open_replicator`."""
 
-    def __init__(self, store: DocumentStore, settings: NodeSettings) -> None:
+    def __init__(
+        self,
+        store: DocumentStore,
+        settings: NodeSettings,
+        catalog: PlacementCatalog | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
         self.config = settings.cluster.replication
@@ -178,6 +70,13 @@ class Replicator:
         cap = settings.max_protocol_version
         #: The peer protocol versions this node offers (lowest, highest).
         self.versions = (low, min(high, cap) if cap is not None else high)
+        #: Where documents live; None (or a version held below placement's, standing in for
+        #: an earlier release during an upgrade): this node holds and sends everything.
+        self.catalog = catalog if self.versions[1] >= PLACEMENT_VERSION else None
+        #: Placement records from peers that were malformed.
+        self.records_refused = 0
+        # Records changed here in this turn of the event loop, sent together.
+        self._records_out: list[bytes] = []
         self.identity = Identity(
             settings.cluster.name,
             settings.node_id,
@@ -212,6 +111,8 @@ class Replicator:
         # Every refused link since start (the deque above keeps only the recent ones).
         self.links_refused = 0
         self._unsubscribe = self.store.subscribe(self._on_change)
+        if self.catalog is not None:
+            self.catalog.on_change.append(self.send_record)
 
     # -- links ----------------------------------------------------------------------------
 
@@ -341,9 +242,77 @@ class Replicator:
 
     # -- deltas ---------------------------------------------------------------------------
 
+    def holders_of(self, doc_id: str) -> frozenset[str] | None:
+        """The nodes that hold ``doc_id`` by placement; None when placement is off or the
+        document has no record yet (then every node is sent it)."""
+        if self.catalog is None:
+            return None
+        record = self.catalog.get(doc_id)
+        return frozenset(self.catalog.holders(record)) if record is not None else None
+
+    def holds(self, doc_id: str) -> bool:
+        """Whether this node holds ``doc_id`` by placement (every document, without it)."""
+        holders = self.holders_of(doc_id)
+        return holders is None or self.node_id in holders
+
+    def shares(self, doc_id: str, peer: Peer) -> bool:
+        """Whether ``peer`` should hold ``doc_id``: replication and anti-entropy with it
+        concern only the documents this is true of."""
+        holders = self.holders_of(doc_id)
+        return holders is None or peer.node_id in holders or peer.holds_everything
+
     def targets(self, doc_id: str) -> list[Peer]:
-        """The peers that hold ``doc_id`` (every peer, until placement narrows it)."""
-        return list(self.peers.values())
+        """The peers that hold ``doc_id``: its holders, and peers of an earlier release."""
+        holders = self.holders_of(doc_id)
+        if holders is None:
+            return list(self.peers.values())
+        return [
+            peer for peer in self.peers.values() if peer.node_id in holders or peer.holds_everything
+        ]
+
+    def may_store(self, doc_id: str) -> bool:
+        """Whether this node may store ``doc_id``'s content (a pin may forbid its region)."""
+        if self.catalog is None:
+            return True
+        record = self.catalog.get(doc_id)
+        return record is None or self.catalog.allows_here(record)
+
+    # -- placement records ----------------------------------------------------------------
+
+    def send_record(self, record: PlacementRecord) -> None:
+        """Sends a record that changed here to every peer that knows placement; the records
+        changed in one turn of the event loop go in one message."""
+        if not self._records_out:
+            asyncio.get_running_loop().call_soon(self._flush_records)
+        self._records_out.append(encode_record(record))
+
+    def _flush_records(self) -> None:
+        records, self._records_out = self._records_out, []
+        for start in range(0, len(records), m.MAX_RECORDS):
+            message = m.Placements(tuple(records[start : start + m.MAX_RECORDS]))
+            for peer in self.peers.values():
+                session = peer.session
+                if session is not None and (peer.version or 0) >= PLACEMENT_VERSION:
+                    session.send_nowait(message)
+
+    async def records_received(self, records: tuple[bytes, ...], peer: Peer) -> None:
+        """Merges records sent by ``peer``; a malformed one is logged, counted and skipped."""
+        if self.catalog is None:
+            return
+        decoded = []
+        for data in records:
+            try:
+                decoded.append(decode_record(data))
+            except PlacementError as exc:
+                self.records_refused += 1
+                log.warning(
+                    "< a malformed placement record from %s: %s",
+                    peer.node_id,
+                    exc,
+                    extra={"peer": peer.node_id},
+                )
+        # Merged together: their commits share the storage writer's group commits.
+        await asyncio.gather(*(self.catalog.merge(record) for record in decoded))
 
     def _on_change(self, change: Change) -> None:
         tracker = change.origin if isinstance(change.origin, Tracker) else None
@@ -426,34 +395,51 @@ class Replicator:
 
     # -- durability and read-your-writes --------------------------------------------------
 
-    def levels_met(self, nodes: set[str]) -> dict[str, bool]:
-        regions = {self._regions.get(n, "") for n in nodes}
-        everywhere = set(self.settings.cluster.regions) or {self.settings.region}
-        in_region = [n for n in nodes if self._regions.get(n) == self.settings.region]
-        return {
-            "local": True,
-            "region": len(in_region) >= 2,
-            "quorum": len(regions & everywhere) * 2 > len(everywhere),
-            "all": everywhere <= regions,
-        }
+    def levels_met(self, nodes: set[str], doc_id: str) -> dict[str, bool]:
+        holders = self.holders_of(doc_id)
+        if holders is None or self.catalog is None:
+            regions: tuple[str, ...] = tuple(self.settings.cluster.regions) or (
+                self.settings.region,
+            )
+        else:
+            record = self.catalog.get(doc_id)
+            assert record is not None
+            regions = self.catalog.regions(record)
+        return levels_met(
+            nodes,
+            region_of=self.region_of,
+            region=self.settings.region,
+            doc_regions=regions,
+            doc_holders=holders,
+        )
 
-    def unreachable_level(self, level: str) -> str | None:
-        """Why ``level`` can never be met with this topology, or None."""
-        if level == "region":
-            nodes = [m for m in self.peers.values() if m.member.region == self.settings.region]
-            if not nodes:
-                return f"region {self.settings.region} has no other node"
+    def unreachable_level(self, level: str, doc_id: str) -> str | None:
+        """Why ``level`` can never be met for ``doc_id`` with this topology, or None."""
+        if level != "region":
+            return None
+        region = self.settings.region
+        nodes = [p for p in self.peers.values() if p.member.region == region]
+        if not nodes:
+            return f"region {region} has no other node"
+        holders = self.holders_of(doc_id)
+        if holders is not None:
+            here = [n for n in holders if self.region_of(n) == region]
+            if len(here) < 2 and self.node_id in holders:
+                return (
+                    f"{doc_id} is held by {len(here)} node(s) of {region} "
+                    "(placement.nodes_per_region); durability=region needs two"
+                )
         return None
 
-    async def wait_durable(self, tracker: Tracker, level: str, timeout: float) -> str:
+    async def wait_durable(self, tracker: Tracker, doc_id: str, level: str, timeout: float) -> str:
         """Waits until the write is durable at ``level`` or ``timeout``; returns the strongest
         level reached (the requested one when met)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
-                while not self.levels_met(tracker.nodes)[level]:
+                while not self.levels_met(tracker.nodes, doc_id)[level]:
                     tracker.changed.clear()
                     await tracker.changed.wait()
-        met = self.levels_met(tracker.nodes)
+        met = self.levels_met(tracker.nodes, doc_id)
         if met[level]:
             return level
         return max((name for name in LEVELS if met[name]), key=LEVELS.index)
@@ -499,10 +485,10 @@ class Replicator:
 
 @contextlib.asynccontextmanager
 async def open_replicator(
-    store: DocumentStore, settings: NodeSettings
+    store: DocumentStore, settings: NodeSettings, catalog: PlacementCatalog | None = None
 ) -> AsyncIterator[Replicator]:
     """Starts replicating ``store`` with the other nodes (dialling peers); stops on exit."""
-    replicator = Replicator(store, settings)
+    replicator = Replicator(store, settings, catalog)
     replicator.start()
     try:
         yield replicator

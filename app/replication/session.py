@@ -1,6 +1,11 @@
 """What a node does over one open peer link: send its deltas, apply the peer's, answer and run
 anti-entropy, and keep the link alive.
 
+With placement (peer protocol 3), a round first pulls the peer's *catalog feed* (placement
+records changed since the catalog checkpoint, merged here), then its changes feed; both sides
+skip the documents the other does not hold (:meth:`Replicator.shares`), so two nodes compare
+only what they should share.
+
 Anti-entropy (docs/design.md, "Anti-entropy"): each node pulls from each peer. It asks for
 the peer's changes feed after the checkpoint it saved last time for that peer's storage id;
 each page lists the documents changed since, with a 16-byte summary of the peer's copy. The
@@ -25,10 +30,11 @@ from crdt.storage import SaveCheckpoint
 
 from . import messages as m
 from .link import LinkClosed, PeerLink
-from .protocol import Closed, Received, RoundTrip
+from .protocol import PLACEMENT_VERSION, Closed, Received, RoundTrip
 
 if TYPE_CHECKING:
-    from .replicator import Peer, Replicator
+    from .peers import Peer
+    from .replicator import Replicator
 
 __all__ = ["PeerOrigin", "PeerSession"]
 
@@ -53,6 +59,10 @@ class PeerOrigin:
 
 def _changes_request(request: int, *, since: int) -> m.ChangesRequest:
     return m.ChangesRequest(request, since, PAGE)
+
+
+def _catalog_request(request: int, *, since: int) -> m.CatalogRequest:
+    return m.CatalogRequest(request, since, PAGE)
 
 
 def _brief(message: m.Message) -> str:
@@ -155,10 +165,10 @@ class PeerSession:
                 extra={"peer": peer.node_id, "doc": doc},
             )
             peer.wake.set()
-        elif isinstance(message, m.ChangesRequest | m.SyncStep1):
+        elif isinstance(message, m.ChangesRequest | m.SyncStep1 | m.CatalogRequest):
             await self._serve_slots.acquire()
             self._spawn(self._serve(message))
-        elif isinstance(message, m.Changes | m.SyncStep2 | m.Failure):
+        elif isinstance(message, m.Changes | m.SyncStep2 | m.Failure | m.CatalogPage):
             future = self._requests.get(message.request)
             if future is not None and not future.done():
                 future.set_result(message)
@@ -166,6 +176,8 @@ class PeerSession:
             peer.caught_up(message.seq)
         elif isinstance(message, m.Awareness):
             self.replicator.awareness_received(message.doc_id, message.update, peer.node_id)
+        elif isinstance(message, m.Placements):
+            self._spawn(self.replicator.records_received(message.records, peer))
 
     async def _apply(self, message: m.Update | m.Tombstone) -> None:
         try:
@@ -175,6 +187,13 @@ class PeerSession:
                 )
                 return
             origin = PeerOrigin(self.peer.node_id, message.reached)
+            if isinstance(message, m.Update) and not self.replicator.may_store(message.doc_id):
+                # A pin keeps this document's content out of this region (the sender's view
+                # of placement is behind): refused, so the sender drops it from its outbox.
+                await self.link.send(
+                    m.Reject(message.seq, "pinned_elsewhere", "pinned to other regions")
+                )
+                return
             try:
                 if isinstance(message, m.Update):
                     await self.store.apply_update(
@@ -267,12 +286,14 @@ class PeerSession:
 
     # -- serving the peer's requests -----------------------------------------------------
 
-    async def _serve(self, message: m.ChangesRequest | m.SyncStep1) -> None:
+    async def _serve(self, message: m.ChangesRequest | m.SyncStep1 | m.CatalogRequest) -> None:
         try:
             answer: m.Message
             try:
                 if isinstance(message, m.ChangesRequest):
                     answer = await self._changes(message)
+                elif isinstance(message, m.CatalogRequest):
+                    answer = await self._catalog_page(message)
                 else:
                     answer = await self._sync_step_2(message)
             except DocumentNotFound as exc:
@@ -289,6 +310,8 @@ class PeerSession:
         records = await self.store.storage.changes_since(request.since, limit)
         entries = []
         for record in records:
+            if not self.replicator.shares(record.doc_id, self.peer):
+                continue  # the peer does not hold it: nothing to compare
             state = await self.store.lookup(record.doc_id)
             if state is None:
                 continue
@@ -299,6 +322,13 @@ class PeerSession:
         if not more:
             self.peer.feed_served = (last_seq, as_of)
         return m.Changes(request.request, tuple(entries), last_seq, more)
+
+    async def _catalog_page(self, request: m.CatalogRequest) -> m.CatalogPage:
+        limit = max(1, min(request.limit, PAGE))
+        records = await self.store.catalog.since(request.since, limit)
+        more = len(records) == limit
+        last_seq = records[-1].seq if records else request.since
+        return m.CatalogPage(request.request, tuple(r.data for r in records), last_seq, more)
 
     async def _sync_step_2(self, step1: m.SyncStep1) -> m.SyncStep2:
         state = await self.store.lookup(step1.doc_id)
@@ -354,6 +384,8 @@ class PeerSession:
         peer, storage = self.peer, self.store.storage
         started = time.monotonic()
         traffic = self.link.bytes_sent + self.link.bytes_received
+        if self.replicator.catalog is not None and (peer.version or 0) >= PLACEMENT_VERSION:
+            await self._catalog_round()
         since = await storage.checkpoint(peer.storage_id)
         checked = 0
         repaired: list[str] = []
@@ -391,8 +423,26 @@ class PeerSession:
                 extra={"peer": peer.node_id},
             )
 
+    async def _catalog_round(self) -> None:
+        """Pulls the placement records of the peer's catalog feed since the checkpoint."""
+        peer, storage = self.peer, self.store.storage
+        key = f"{peer.storage_id}/catalog"
+        since = await storage.checkpoint(key)
+        while True:
+            page = await self._request(functools.partial(_catalog_request, since=since))
+            if not isinstance(page, m.CatalogPage):
+                raise StorageError(f"{peer.node_id} could not list its placement records: {page}")
+            await self.replicator.records_received(page.records, peer)
+            if page.last_seq > since:
+                await storage.submit(SaveCheckpoint(key, page.last_seq))
+                since = page.last_seq
+            if not page.more:
+                return
+
     async def _sync_entry(self, entry: m.ChangeEntry) -> bool:
         """Brings this node's copy up to the peer's; True when that changed anything."""
+        if not self.replicator.holds(entry.doc_id):
+            return False  # not this node's document (its holders compare it)
         local = await self.store.lookup(entry.doc_id)
         if local is not None and (
             local.incarnation > entry.incarnation

@@ -74,9 +74,16 @@ async def _frames(websocket: WebSocket, subscriber: Subscriber, limit: int) -> A
 
 
 async def serve_sync(
-    websocket: WebSocket, node: Node, doc_id: str, *, can_write: bool, subprotocol: str | None
+    websocket: WebSocket,
+    node: Node,
+    doc_id: str,
+    *,
+    can_write: bool,
+    subprotocol: str | None,
+    hint: bool = False,
 ) -> None:
-    """Serves one y-websocket client of ``doc_id`` until it leaves."""
+    """Serves one y-websocket client of ``doc_id`` until it leaves; with ``hint``, its
+    updates are kept here for the document's unreachable holders (a hint)."""
     subscriber = await _open(websocket, node, doc_id, "sync", subprotocol)
     if subscriber is None:
         return
@@ -94,7 +101,9 @@ async def serve_sync(
 
     async def apply(update: bytes, applied: asyncio.Event) -> None:
         try:
-            await store.apply_update(doc_id, update, origin=subscriber, on_applied=applied.set)
+            await store.apply_update(
+                doc_id, update, origin=subscriber, on_applied=applied.set, hint=hint
+            )
         except (InvalidUpdate, LimitExceeded) as exc:
             too_big = isinstance(exc, LimitExceeded) and exc.limit != "max_nesting"
             code = 1009 if too_big else 1007

@@ -215,6 +215,10 @@ class Hub:
         if reason is not None:
             self._refused[(kind, reason)] += 1
 
+    def followed(self, doc_id: str) -> bool:
+        """Whether a live client here follows ``doc_id`` (its copy must stay)."""
+        return bool(self._subscribers.get(doc_id))
+
     def connections(self) -> int:
         return sum(len(subs) for subs in self._subscribers.values())
 

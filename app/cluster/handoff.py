@@ -1,0 +1,239 @@
+"""Moving copies to where placement says they belong, and dropping the ones left behind.
+
+A node can hold a copy of a document it is not a holder of: a **hint** (a write it accepted
+while the holders were unreachable), a copy left by a placement change (a region removed from
+the document's policy, a pin moved), or a copy an earlier release kept (every node held
+everything). :class:`Handoff` gives each such copy to the document's holders and drops it
+only once a holder has confirmed a state that covers it (PRODUCT.md: "a copy is only ever
+dropped after a holder's state vector covers it"):
+
+1. the copy's whole state (which carries its delete set) goes to every live holder as a
+   delta of the replication outbox;
+2. each holder acknowledges it once committed: its copy now covers the state sent;
+3. ``store.forget(doc, covered_by=<state vector sent>)`` drops the copy and its hint in one
+   transaction, unless a write came in since (then the next round sends that too).
+
+The other direction: a node that becomes a holder (a placement change) pulls the document
+from the peers that have it. Both are driven by changes of placement records, by new hints,
+and by links coming up, plus a slow periodic pass; a copy followed by a live client here
+stays until the client leaves. Tombstones are kept where they are (a hinted delete reaches
+the holders through the outbox and anti-entropy, and the tombstone row is small).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from crdt import CrdtError, DocumentStore
+
+from ..replication import Replicator, Tracker
+from ..sync import Hub
+from .catalog import PlacementCatalog
+from .placement import PlacementRecord
+
+__all__ = ["Handoff", "HandoffStatistics", "open_handoff"]
+
+log = logging.getLogger("meridian.handoff")
+
+#: Seconds between passes over every copy this node should not hold.
+PASS_INTERVAL = 5.0
+#: Seconds to wait for the holders' acknowledgements of one copy.
+ACK_TIMEOUT = 10.0
+#: Documents moved at once.
+CONCURRENCY = 8
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffStatistics:
+    #: Copies this node should not hold, waiting to be handed off (hints among them).
+    pending: int
+    hints: int
+    handed_off: int
+    pulled: int
+    failures: int
+
+
+class Handoff:
+    """Hands off this node's surplus copies and pulls the documents it newly holds."""
+
+    def __init__(
+        self,
+        store: DocumentStore,
+        catalog: PlacementCatalog,
+        replicator: Replicator,
+        hub: Hub,
+    ) -> None:
+        self._store = store
+        self._catalog = catalog
+        self._replicator = replicator
+        self._hub = hub
+        # Documents to look at on the next round (hints, records that changed, ...).
+        self._due: set[str] = set()
+        # Documents this node holds and may lack: pull them from the peers that have them.
+        self._pulls: set[str] = set()
+        # Documents moved at once.
+        self._slots = asyncio.Semaphore(CONCURRENCY)
+        # Set when something is due; the loop also wakes every PASS_INTERVAL.
+        self._wake = asyncio.Event()
+        # Copies found not held here in the last pass, for statistics.
+        self._surplus = 0
+        self.handed_off = 0
+        self.pulled = 0
+        self.failures = 0
+        catalog.on_change.append(self._record_changed)
+
+    def statistics(self) -> HandoffStatistics:
+        return HandoffStatistics(
+            pending=max(self._surplus, len(self._due)),
+            hints=len(self._store.hints()),
+            handed_off=self.handed_off,
+            pulled=self.pulled,
+            failures=self.failures,
+        )
+
+    def note(self, doc_id: str) -> None:
+        """Looks at ``doc_id``'s copy on the next round (a hint was added, a link came up)."""
+        self._due.add(doc_id)
+        self._wake.set()
+
+    def _record_changed(self, record: PlacementRecord) -> None:
+        if self._catalog.holds(record):
+            self._pulls.add(record.doc_id)
+        else:
+            self._due.add(record.doc_id)
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Rounds until cancelled: the due documents and pulls at once, every copy this node
+        should not hold every :data:`PASS_INTERVAL` seconds."""
+        adopted = await self._catalog.adopt()
+        if adopted:
+            log.info("placement records made for %d documents held here", adopted)
+        last_pass = 0.0
+        while True:
+            if time.monotonic() - last_pass >= PASS_INTERVAL:
+                last_pass = time.monotonic()
+                await self._scan()
+            due, self._due = self._due, set()
+            pulls, self._pulls = self._pulls, set()
+            await asyncio.gather(
+                *(self._one(doc_id, False) for doc_id in due),
+                *(self._one(doc_id, True) for doc_id in pulls),
+            )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PASS_INTERVAL if not self._due else 1.0):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    async def _one(self, doc_id: str, pull: bool) -> None:
+        async with self._slots:
+            try:
+                done = await (self._pull(doc_id) if pull else self._hand_off(doc_id))
+            except Exception:  # a bug: logged and counted, and the document retried
+                log.exception("moving %s failed", doc_id, extra={"doc": doc_id})
+                self.failures += 1
+                done = False
+            if not done:
+                (self._pulls if pull else self._due).add(doc_id)
+
+    async def _scan(self) -> None:
+        """Every copy here that placement gives to others, and every hint, becomes due."""
+        surplus = set(self._store.hints())
+        after: str | None = None
+        while True:
+            page = await self._store.list_documents("", after, 1000)
+            for document in page:
+                record = self._catalog.get(document.id)
+                if record is not None and not self._catalog.holds(record):
+                    surplus.add(document.id)
+            if len(page) < 1000:
+                break
+            after = page[-1].id
+        self._surplus = len(surplus)
+        self._due |= surplus
+
+    async def _hand_off(self, doc_id: str) -> bool:
+        """True when nothing is left to do for ``doc_id`` here, False to try again later."""
+        record = self._catalog.get(doc_id)
+        if record is None:
+            return False  # its record has not arrived: nobody knows its holders yet
+        if self._catalog.holds(record):
+            if doc_id in self._store.hints():
+                await self._store.drop_hint(doc_id)
+            return True
+        state = await self._store.lookup(doc_id)
+        if state is None:
+            if doc_id in self._store.hints():
+                await self._store.drop_hint(doc_id)
+            return True
+        if state.deleted or self._hub.followed(doc_id):
+            return False
+        replicator = self._replicator
+        holders = [peer for peer in replicator.targets(doc_id) if peer.state == "up"]
+        if not holders:
+            return False
+        document = state.document
+        covered = document.state_vector()
+        tracker = Tracker(replicator.node_id)
+        replicator.deliver(doc_id, state.incarnation, document.encode_state(), tracker=tracker)
+        wanted = {peer.node_id for peer in holders}
+        try:
+            async with asyncio.timeout(ACK_TIMEOUT):
+                while not wanted <= tracker.nodes:
+                    tracker.changed.clear()
+                    await tracker.changed.wait()
+        except TimeoutError:
+            if not tracker.nodes & wanted:
+                self.failures += 1
+                return False
+        try:
+            dropped = await self._store.forget(doc_id, covered, incarnation=state.incarnation)
+        except CrdtError as exc:
+            self.failures += 1
+            log.warning("handing off %s: %s", doc_id, exc, extra={"doc": doc_id})
+            return False
+        if dropped:
+            self.handed_off += 1
+            log.info(
+                "handed off %s to %s",
+                doc_id,
+                ", ".join(sorted(tracker.nodes & wanted)),
+                extra={"doc": doc_id},
+            )
+        return dropped
+
+    async def _pull(self, doc_id: str) -> bool:
+        """Asks every linked peer for what this node's copy of ``doc_id`` lacks."""
+        sessions = [p.session for p in self._replicator.peers.values() if p.session is not None]
+        if not sessions:
+            return False
+        local = await self._store.lookup(doc_id)
+        live = local is not None and not local.deleted
+        vector = local.document.state_vector() if local is not None and live else None
+        results: list[Any] = await asyncio.gather(
+            *(session.pull(doc_id, vector) for session in sessions), return_exceptions=True
+        )
+        if any(result is True for result in results):
+            self.pulled += 1
+        return all(not isinstance(result, BaseException) for result in results)
+
+
+@contextlib.asynccontextmanager
+async def open_handoff(
+    store: DocumentStore, catalog: PlacementCatalog, replicator: Replicator, hub: Hub
+) -> AsyncIterator[Handoff]:
+    """Runs a :class:`Handoff` until exit (its task is cancelled then)."""
+    handoff = Handoff(store, catalog, replicator, hub)
+    task = asyncio.create_task(handoff.run(), name="handoff")
+    try:
+        yield handoff
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

@@ -1,0 +1,292 @@
+"""The request path's first step for a document: serve it here, forward it, or keep a hint.
+
+Every document route calls :func:`dispatch` (HTTP) or :func:`dispatch_websocket` before it
+touches the store. The decision is :func:`app.cluster.router.route`'s; this module does its
+I/O: it checks a forwarded request's signature (a forged ``X-Meridian-Forwarded`` is a 400),
+merges the placement record a forwarding node sent along, forwards to the nearest live holder
+(the next one when a holder cannot be reached), and answers 503 when a pin or the holders'
+absence leaves no other way. A document's first write stores its placement record (home: this
+node's region) before the write itself when it is written here, and sends it with a forwarded
+write (``X-Meridian-Placement``), which the holder merges before it routes: the holder stores
+it, and replication spreads it from there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from starlette.datastructures import MutableHeaders
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket
+
+from crdt import check_document_id
+
+from ..cluster.catalog import decode_record, encode_record
+from ..cluster.placement import PlacementError, PlacementRecord
+from ..cluster.router import Route, route
+from ..errors import ApiError
+from ..node import Node
+from .forward import (
+    FORWARDED_HEADER,
+    AnswerTooLarge,
+    ForgedForward,
+    Forwarder,
+    ForwardTimeout,
+    HolderUnreachable,
+    request_target,
+    verify_forwarded,
+)
+
+__all__ = [
+    "PLACEMENT_HEADER",
+    "SERVED_BY_HEADER",
+    "Forwarding",
+    "Plan",
+    "ServedBy",
+    "dispatch",
+    "dispatch_websocket",
+    "forwarded_by",
+]
+
+log = logging.getLogger("meridian.routing")
+
+#: The placement record a forwarding node sends with a request (JSON), and the node that
+#: served an answer.
+PLACEMENT_HEADER = "x-meridian-placement"
+SERVED_BY_HEADER = "x-meridian-served-by"
+
+
+@dataclass(slots=True)
+class Forwarding:
+    """The forwarder of this node's HTTP face and what it counted."""
+
+    #: None for a node with no peers (it holds every document itself).
+    forwarder: Forwarder | None
+    #: Requests forwarded, by route template and method.
+    forwarded: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: Requests refused for a forged X-Meridian-Forwarded header.
+    forged: int = 0
+
+    def count(self, scope: dict[str, object] | object, method: str) -> None:
+        route_ = getattr(scope, "get", lambda _key: None)("route")
+        template = getattr(route_, "path_format", None) or getattr(route_, "path", "?")
+        self.forwarded[(str(template), method)] += 1
+
+
+def forwarding(connection: Request | WebSocket) -> Forwarding:
+    value: Forwarding = connection.app.state.forwarding
+    return value
+
+
+@dataclass(slots=True)
+class Plan:
+    """What to do with one request for a document, here."""
+
+    route: Route
+    record: PlacementRecord
+    #: The record is a draft made for this request (a first write): store it before writing.
+    draft: bool
+    #: The node that forwarded the request to this one, if any.
+    forwarded_by: str | None
+
+    @property
+    def hint(self) -> bool:
+        return self.route.action == "hint"
+
+
+def forwarded_by(node: Node, connection: Request | WebSocket, method: str) -> str | None:
+    """The node that forwarded this request, or None when a client sent it; raises ApiError
+    (400 ``forged_forward``) for a header that is not a valid signature of this cluster."""
+    value = connection.headers.get(FORWARDED_HEADER)
+    if value is None:
+        return None
+    try:
+        return verify_forwarded(
+            node.settings.secret, value, method, request_target(connection.scope), time.time()
+        )
+    except ForgedForward as exc:
+        forwarding(connection).forged += 1
+        raise ApiError(400, "forged_forward", str(exc)) from None
+
+
+async def _plan(
+    node: Node,
+    connection: Request | WebSocket,
+    doc_id: str,
+    *,
+    method: str,
+    write: bool,
+    exclude: frozenset[str] = frozenset(),
+) -> Plan:
+    check_document_id(doc_id)
+    source = forwarded_by(node, connection, method)
+    catalog = node.catalog
+    sent = connection.headers.get(PLACEMENT_HEADER) if source is not None else None
+    if sent is not None:
+        try:
+            await catalog.merge(decode_record(sent.encode()))
+        except PlacementError as exc:
+            raise ApiError(400, "invalid_placement_record", str(exc)) from None
+    record = catalog.get(doc_id)
+    draft = record is None
+    if record is None:
+        record = catalog.draft(doc_id)
+    replicator = node.replicator
+
+    def live(node_id: str) -> bool:
+        if node_id == node.node_id:
+            return True
+        peer = replicator.peers.get(node_id) if replicator is not None else None
+        return peer is not None and peer.state == "up"
+
+    decision = route(
+        record,
+        catalog.topology,
+        here=node.node_id,
+        region=node.region,
+        live=live,
+        write=write,
+        forwarded=source is not None,
+        has_copy=await node.store.lookup(doc_id) is not None,
+        exclude=exclude,
+    )
+    if draft and not write and decision.action != "local":
+        # Nobody has written it as far as this node knows: answer here (a 404).
+        decision = Route("local", decision.holders)
+    return Plan(decision, record, draft, source)
+
+
+async def _place(node: Node, record: PlacementRecord) -> None:
+    """Stores a first write's record before the write, so the document is placed the same
+    way everywhere from its first change on. A node with no peers keeps none: it holds every
+    document, and its records would only cost a commit per new document."""
+    if node.replicator is not None:
+        await node.catalog.ensure(record)
+
+
+def _forwarder(connection: Request | WebSocket) -> Forwarder:
+    forwarder = forwarding(connection).forwarder
+    assert forwarder is not None, "a node with no peers forwards nothing"
+    return forwarder
+
+
+def _base_url(node: Node, target: str) -> str:
+    replicator = node.replicator
+    assert replicator is not None, "a node with no peers forwards nothing"
+    return f"http://{replicator.peers[target].address}"
+
+
+async def dispatch(
+    node: Node, request: Request, doc_id: str, *, write: bool, body: bytes = b""
+) -> Plan | Response:
+    """Routes an HTTP request for ``doc_id``: returns the holder's answer when it was
+    forwarded, else the :class:`Plan` to serve it here (with its draft record stored when the
+    request is a write). Raises ApiError: 400 for a forged forward, 503 when no holder can
+    serve it, 504 when a holder took it but did not answer in time, 502 when the answer was
+    too large to relay."""
+    tried: frozenset[str] = frozenset()
+    while True:
+        plan = await _plan(node, request, doc_id, method=request.method, write=write, exclude=tried)
+        decision = plan.route
+        if decision.action == "refuse":
+            raise ApiError(503, decision.code, decision.reason)
+        if decision.action != "forward":
+            if plan.draft and write:
+                await _place(node, plan.record)
+            return plan
+        target = decision.node
+        assert target is not None
+        try:
+            answer = await _forwarder(request).forward_http(
+                _base_url(node, target),
+                request,
+                body,
+                headers={PLACEMENT_HEADER: encode_record(plan.record).decode()},
+                timeout=_hop_timeout(node, request),
+            )
+        except HolderUnreachable as exc:
+            log.info("%s: %s", doc_id, exc, extra={"doc": doc_id})
+            tried |= {target}
+            continue
+        except ForwardTimeout as exc:
+            raise ApiError(
+                504,
+                "forward_timeout",
+                f"{target} took the request but did not answer in time; its outcome is "
+                f"unknown ({exc})",
+            ) from None
+        except AnswerTooLarge as exc:
+            raise ApiError(502, "answer_too_large", str(exc)) from None
+        forwarding(request).count(request.scope, request.method)
+        return answer
+
+
+def _hop_timeout(node: Node, request: Request) -> float:
+    """How long the holder may take: the forwarding budget, plus the waits the request asks
+    of it (``after=`` and a durability level's ``timeout=``)."""
+    cluster = node.settings.cluster
+    wait = cluster.replication.durability_timeout
+    with contextlib.suppress(ValueError):  # a timeout= that is no number: the holder refuses it
+        wait = max(wait, min(float(request.query_params.get("timeout", wait)), 60.0))
+    return cluster.forward_timeout + cluster.replication.after_timeout + wait
+
+
+async def dispatch_websocket(
+    node: Node, websocket: WebSocket, doc_id: str, *, write: bool
+) -> Plan | None:
+    """Routes a client WebSocket for ``doc_id`` (not accepted yet; ``write``: it may write,
+    as ``/v1/sync`` does): None when it was forwarded and has ended, else the :class:`Plan`
+    to serve it here. A socket nobody can serve is closed with 1013 (try again later);
+    raises ApiError for a forged forward."""
+    tried: frozenset[str] = frozenset()
+    while True:
+        plan = await _plan(node, websocket, doc_id, method="GET", write=write, exclude=tried)
+        decision = plan.route
+        if decision.action == "refuse":
+            await websocket.close(1013, decision.code)
+            return None
+        if decision.action != "forward":
+            if plan.draft and write:
+                await _place(node, plan.record)
+            return plan
+        target = decision.node
+        assert target is not None
+        if plan.draft and write:
+            await _place(node, plan.record)
+        try:
+            await _forwarder(websocket).forward_websocket(_base_url(node, target), websocket)
+        except HolderUnreachable as exc:
+            log.info("%s: %s", doc_id, exc, extra={"doc": doc_id})
+            tried |= {target}
+            continue
+        forwarding(websocket).count(websocket.scope, "WS")
+        return None
+
+
+class ServedBy:
+    """Names the node that served each HTTP answer (``X-Meridian-Served-By``), unless the
+    answer was relayed from the holder that served it (which named itself)."""
+
+    def __init__(self, app: ASGIApp, node: str) -> None:
+        self.app = app
+        self.node = node
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                if SERVED_BY_HEADER not in headers:
+                    headers[SERVED_BY_HEADER] = self.node
+            await send(message)
+
+        await self.app(scope, receive, named)
