@@ -122,6 +122,12 @@ class ClusterConfig:
     nodes_per_region: int = 1
     #: Seconds a request forwarded to a holder may take, beyond the waits it asks for.
     forward_timeout: float = 10.0
+    #: Copies follow readers: on, the decayed reads that gain one, their half-life, and the
+    #: idle time after which a follower copy is dropped.
+    followers: bool = True
+    follow_reads: int = 20
+    follow_half_life: float = 60.0
+    follow_idle: float = 600.0
     limits: StoreLimits = field(default_factory=StoreLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
@@ -198,7 +204,15 @@ class NodeSettings:
 SCHEMA: dict[str, dict[str, type]] = {
     "cluster": {"name": str, "secret_env": str},
     "auth": {"required": bool},
-    "placement": {"replicas": int, "nodes_per_region": int, "forward_timeout": float},
+    "placement": {
+        "replicas": int,
+        "nodes_per_region": int,
+        "forward_timeout": float,
+        "followers": bool,
+        "follow_reads": int,
+        "follow_half_life": float,
+        "follow_idle": float,
+    },
     "limits": {
         "max_body_bytes": int,
         "max_document_bytes": int,
@@ -360,6 +374,11 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
         replicas=values.get("placement", {}).get("replicas", 2),
         nodes_per_region=values.get("placement", {}).get("nodes_per_region", 1),
         forward_timeout=values.get("placement", {}).get("forward_timeout", 10.0),
+        **{
+            key: values.get("placement", {})[key]
+            for key in ("followers", "follow_reads", "follow_half_life", "follow_idle")
+            if key in values.get("placement", {})
+        },
         limits=StoreLimits(**{k: v for k, v in given.items() if k in store_keys}),
         http=HttpLimits(**{k: v for k, v in given.items() if k in http_keys}),
         replication=_replication(values.get("replication", {}), source),

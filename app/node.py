@@ -15,13 +15,14 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from crdt import DocumentStore, StorageLocked, open_store
 
 from .cluster.catalog import PlacementCatalog, topology_of
+from .cluster.followers import FollowSettings, ReadTracker
 from .cluster.handoff import Handoff, open_handoff
 from .config import ConfigError, NodeSettings
 from .replication import Replicator, open_replicator
@@ -46,6 +47,8 @@ class Node:
     replicator: Replicator | None = None
     #: Moves copies to their holders; None without replication or placement.
     handoff: Handoff | None = None
+    #: Reads forwarded and follower copies' accesses: copies follow readers.
+    reads: ReadTracker = field(default_factory=lambda: ReadTracker(FollowSettings()))
 
     @property
     def node_id(self) -> str:
@@ -105,14 +108,23 @@ async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
                 )
             hub = Hub(store, node=settings.node_id, region=settings.region)
             stack.push_async_callback(hub.aclose)
+            cluster = settings.cluster
+            reads = ReadTracker(
+                FollowSettings(
+                    cluster.followers,
+                    cluster.follow_reads,
+                    cluster.follow_half_life,
+                    cluster.follow_idle,
+                )
+            )
             handoff = None
             if replicator is not None:
                 _connect(hub, replicator)
                 if replicator.catalog is not None:
                     handoff = await stack.enter_async_context(
-                        open_handoff(store, catalog, replicator, hub)
+                        open_handoff(store, catalog, replicator, hub, reads)
                     )
-            node = Node(settings, store, time.time(), catalog, hub, replicator, handoff)
+            node = Node(settings, store, time.time(), catalog, hub, replicator, handoff, reads)
             log.info(
                 "node %s (region %s) ready, data in %s",
                 settings.node_id,

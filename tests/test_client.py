@@ -1,15 +1,17 @@
-"""The Python client (:mod:`app.client`): its failover rules against fake nodes (httpx's
-MockTransport), then against real node processes — the nearest node and failover when it is
-killed, read-your-writes across a failover, a live document that keeps its edits while its
-node is down, errors and access tokens."""
+"""The Python client (:mod:`app.client`): its failover rules and its choice of a document's
+node against fake nodes (httpx's MockTransport), then against real node processes — the
+nearest node and failover when it is killed, read-your-writes across a failover, requests
+going straight to a document's holder and falling back when it dies, a live document that
+keeps its edits while its node is down, errors and access tokens."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pycrdt
@@ -17,6 +19,7 @@ import pytest
 
 from app.auth import create_token
 from app.client import MeridianClient, MeridianError, NoNodeAvailable, OutcomeUnknown
+from app.client import client as client_module
 from crdt import decode_state_vector, encode_state_vector
 
 from .cluster import Cluster, free_port
@@ -194,6 +197,109 @@ def test_reads_ask_for_the_newest_state_the_client_wrote_or_read() -> None:
     assert tokens == {"Bearer t0k"}
 
 
+# -- a document's node, against fake nodes with placement -----------------------------------
+
+
+class PlacedNodes:
+    """Nodes ``a``, ``b`` and ``c`` (ids ``a-1``, ...) behind one MockTransport, ``a`` the
+    nearest (the others' health probes take 50 and 100 ms). ``b`` and ``c`` hold every
+    document; ``a`` forwards to the first of them that is up and names it in
+    ``X-Meridian-Served-By``, as a node does. A host in ``failing`` answers with its function
+    (its health probes too). Documents whose id starts with ``elsewhere`` are served by a node
+    the client does not know."""
+
+    DELAYS: ClassVar[dict[str, float]] = {"a": 0.0, "b": 0.05, "c": 0.1}
+
+    def __init__(self) -> None:
+        self.failing: dict[str, Callable[[httpx.Request], httpx.Response]] = {}
+        #: Every document request, in order.
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        if request.url.path != "/v1/health":
+            self.requests.append(request)
+        if host in self.failing:
+            return self.failing[host](request)
+        if request.url.path == "/v1/health":
+            time.sleep(self.DELAYS[host])  # the node's distance, which ranks it
+            return httpx.Response(200, json={"node": f"{host}-1", "region": host})
+        served_by = host if host != "a" else next(h for h in "bc" if h not in self.failing)
+        if "/elsewhere" in request.url.path:
+            served_by = "z"
+        state = b64_state({7: len(self.requests)})
+        return httpx.Response(
+            200,
+            json={"id": "x", "state_vector": state, "incarnation": 1},
+            headers={"X-Meridian-Served-By": f"{served_by}-1", "X-State-Vector": state},
+        )
+
+    def hosts(self) -> list[str]:
+        return [request.url.host for request in self.requests]
+
+    def after(self, index: int) -> dict[int, int] | None:
+        """The after= state the ``index``-th document request carried, if any."""
+        after = self.requests[index].url.params.get("after")
+        return None if after is None else decode_state_vector(base64.b64decode(after))
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [_raise(httpx.ConnectError), _raise(httpx.ReadTimeout), _answer(500, "internal_error")],
+)
+def test_a_documents_requests_go_to_the_node_that_served_it_until_it_fails(
+    failure: Callable[[httpx.Request], httpx.Response],
+) -> None:
+    fake, now = PlacedNodes(), [0.0]
+    urls = ["http://a", "http://b", "http://c"]
+    with MeridianClient(
+        urls, transport=httpx.MockTransport(fake), retry_after=30, clock=lambda: now[0]
+    ) as client:
+        client.patch("x", APPEND_TEA)  # a forwards it to b
+        client.get("x")
+        client.get_update("x")
+        client.post_update("x", b"\x00\x00")
+        assert fake.hosts() == ["a", "b", "b", "b"] and client.node == "http://b"
+
+        fake.failing["b"] = failure
+        client.get("x")  # b fails: the nearest, a, answers (from c) with what the client saw
+        assert fake.hosts()[4:] == ["b", "a"] and client.node == "http://a"
+        assert fake.after(5) == {7: 4}
+        client.get("x")
+        client.delete("x")
+        assert fake.hosts()[6:] == ["c", "c"] and fake.after(6) == {7: 6}
+
+        del fake.failing["b"]
+        now[0] = 31.0  # b is probed again and answers: the nearest node decides again
+        client.get("x")
+        assert fake.hosts()[8:] == ["a"] and client.node == "http://a"
+
+
+def test_a_node_the_client_does_not_know_is_not_preferred() -> None:
+    fake = PlacedNodes()
+    with MeridianClient(["http://a", "http://b"], transport=httpx.MockTransport(fake)) as client:
+        client.get("elsewhere")  # served by z-1
+        client.get("elsewhere")
+        client.get("x")  # served by b-1, through a
+        client.get("x")
+    assert fake.hosts() == ["a", "a", "a", "b"]
+
+
+def test_the_client_remembers_the_node_of_the_documents_used_last(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(client_module, "_PREFERRED_MAX", 2)
+    fake = PlacedNodes()
+    with MeridianClient(["http://a", "http://b"], transport=httpx.MockTransport(fake)) as client:
+        for doc_id in ("d0", "d1", "d2"):
+            client.get(doc_id)  # through a: each learns its node, b; d0 is dropped
+        client.get("d1")  # used: kept
+        client.get("d0")  # through a again, learnt again: d2, used least recently, is dropped
+        client.get("d1")
+        client.get("d2")
+    assert fake.hosts() == ["a", "a", "a", "b", "a", "b", "a"]
+
+
 # -- real nodes ------------------------------------------------------------------------------
 
 
@@ -262,6 +368,93 @@ def test_a_read_after_failover_includes_what_the_client_wrote(regions: Cluster) 
         assert client.get("notes")["content"] == {"items": ["tea"]}
         assert client.node == b.url
     assert content(regions, c.node_id, "notes") == {"items": ["tea"]}
+
+
+def document_requests(cluster: Cluster, node_id: str) -> tuple[float, float]:
+    """How many document requests ``node_id`` answered, and how many it forwarded (its
+    /metrics)."""
+    with cluster[node_id].client() as http:
+        metrics = http.get("/metrics").text
+    counts = {"meridian_http_requests_total": 0.0, "meridian_forwarded_requests_total": 0.0}
+    for line in metrics.splitlines():
+        name, _, rest = line.partition("{")
+        if name in counts and 'route="/v1/docs/{doc_id}' in rest:
+            counts[name] += float(line.rsplit(" ", 1)[1])
+    return counts["meridian_http_requests_total"], counts["meridian_forwarded_requests_total"]
+
+
+def test_requests_go_straight_to_a_holder_then_fall_back_when_it_dies(tmp_path: Path) -> None:
+    layout = {"us-east": 2, "eu-west": 1, "ap-south": 1}
+    placement = {"replicas": 2, "nodes_per_region": 1}
+    cluster = Cluster(tmp_path, layout, latency_ms=5, placement=placement).start()
+    try:
+        cluster.wait_links_up()
+        # "cart" lives in eu-west and ap-south: neither us-east node holds it.
+        with cluster["us-east-1"].client() as http:
+            placed = http.put("/v1/docs/cart/placement", json={"regions": ["eu-west", "ap-south"]})
+            assert placed.status_code == 200, placed.text
+        holders = set(placed.json()["holders"])
+        assert holders == {"eu-west-1", "ap-south-1"}
+        for node_id in cluster.members:
+            with cluster[node_id].client() as http:
+                wait_for(
+                    lambda http=http: http.get("/v1/docs/cart/placement").status_code == 200,
+                    timeout=TIMEOUT,
+                    what=f"{node_id} to know where cart lives",
+                )
+        # The client's nearest node is us-east-1 (each node behind a link of its own latency).
+        urls = {}
+        for node_id, latency in [
+            ("us-east-1", 0),
+            ("us-east-2", 20),
+            ("eu-west-1", 40),
+            ("ap-south-1", 60),
+        ]:
+            link = cluster.wan.wan.add_link(
+                "client", cluster[node_id].region, ("127.0.0.1", cluster[node_id].port), latency
+            )
+            urls[node_id] = "http://{}:{}".format(*cluster.wan.call(link).address)
+        node_at = {url: node_id for node_id, url in urls.items()}
+        items = ["tea"]
+        with MeridianClient(list(urls.values())) as client:
+            assert client.probe()[0] == urls["us-east-1"]
+            client.patch("cart", APPEND_TEA, durability="all")  # on both holders
+            assert client.node == urls["us-east-1"]  # which forwarded it to a holder
+            at_us_east = document_requests(cluster, "us-east-1")
+
+            # Every request for cart now goes straight to that holder, live ones included.
+            assert client.get("cart")["content"] == {"items": items}
+            holder = node_at[client.node or ""]
+            assert holder in holders
+            doc: pycrdt.Doc[Any] = pycrdt.Doc()
+            doc.apply_update(client.get_update("cart"))
+            before = doc.get_state()
+            doc.get("items", type=pycrdt.Array).append("milk")
+            client.post_update("cart", doc.get_update(before), durability="all")
+            jam = [{"op": "append", "path": ["items"], "values": ["jam"]}]
+            client.patch("cart", jam, durability="all")
+            items += ["milk", "jam"]
+            assert client.node == urls[holder]
+
+            async def live() -> None:
+                async with client.live("cart") as cart:
+                    await asyncio.wait_for(cart.wait_synced(), TIMEOUT * TIMEOUT_FACTOR)
+                    assert cart.node == urls[holder]
+                    assert cart.doc.get("items", type=pycrdt.Array).to_py() == items
+
+            asyncio.run(live())
+            assert document_requests(cluster, "us-east-1") == at_us_east
+
+            # The holder dies: the nearest node answers again (from the other holder) with
+            # everything the client wrote, and the other holder is the document's node.
+            cluster.kill(holder)
+            (other,) = holders - {holder}
+            assert client.get("cart")["content"] == {"items": items}
+            assert client.node == urls["us-east-1"]
+            assert client.get("cart")["content"] == {"items": items}
+            assert client.node == urls[other]
+    finally:
+        cluster.close()
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:

@@ -334,9 +334,25 @@ policies = st.one_of(
 )
 
 
-def make_record(doc_id: str, home: str, born: Stamp, policy: Policy, changed: Stamp) -> Any:
+def make_record(
+    doc_id: str,
+    home: str,
+    born: Stamp,
+    policy: Policy,
+    changed: Stamp,
+    follows: dict[str, tuple[Stamp, bool]] | None = None,
+) -> Any:
+    entries = tuple((region, *follows[region]) for region in sorted(follows or {}))
     return PlacementRecord(
-        doc_id, home, born, policy.policy, policy.regions, policy.count, policy.pinned, changed
+        doc_id,
+        home,
+        born,
+        policy.policy,
+        policy.regions,
+        policy.count,
+        policy.pinned,
+        changed,
+        entries,
     )
 
 
@@ -348,6 +364,7 @@ records = st.builds(
     stamps,
     policies,
     st.one_of(st.just(Stamp.ZERO), stamps),
+    st.dictionaries(st.sampled_from(REGIONS), st.tuples(stamps, st.booleans()), max_size=3),
 )
 
 
@@ -438,6 +455,7 @@ any_records = st.builds(
     any_stamps,
     any_policies,
     st.one_of(st.just(Stamp.ZERO), any_stamps),
+    st.dictionaries(region_names, st.tuples(any_stamps, st.booleans()), max_size=4),
 )
 
 
@@ -455,6 +473,7 @@ def test_json_round_trip(doc: PlacementRecord) -> None:
         "count",
         "pinned",
         "changed",
+        "followers",
     }
 
 

@@ -10,9 +10,22 @@ to the next nearest, with read-your-writes across failovers; and live documents,
         await live.wait_synced()
         live.doc.get("body", type=pycrdt.Text).insert(0, "¡")
 
-Nodes are ranked by the round trip of ``GET /v1/health``. A node that fails (no connection, a
-timeout, a 5xx) is tried only after the others until it answers a probe again, ``retry_after``
-seconds later. Errors::
+Nodes are ranked by the round trip of ``GET /v1/health``, whose answer also names each node.
+A node that fails (no connection, a timeout, a 5xx) is tried only after the others until it
+answers a probe again, ``retry_after`` seconds later.
+
+A node that does not hold a document forwards its requests to a holder (one more hop), and
+every answer names the node that served it (``X-Meridian-Served-By``). When that node is one
+of the client's, the client remembers it as the document's node (for the 10,000 documents used
+last) and sends the document's next requests, live connections included, straight there while
+it is healthy. When it fails, the preference is dropped and the request goes on down the
+ranking as any failover does; the answer that follows names the document's new node. A node
+that recovers drops every preference (a nearer copy may be back: each costs one hop to learn
+again). The client does not read ``GET /v1/docs/{id}/placement`` to choose among holders: the
+node that forwarded chose the live holder nearest to itself, and it is the client's nearest.
+Reads carry ``after=`` wherever they go, so a switch never reads older than the client's writes.
+
+Errors::
 
     MeridianError          an error answer (status, code, message): a 4xx is never retried
     ├── NoNodeAvailable    no node answered (failures: each node's reason)
@@ -32,6 +45,7 @@ import threading
 import time
 import urllib.parse
 from asyncio import FIRST_COMPLETED
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +61,11 @@ from crdt import decode_state_vector, encode_state_vector
 __all__ = ["LiveDocument", "MeridianClient", "MeridianError", "NoNodeAvailable", "OutcomeUnknown"]
 
 log = logging.getLogger("meridian.client")
+
+#: The header naming the node that served an answer (the holder when it was forwarded).
+_SERVED_BY = "X-Meridian-Served-By"
+#: Documents whose serving node a client remembers; the least recently used is dropped first.
+_PREFERRED_MAX = 10_000
 
 Durability = Literal["local", "region", "quorum", "all"]
 
@@ -89,11 +108,18 @@ class _Node:
     retry_at: float = 0.0
     #: The first request probes every node.
     probed: bool = False
+    #: The node's id, from its last health answer (None until one names it).
+    node_id: str | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.probed and self.retry_at == 0
 
 
 class _Ranking:
-    """The nodes, nearest healthy first. Shared by HTTP calls and live documents, whose probes
-    run in worker threads: hence the lock."""
+    """The nodes, nearest healthy first, and the node that served each document last.
+    Shared by HTTP calls and live documents, whose probes run in worker threads: hence the
+    lock."""
 
     def __init__(
         self, urls: Sequence[str], http: httpx.Client, clock: Callable[[], float], retry: float
@@ -101,32 +127,65 @@ class _Ranking:
         self._nodes = [_Node(url.rstrip("/")) for url in urls]
         self._http, self._clock, self._retry = http, clock, retry
         self._lock = threading.Lock()
+        #: Per document, the id of the node that served it last (one of ``_nodes``), most
+        #: recently used last: its requests go there first.
+        self._preferred: OrderedDict[str, str] = OrderedDict()
 
-    def order(self) -> list[str]:
-        """Node URLs in the order to try them: healthy ones by round trip, then failed ones
-        (a last resort). Probes nodes never probed and failed ones due for a retry."""
+    def order(self, doc_id: str | None = None) -> list[str]:
+        """Node URLs in the order to try them: the node that served ``doc_id`` last if it is
+        healthy, then healthy ones by round trip, then failed ones (a last resort). Probes
+        nodes never probed and failed ones due for a retry."""
         now = self._clock()
         with self._lock:
             due = [n for n in self._nodes if not n.probed or 0 < n.retry_at <= now]
         if due:
             self.probe(due)
         with self._lock:
-            return [n.url for n in sorted(self._nodes, key=lambda n: (n.retry_at > 0, n.rtt))]
+            ranked = sorted(self._nodes, key=lambda n: (n.retry_at > 0, n.rtt))
+            preferred = self._preferred_node(doc_id, ranked) if doc_id is not None else None
+        if preferred is None:
+            return [n.url for n in ranked]
+        return [preferred.url, *(n.url for n in ranked if n is not preferred)]
+
+    def _preferred_node(self, doc_id: str, ranked: list[_Node]) -> _Node | None:
+        """The nearest healthy node with ``doc_id``'s preferred id; a preference for a node
+        that is not healthy is dropped. Called with the lock held."""
+        node_id = self._preferred.get(doc_id)
+        if node_id is None:
+            return None
+        for node in ranked:
+            if node.node_id == node_id and node.healthy:
+                self._preferred.move_to_end(doc_id)
+                return node
+        del self._preferred[doc_id]
+        return None
+
+    def prefer(self, doc_id: str, node_id: str | None) -> None:
+        """Records that ``node_id`` served ``doc_id`` (ignored unless it is one of the nodes)."""
+        with self._lock:
+            if node_id is None or all(n.node_id != node_id for n in self._nodes):
+                return
+            self._preferred[doc_id] = node_id
+            self._preferred.move_to_end(doc_id)
+            if len(self._preferred) > _PREFERRED_MAX:
+                self._preferred.popitem(last=False)
 
     def probe(self, nodes: list[_Node] | None = None) -> None:
         """Measures the round trip of ``GET /v1/health`` to ``nodes`` (all by default) at once."""
         nodes = self._nodes if nodes is None else nodes
         with ThreadPoolExecutor(max_workers=len(nodes)) as pool:
-            rtts = list(pool.map(self._measure, nodes))
+            answers = list(pool.map(self._measure, nodes))
         with self._lock:
-            for node, rtt in zip(nodes, rtts, strict=True):
+            for node, answer in zip(nodes, answers, strict=True):
                 node.probed = True
-                if rtt is None:
+                if answer is None:
                     node.retry_at = self._clock() + self._retry
                 else:
-                    node.rtt, node.retry_at = rtt, 0.0
+                    self._recovered(node)
+                    (node.rtt, node.node_id), node.retry_at = answer, 0.0
 
-    def _measure(self, node: _Node) -> float | None:
+    def _measure(self, node: _Node) -> tuple[float, str | None] | None:
+        """The round trip of ``node``'s health probe and the node id it names, or None."""
         start = time.perf_counter()
         try:
             response = self._http.get(f"{node.url}/v1/health", timeout=self._http.timeout.connect)
@@ -136,19 +195,33 @@ class _Ranking:
         if response.status_code != 200:
             log.info("probe %s answered %d", node.url, response.status_code)
             return None
-        return time.perf_counter() - start
+        rtt = time.perf_counter() - start
+        try:
+            node_id = response.json().get("node")
+        except (ValueError, AttributeError):
+            node_id = None
+        return rtt, node_id if isinstance(node_id, str) else None
 
     def mark(self, url: str, *, failed: bool) -> None:
         """Records that ``url`` failed (tried last until probed again) or answered."""
         with self._lock:
             for node in self._nodes:
                 if node.url == url:
+                    if not failed:
+                        self._recovered(node)
                     node.retry_at = self._clock() + self._retry if failed else 0.0
+
+    def _recovered(self, node: _Node) -> None:
+        """Called (lock held) when ``node`` answers: if it had failed, the preferences made
+        meanwhile may skip a nearer copy, so they are all dropped (each costs a hop once)."""
+        if node.retry_at > 0:
+            self._preferred.clear()
 
 
 class MeridianClient:
     """A client that sends each request to the nearest healthy node of ``urls`` (node base
-    URLs such as ``http://127.0.0.1:7201``, one or more per region).
+    URLs such as ``http://127.0.0.1:7201``, one or more per region), or straight to the node
+    that served the document last when it is one of them and healthy.
 
     ``token`` is an access token (``meridian token create``). ``timeout`` bounds a request: keep
     it above the nodes' ``replication.after_timeout`` and any write's durability ``timeout``;
@@ -194,7 +267,7 @@ class MeridianClient:
     def get(self, doc_id: str) -> dict[str, Any]:
         """The JSON view ``{"id", "content", "state_vector", ...}``, never older than what this
         client wrote or read of it. Raises MeridianError (404 ``document_not_found``, ...)."""
-        body: dict[str, Any] = self._request("GET", _path(doc_id), doc_id=doc_id).json()
+        body: dict[str, Any] = self._request("GET", _path(doc_id), doc_id, read=True).json()
         self._remember(doc_id, body["state_vector"], body.get("incarnation"))
         return body
 
@@ -202,7 +275,7 @@ class MeridianClient:
         """The document as one Yjs update: all of it, or what a copy at state vector ``since``
         lacks; never older than what this client wrote or read. Raises MeridianError."""
         params = {} if since is None else {"since": base64.b64encode(since).decode()}
-        response = self._request("GET", _path(doc_id, "/update"), doc_id=doc_id, params=params)
+        response = self._request("GET", _path(doc_id, "/update"), doc_id, read=True, params=params)
         self._remember(doc_id, response.headers["X-State-Vector"], None)
         return response.content
 
@@ -234,7 +307,7 @@ class MeridianClient:
 
     def delete(self, doc_id: str) -> dict[str, Any]:
         """Deletes the document (a tombstone). Raises MeridianError (404 when missing)."""
-        body: dict[str, Any] = self._request("DELETE", _path(doc_id)).json()
+        body: dict[str, Any] = self._request("DELETE", _path(doc_id), doc_id).json()
         self.forget(doc_id)
         return body
 
@@ -243,7 +316,7 @@ class MeridianClient:
         ids: builtins.list[str] = []
         params = {"prefix": prefix, "limit": "1000"}
         while True:
-            page = self._request("GET", "/v1/docs", params=params).json()
+            page = self._request("GET", "/v1/docs", None, params=params).json()
             ids += [document["id"] for document in page["documents"]]
             if not page["next_cursor"]:
                 return ids
@@ -279,7 +352,12 @@ class MeridianClient:
     ) -> dict[str, Any]:
         params = {"durability": durability, **({} if timeout is None else {"timeout": timeout})}
         response = self._request(
-            method, _path(doc_id, suffix), params=params, idempotent=method != "PATCH", **kwargs
+            method,
+            _path(doc_id, suffix),
+            doc_id,
+            params=params,
+            idempotent=method != "PATCH",
+            **kwargs,
         )
         body: dict[str, Any] = response.json()
         self._remember(doc_id, body["state_vector"], body.get("incarnation"))
@@ -289,17 +367,19 @@ class MeridianClient:
         self,
         method: str,
         path: str,
+        doc_id: str | None,
         *,
-        doc_id: str | None = None,
+        read: bool = False,
         idempotent: bool = True,
         **kwargs: Any,
     ) -> httpx.Response:
-        """Tries each node in turn until one answers; a read of ``doc_id`` carries after=."""
-        if doc_id is not None and (after := self._after(doc_id)) is not None:
+        """Tries each node in turn until one answers, for a request about ``doc_id`` the node
+        that served it last first; a ``read`` carries after=."""
+        if read and doc_id is not None and (after := self._after(doc_id)) is not None:
             kwargs["params"] = {**kwargs.get("params", {}), "after": after}
         failures: dict[str, str] = {}
         behind: MeridianError | None = None
-        for url in self._ranking.order():
+        for url in self._ranking.order(doc_id):
             try:
                 response = self._http.request(method, url + path, **kwargs)
             except httpx.TransportError as exc:
@@ -312,15 +392,13 @@ class MeridianClient:
                 log.warning("%s %s failed on %s: %s", method, path, url, failures[url])
                 continue
             if response.status_code < 400:
-                self._ranking.mark(url, failed=False)
-                self.node = url
+                self._answered(url, response, doc_id)
                 return response
             error = _error(response)
             if error.code == "after_not_reached":  # healthy but behind: another may have it
                 behind, failures[url] = error, str(error)
             elif response.status_code < 500:
-                self._ranking.mark(url, failed=False)
-                self.node = url
+                self._answered(url, response, doc_id)
                 raise error
             else:
                 self._ranking.mark(url, failed=True)
@@ -330,6 +408,14 @@ class MeridianClient:
                     raise OutcomeUnknown(error.status, error.code, error.message) from error
                 log.warning("%s %s failed on %s: %s", method, path, url, error)
         raise behind or NoNodeAvailable(failures)
+
+    def _answered(self, url: str, response: httpx.Response, doc_id: str | None) -> None:
+        """Records an answer (not a 5xx) from ``url``; the node that served ``doc_id`` (``url``
+        or, when ``url`` forwarded the request, a holder) gets its next requests first."""
+        self._ranking.mark(url, failed=False)
+        self.node = url
+        if doc_id is not None:
+            self._ranking.prefer(doc_id, response.headers.get(_SERVED_BY))
 
     def _remember(self, doc_id: str, state_vector: str, incarnation: int | None) -> None:
         clocks = decode_state_vector(base64.b64decode(state_vector))
@@ -355,8 +441,9 @@ class MeridianClient:
 
 class LiveDocument:
     """``doc`` (a ``pycrdt.Doc``) kept in sync with ``doc_id`` over ``/v1/sync`` by pycrdt's
-    ``Provider``, on the nearest node; when the connection drops it reconnects with backoff,
-    the next nearest node first.
+    ``Provider``, on the node that served the document's last HTTP answer if the client knows
+    one (a holder), else on the nearest node; when the connection drops it reconnects with
+    backoff, the next nearest node first.
 
     Edit ``doc`` from the event loop's thread at any time: edits made while disconnected stay
     in ``doc`` and reach the next node when it connects (its sync step 1 is answered with
@@ -421,7 +508,7 @@ class LiveDocument:
     async def _run(self) -> None:
         ranking, delay = self._client._ranking, _RECONNECT_MIN
         while True:
-            for url in await asyncio.to_thread(ranking.order):
+            for url in await asyncio.to_thread(ranking.order, self.doc_id):
                 try:
                     synced = await self._session(url)
                 except MeridianError as exc:

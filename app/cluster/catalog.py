@@ -31,9 +31,11 @@ from .placement import (
     StampClock,
     Topology,
     allows_content,
+    followers,
     holders,
     merge,
     regions_of,
+    with_follower,
     with_policy,
 )
 
@@ -99,11 +101,16 @@ class PlacementCatalog:
         self.on_change: list[Callable[[PlacementRecord], None]] = []
         #: Records received from peers that were malformed, since start.
         self.refused = 0
+        #: The documents of which this node holds a follower copy (by the records).
+        self.following: set[str] = set()
         for data in store.catalog.values():
             try:
-                self.clock.observe(decode_record(data).born)
+                record = decode_record(data)
             except PlacementError:
                 continue
+            self.clock.observe(record.born)
+            self.clock.observe(record.changed)
+            self._note_following(record)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -138,9 +145,16 @@ class PlacementCatalog:
     def holders(self, record: PlacementRecord) -> tuple[str, ...]:
         return holders(record, self.topology)
 
+    def followers(self, record: PlacementRecord) -> tuple[str, ...]:
+        return followers(record, self.topology)
+
+    def copies(self, record: PlacementRecord) -> tuple[str, ...]:
+        """Every node that keeps a copy by the record: holders, then follower copies."""
+        return holders(record, self.topology) + followers(record, self.topology)
+
     def holds(self, record: PlacementRecord, node: str | None = None) -> bool:
-        """Whether ``node`` (this node by default) is one of the record's holders."""
-        return (node or self.node_id) in holders(record, self.topology)
+        """Whether ``node`` (this node by default) keeps a copy: a holder or a follower."""
+        return (node or self.node_id) in self.copies(record)
 
     def allows_here(self, record: PlacementRecord) -> bool:
         """Whether this node's region may store the document's content (pins)."""
@@ -167,6 +181,15 @@ class PlacementCatalog:
             changed = with_policy(current, policy, stamp)
             return await self._put(doc_id, changed)
 
+    async def follow(self, doc_id: str, region: str, on: bool) -> PlacementRecord | None:
+        """Gains (``on``) or drops ``region``'s follower copy of ``doc_id``; None when the
+        document has no record (nothing to follow yet)."""
+        async with self._lock(doc_id):
+            current = self.get(doc_id)
+            if current is None:
+                return None
+            return await self._put(doc_id, with_follower(current, region, on, self.clock.now()))
+
     async def merge(self, record: PlacementRecord) -> PlacementRecord:
         """Merges ``record`` (made here or received) into the catalog; returns the result.
         Raises StorageError when the commit failed (nothing changed)."""
@@ -182,12 +205,19 @@ class PlacementCatalog:
     async def _put(self, doc_id: str, record: PlacementRecord) -> PlacementRecord:
         await self._store.catalog.put(doc_id, encode_record(record))
         self._decoded[doc_id] = record
+        self._note_following(record)
         for listener in self.on_change:
             try:
                 listener(record)
             except Exception:
                 log.exception("a placement listener failed")
         return record
+
+    def _note_following(self, record: PlacementRecord) -> None:
+        if self.node_id in followers(record, self.topology):
+            self.following.add(record.doc_id)
+        else:
+            self.following.discard(record.doc_id)
 
     async def adopt(self) -> int:
         """Gives every document held here without a record one (an upgrade from a release

@@ -35,6 +35,7 @@ from crdt import CrdtError, DocumentStore
 from ..replication import Replicator, Tracker
 from ..sync import Hub
 from .catalog import PlacementCatalog
+from .followers import ReadTracker
 from .placement import PlacementRecord
 
 __all__ = ["Handoff", "HandoffStatistics", "open_handoff"]
@@ -68,8 +69,10 @@ class Handoff:
         catalog: PlacementCatalog,
         replicator: Replicator,
         hub: Hub,
+        reads: ReadTracker,
     ) -> None:
         self._store = store
+        self._reads = reads
         self._catalog = catalog
         self._replicator = replicator
         self._hub = hub
@@ -120,6 +123,7 @@ class Handoff:
             if time.monotonic() - last_pass >= PASS_INTERVAL:
                 last_pass = time.monotonic()
                 await self._scan()
+            await self._drop_idle_followers()
             due, self._due = self._due, set()
             pulls, self._pulls = self._pulls, set()
             await asyncio.gather(
@@ -141,6 +145,18 @@ class Handoff:
                 done = False
             if not done:
                 (self._pulls if pull else self._due).add(doc_id)
+
+    async def _drop_idle_followers(self) -> None:
+        """Follower copies here that no client used for ``follow_idle`` are given up (the
+        record change makes this copy surplus, and the hand-off drops it once covered)."""
+        catalog = self._catalog
+        for doc_id in self._reads.idle(sorted(catalog.following)):
+            if self._hub.followed(doc_id):
+                self._reads.touch(doc_id)  # a live client here is an access
+                continue
+            log.info("follower copy of %s idle: dropping it", doc_id, extra={"doc": doc_id})
+            await catalog.follow(doc_id, catalog.region, False)
+            self._reads.forget(doc_id)
 
     async def _scan(self) -> None:
         """Every copy here that placement gives to others, and every hint, becomes due."""
@@ -226,10 +242,14 @@ class Handoff:
 
 @contextlib.asynccontextmanager
 async def open_handoff(
-    store: DocumentStore, catalog: PlacementCatalog, replicator: Replicator, hub: Hub
+    store: DocumentStore,
+    catalog: PlacementCatalog,
+    replicator: Replicator,
+    hub: Hub,
+    reads: ReadTracker,
 ) -> AsyncIterator[Handoff]:
     """Runs a :class:`Handoff` until exit (its task is cancelled then)."""
-    handoff = Handoff(store, catalog, replicator, hub)
+    handoff = Handoff(store, catalog, replicator, hub, reads)
     task = asyncio.create_task(handoff.run(), name="handoff")
     try:
         yield handoff

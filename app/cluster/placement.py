@@ -46,6 +46,7 @@ __all__ = [
     "PlacementError", "MalformedPlacement", "InvalidPlacement",  # errors
     "Stamp", "StampClock",  # stamps
     "PolicyName", "Policy", "PlacementRecord", "merge", "with_policy", "allows_content",  # records
+    "with_follower", "followers",  # follower copies
     "resolve_request",  # placement requests
     "MemberState", "Member", "Topology",  # topology
     "nearest_regions", "regions_of", "rendezvous", "hrw_order", "holders", "nearest_holder",
@@ -74,7 +75,9 @@ _SHAPES: Final = {
     "regions": "1 or more sorted, unique regions and count 0",
 }
 _MEMBER_STATES: Final = ("joining", "active", "leaving", "removed")
-_RECORD_KEYS: Final = ("doc_id", "home", "born", "policy", "regions", "count", "pinned", "changed")
+_RECORD_KEYS: Final = (
+    "doc_id", "home", "born", "policy", "regions", "count", "pinned", "changed", "followers",
+)  # fmt: skip
 _REQUEST_KEYS: Final = ("regions", "replicas", "pinned")
 
 
@@ -235,6 +238,9 @@ class PlacementRecord:
     pinned: bool = False
     #: The last explicit policy change, Stamp.ZERO until one; the latest change wins.
     changed: Stamp = Stamp.ZERO
+    #: Regions whose readers gained a follower copy: (region, stamp, on), sorted by region;
+    #: per region the latest stamp wins (a follower gained, then dropped when idle).
+    followers: tuple[tuple[str, Stamp, bool], ...] = ()
 
     def __post_init__(self) -> None:
         _need(_name(self.doc_id, _DOCUMENT_ID), "doc_id must be a document id", self.doc_id)
@@ -255,6 +261,23 @@ class PlacementRecord:
         }[self.policy]
         what = f"regions={list(regions)} count={count} pinned={pinned}"
         _need(fits, f"policy {self.policy!r} takes {_SHAPES[self.policy]}", what)
+        follows = isinstance(self.followers, tuple) and len(self.followers) <= MAX_REGIONS
+        follows = follows and all(
+            isinstance(entry, tuple)
+            and len(entry) == 3
+            and _name(entry[0], _REGION_NAME)
+            and isinstance(entry[1], Stamp)
+            and isinstance(entry[2], bool)
+            for entry in self.followers
+        )
+        follows = follows and [e[0] for e in self.followers] == sorted(
+            {e[0] for e in self.followers}
+        )
+        _need(
+            follows,
+            "followers must be sorted, distinct (region, stamp, on) entries",
+            self.followers,
+        )
 
     @classmethod
     def new(cls, doc_id: str, home: str, born: Stamp) -> PlacementRecord:
@@ -281,6 +304,8 @@ class PlacementRecord:
             data["pinned"] = True
         if self.changed != Stamp.ZERO:
             data["changed"] = self.changed.to_json()
+        if self.followers:
+            data["followers"] = [[r, stamp.to_json(), on] for r, stamp, on in self.followers]
         return data
 
     @classmethod
@@ -297,6 +322,10 @@ class PlacementRecord:
         regions = data.get("regions", [])
         ok = isinstance(regions, list) and len(regions) <= MAX_REGIONS
         _need(ok, f"regions must be a list of at most {MAX_REGIONS} region names", regions)
+        followers = data.get("followers", [])
+        ok = isinstance(followers, list) and len(followers) <= MAX_REGIONS
+        ok = ok and all(isinstance(f, list) and len(f) == 3 for f in followers)
+        _need(ok, "followers must be a list of [region, stamp, on]", followers)
         try:
             return cls(
                 doc_id=data["doc_id"],
@@ -307,6 +336,10 @@ class PlacementRecord:
                 count=data.get("count", 0),
                 pinned=data.get("pinned", False),
                 changed=Stamp.from_json(data.get("changed", [0, ""]), "changed"),
+                followers=tuple(
+                    (region, Stamp.from_json(stamp, "a follower's stamp"), on)
+                    for region, stamp, on in followers
+                ),
             )
         except PlacementError as exc:
             raise PlacementError(f"placement record {_show(data.get('doc_id'))}: {exc}") from None
@@ -320,9 +353,44 @@ def merge(a: PlacementRecord, b: PlacementRecord) -> PlacementRecord:
         raise PlacementError(f"cannot merge the records of {a.doc_id!r} and {b.doc_id!r}")
     first = a if (a.born, a.home) <= (b.born, b.home) else b
     latest = a if (a.changed, a.policy_fields) >= (b.changed, b.policy_fields) else b
-    if first is latest:
+    followers = _merge_followers(a.followers, b.followers)
+    if first is latest and followers == first.followers:
         return first
-    return replace(latest, home=first.home, born=first.born)
+    return replace(latest, home=first.home, born=first.born, followers=followers)
+
+
+def _merge_followers(
+    a: tuple[tuple[str, Stamp, bool], ...], b: tuple[tuple[str, Stamp, bool], ...]
+) -> tuple[tuple[str, Stamp, bool], ...]:
+    """Per region, the entry with the larger (stamp, on): a last-writer-wins map."""
+    if a == b:
+        return a
+    entries: dict[str, tuple[str, Stamp, bool]] = {}
+    for entry in (*a, *b):
+        known = entries.get(entry[0])
+        if known is None or (entry[1], entry[2]) > (known[1], known[2]):
+            entries[entry[0]] = entry
+    return tuple(entries[region] for region in sorted(entries))
+
+
+def with_follower(record: PlacementRecord, region: str, on: bool, stamp: Stamp) -> PlacementRecord:
+    """``record`` with ``region``'s follower copy gained (``on``) or dropped at ``stamp``."""
+    return replace(record, followers=_merge_followers(record.followers, ((region, stamp, on),)))
+
+
+def followers(record: PlacementRecord, topology: Topology) -> tuple[str, ...]:
+    """The nodes holding a follower copy: in each region whose readers gained one (and that
+    does not hold the document anyway), the first active member in rendezvous order. A pinned
+    document has none."""
+    if record.pinned:
+        return ()
+    held = set(regions_of(record, topology))
+    nodes: list[str] = []
+    for region, _, on in record.followers:
+        if on and region not in held and region in topology.regions:
+            order = rendezvous(record.doc_id, topology.active_members(region), 1)
+            nodes.extend(member.node for member in order)
+    return tuple(nodes)
 
 
 def with_policy(record: PlacementRecord, policy: Policy, stamp: Stamp) -> PlacementRecord:

@@ -2,9 +2,9 @@
 
 :func:`route` is the whole decision, without I/O (PRODUCT.md, "Placement"):
 
-1. A node that holds the document serves it.
-2. Otherwise the request goes to the nearest live holder (one hop at most: a request that was
-   forwarded already is never forwarded again, which is what makes loops impossible).
+1. A node that holds the document serves it (a holder, or a node with a follower copy).
+2. Otherwise the request goes to the nearest live holder or follower copy (one hop at most: a
+   request that was forwarded already is never forwarded again, which makes loops impossible).
 3. No live holder: a write is committed here as a **hint** and handed off later (Principle 1,
    always writable) — unless a pin forbids this region to store the document's content, which
    is the one refusal (503 ``pinned_regions_unreachable``). A read is served from a copy here
@@ -21,7 +21,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from .placement import PlacementRecord, Topology, allows_content, holders, nearest_holder
+from .placement import (
+    PlacementRecord,
+    Topology,
+    allows_content,
+    followers,
+    holders,
+    nearest_holder,
+)
 
 __all__ = ["Route", "route"]
 
@@ -59,11 +66,14 @@ def route(
     this node has a copy (a hint, or one left from an earlier placement); ``exclude`` lists
     holders already tried for this request (unreachable)."""
     owners = holders(record, topology)
-    if here in owners:
+    copies = owners + followers(record, topology)
+    if here in owners or (here in copies and has_copy):
         return Route("local", owners)
+    # A follower copy not fetched yet is served by the others meanwhile.
+    copies = tuple(node for node in copies if node != here)
     if not forwarded:
         target = nearest_holder(
-            region, owners, topology, lambda node: node not in exclude and live(node)
+            region, copies, topology, lambda node: node not in exclude and live(node)
         )
         if target is not None:
             return Route("forward", owners, node=target)

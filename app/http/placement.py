@@ -65,7 +65,7 @@ def placement_view(node: Node, record: PlacementRecord) -> dict[str, Any]:
         "pinned": record.pinned,
         "home": record.home,
         "holders": list(catalog.holders(record)),
-        "followers": [],
+        "followers": list(catalog.followers(record)),
     }
 
 

@@ -159,7 +159,33 @@ async def _plan(
     if draft and not write and decision.action != "local":
         # Nobody has written it as far as this node knows: answer here (a 404).
         decision = Route("local", decision.holders)
+    if not draft:
+        await _follow_readers(node, record, decision, write=write, forwarded=source is not None)
     return Plan(decision, record, draft, source)
+
+
+async def _follow_readers(
+    node: Node, record: PlacementRecord, decision: Route, *, write: bool, forwarded: bool
+) -> None:
+    """Copies follow readers: a read this node forwards counts toward a follower copy in its
+    region (docs/design.md, "Placement"); an access served from a follower copy here keeps
+    it from going idle."""
+    reads = node.reads
+    if decision.action == "local" and record.doc_id in node.catalog.following:
+        reads.touch(record.doc_id)
+        return
+    if write or forwarded or decision.action != "forward" or node.replicator is None:
+        return
+    if record.pinned or node.region in node.catalog.regions(record):
+        return
+    if reads.read(record.doc_id):
+        log.info(
+            "%s is read often from %s: gaining a follower copy there",
+            record.doc_id,
+            node.region,
+            extra={"doc": record.doc_id},
+        )
+        await node.catalog.follow(record.doc_id, node.region, True)
 
 
 async def _place(node: Node, record: PlacementRecord) -> None:

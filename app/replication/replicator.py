@@ -243,12 +243,13 @@ class Replicator:
     # -- deltas ---------------------------------------------------------------------------
 
     def holders_of(self, doc_id: str) -> frozenset[str] | None:
-        """The nodes that hold ``doc_id`` by placement; None when placement is off or the
-        document has no record yet (then every node is sent it)."""
+        """The nodes that keep a copy of ``doc_id`` by placement (holders and follower
+        copies); None when placement is off or the document has no record yet (then every
+        node is sent it)."""
         if self.catalog is None:
             return None
         record = self.catalog.get(doc_id)
-        return frozenset(self.catalog.holders(record)) if record is not None else None
+        return frozenset(self.catalog.copies(record)) if record is not None else None
 
     def holds(self, doc_id: str) -> bool:
         """Whether this node holds ``doc_id`` by placement (every document, without it)."""
@@ -396,15 +397,15 @@ class Replicator:
     # -- durability and read-your-writes --------------------------------------------------
 
     def levels_met(self, nodes: set[str], doc_id: str) -> dict[str, bool]:
-        holders = self.holders_of(doc_id)
-        if holders is None or self.catalog is None:
+        record = self.catalog.get(doc_id) if self.catalog is not None else None
+        holders: frozenset[str] | None = None
+        if record is None or self.catalog is None:
             regions: tuple[str, ...] = tuple(self.settings.cluster.regions) or (
                 self.settings.region,
             )
         else:
-            record = self.catalog.get(doc_id)
-            assert record is not None
             regions = self.catalog.regions(record)
+            holders = frozenset(self.catalog.holders(record))  # follower copies do not count
         return levels_met(
             nodes,
             region_of=self.region_of,

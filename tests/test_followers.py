@@ -1,0 +1,155 @@
+"""Copies follow readers: the decayed read counts (plain values, an injected clock), and a
+region that keeps reading a document gaining a follower copy and dropping it once idle (real
+node processes through the WAN emulator)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.cluster.followers import FollowSettings, ReadTracker
+
+from .cluster import Cluster
+from .support import wait_for
+
+SEED = random.randrange(2**32)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_reads_gain_a_copy_at_the_threshold_with_hysteresis() -> None:
+    clock = Clock()
+    tracker = ReadTracker(FollowSettings(reads=10, half_life=60, idle=100), clock)
+    gains = [tracker.read("d") for _ in range(12)]
+    assert gains.index(True) == 9 and gains.count(True) == 1  # the 10th read, once
+    clock.now += 60  # half-life: ~6 left, above a quarter of 10: no new gain yet
+    assert not any(tracker.read("d") for _ in range(5))
+    clock.now += 600  # decayed to nothing: armed again
+    assert [tracker.read("d") for _ in range(10)][-1]
+
+
+def test_slow_reads_never_gain_a_copy() -> None:
+    clock = Clock()
+    tracker = ReadTracker(FollowSettings(reads=10, half_life=10, idle=100), clock)
+    for _ in range(1000):
+        clock.now += 10  # one read per half-life: the count stays below 2
+        assert not tracker.read("d")
+
+
+def test_idle_follower_copies() -> None:
+    clock = Clock()
+    tracker = ReadTracker(FollowSettings(reads=10, half_life=60, idle=30), clock)
+    assert tracker.idle(["a", "b"]) == []  # first seen now
+    clock.now += 20
+    tracker.touch("a")
+    clock.now += 15
+    assert tracker.idle(["a", "b"]) == ["b"]
+    assert not ReadTracker(FollowSettings(enabled=False), clock).read("d")
+
+
+LAYOUT = {"us-east": 1, "eu-west": 1, "ap-south": 1}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    print(f"seed={SEED}")
+    placement = {
+        "replicas": 2,
+        "follow_reads": 5,
+        "follow_half_life": 30.0,
+        "follow_idle": 3.0,
+    }
+    running = Cluster(tmp_path, LAYOUT, latency_ms=5, placement=placement, seed=SEED).start()
+    try:
+        running.wait_links_up()
+        yield running
+    finally:
+        running.close()
+
+
+def test_a_region_reading_a_document_gains_a_copy_and_drops_it_when_idle(
+    cluster: Cluster,
+) -> None:
+    with cluster["eu-west-1"].client() as writer:
+        first = writer.patch(
+            "/v1/docs/popular", json={"ops": [{"op": "append", "path": ["items"], "values": [0]}]}
+        )
+        assert first.status_code == 200, first.text
+        placement = writer.get("/v1/docs/popular/placement").json()
+    reader_region = next(r for r in LAYOUT if r not in placement["regions"])
+    reader = f"{reader_region}-1"
+    with cluster[reader].client() as client:
+        wait_for(
+            lambda: client.get("/v1/docs/popular/placement").status_code == 200,
+            what=f"the placement record at {reader}",
+        )
+    acknowledged = [0]
+    stop = threading.Event()
+
+    def write() -> None:
+        with cluster["eu-west-1"].client() as client:
+            index = 1
+            while not stop.is_set():
+                ops = {"ops": [{"op": "append", "path": ["items"], "values": [index]}]}
+                if client.patch("/v1/docs/popular", json=ops).status_code == 200:
+                    acknowledged.append(index)
+                index += 1
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    try:
+        with cluster[reader].client() as client:
+            served_by = []
+            for _ in range(10):
+                answer = client.get("/v1/docs/popular")
+                assert answer.status_code == 200
+                served_by.append(answer.headers["x-meridian-served-by"])
+            assert served_by[0] != reader  # forwarded at first
+
+            def followed() -> bool:
+                body = client.get("/v1/docs/popular/placement").json()
+                return reader in body["followers"]
+
+            wait_for(followed, timeout=20, what=f"a follower copy at {reader}")
+
+            def served_here() -> bool:
+                answer = client.get("/v1/docs/popular")
+                return answer.headers["x-meridian-served-by"] == reader
+
+            wait_for(served_here, timeout=20, what=f"reads served at {reader}")
+            # a write there is served there too: it is a copy like any other
+            ops = {"ops": [{"op": "append", "path": ["items"], "values": ["from-reader"]}]}
+            written = client.patch("/v1/docs/popular", json=ops)
+            assert written.status_code == 200, written.text
+            assert written.headers["x-meridian-served-by"] == reader
+            acknowledged.append("from-reader")
+        # No more reads: the copy goes idle, is dropped, and the reads go back to a holder.
+        wait_for(
+            lambda: "popular" not in cluster.documents(reader),
+            timeout=40,
+            what="the idle follower copy dropped",
+        )
+    finally:
+        stop.set()
+        thread.join(30)
+    for holder in placement["holders"]:
+        with cluster[holder].client() as client:
+
+            def complete(client: httpx.Client = client) -> list[object] | None:
+                view = client.get("/v1/docs/popular", params={"local": "true"})
+                items = view.json()["content"]["items"] if view.status_code == 200 else []
+                return items if set(items) >= set(acknowledged) else None
+
+            items = wait_for(complete, timeout=30, what=f"every acknowledged element on {holder}")
+            assert len(items) == len(set(items))
