@@ -75,6 +75,8 @@ class Response:
     body: bytes
     #: Wall time from sending the request to reading the whole answer.
     seconds: float
+    #: The answer's headers, names in lower case.
+    headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -92,7 +94,8 @@ def _request_blocking(
         connection.request(method, "/" + path, body=body, headers=headers)
         response = connection.getresponse()
         data = response.read()
-        return Response(response.status, data, time.perf_counter() - started)
+        headers = {name.lower(): value for name, value in response.getheaders()}
+        return Response(response.status, data, time.perf_counter() - started, headers)
     finally:
         connection.close()
 
@@ -300,27 +303,32 @@ class Observer:
         return sorted(set().union(*listings))
 
     async def snapshot(self) -> dict[str, dict[str, Copy]]:
-        """document -> node -> that node's copy, for every document any node lists."""
+        """document -> node -> that node's own copy, for every document any node lists, on
+        the nodes that hold it by placement (every node, for a document without placement)."""
         doc_ids = await self.documents()
+        nodes = list(self.nodes.values())
 
-        async def copies(node: DemoNode) -> dict[str, Copy]:
-            out = {}
-            for doc_id in doc_ids:
-                answer = await http_request("GET", f"{node.url}/v1/docs/{doc_id}?digest=true")
-                if answer.status != 200:
-                    out[doc_id] = Copy(answer.status)
-                    continue
-                view = answer.json()
-                out[doc_id] = Copy(200, view["state_vector"], view["digest"], view["content"])
-            return out
+        async def holders(doc_id: str) -> list[DemoNode]:
+            answer = await http_request("GET", f"{nodes[0].url}/v1/docs/{doc_id}/placement")
+            if answer.status != 200:
+                return nodes
+            names = set(answer.json()["holders"])
+            return [node for node in nodes if node.node_id in names] or nodes
 
-        per_node = await asyncio.gather(*(copies(node) for node in self.nodes.values()))
-        return {
-            doc_id: {
-                node_id: held[doc_id] for node_id, held in zip(self.nodes, per_node, strict=True)
-            }
-            for doc_id in doc_ids
-        }
+        async def copy(node: DemoNode, doc_id: str) -> Copy:
+            url = f"{node.url}/v1/docs/{doc_id}?digest=true&local=true"
+            answer = await http_request("GET", url)
+            if answer.status != 200:
+                return Copy(answer.status)
+            view = answer.json()
+            return Copy(200, view["state_vector"], view["digest"], view["content"])
+
+        snapshot: dict[str, dict[str, Copy]] = {}
+        for doc_id in doc_ids:
+            held = await holders(doc_id)
+            copies = await asyncio.gather(*(copy(node, doc_id) for node in held))
+            snapshot[doc_id] = {n.node_id: c for n, c in zip(held, copies, strict=True)}
+        return snapshot
 
     async def wait_converged(self, timeout: float) -> dict[str, dict[str, Copy]]:
         """Waits until every node holds identical copies of every document; returns them.
