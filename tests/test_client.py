@@ -201,14 +201,15 @@ def test_reads_ask_for_the_newest_state_the_client_wrote_or_read() -> None:
 
 
 class PlacedNodes:
-    """Nodes ``a``, ``b`` and ``c`` (ids ``a-1``, ...) behind one MockTransport, ``a`` the
-    nearest (the others' health probes take 50 and 100 ms). ``b`` and ``c`` hold every
-    document; ``a`` forwards to the first of them that is up and names it in
-    ``X-Meridian-Served-By``, as a node does. A host in ``failing`` answers with its function
-    (its health probes too). Documents whose id starts with ``elsewhere`` are served by a node
-    the client does not know."""
+    """Nodes ``a`` and ``b`` of region ``near`` and ``c`` of ``far`` (ids ``a-1``, ...) behind
+    one MockTransport, ``a`` the nearest (the others' health probes take 50 and 100 ms). ``b``
+    and ``c`` hold every document; ``a`` forwards to the first of them that is up and names it
+    in ``X-Meridian-Served-By``, as a node does. A host in ``failing`` answers with its
+    function (its health probes too). Documents whose id starts with ``elsewhere`` are served
+    by a node the client does not know."""
 
     DELAYS: ClassVar[dict[str, float]] = {"a": 0.0, "b": 0.05, "c": 0.1}
+    REGIONS: ClassVar[dict[str, str]] = {"a": "near", "b": "near", "c": "far"}
 
     def __init__(self) -> None:
         self.failing: dict[str, Callable[[httpx.Request], httpx.Response]] = {}
@@ -223,7 +224,7 @@ class PlacedNodes:
             return self.failing[host](request)
         if request.url.path == "/v1/health":
             time.sleep(self.DELAYS[host])  # the node's distance, which ranks it
-            return httpx.Response(200, json={"node": f"{host}-1", "region": host})
+            return httpx.Response(200, json={"node": f"{host}-1", "region": self.REGIONS[host]})
         served_by = host if host != "a" else next(h for h in "bc" if h not in self.failing)
         if "/elsewhere" in request.url.path:
             served_by = "z"
@@ -265,14 +266,15 @@ def test_a_documents_requests_go_to_the_node_that_served_it_until_it_fails(
         client.get("x")  # b fails: the nearest, a, answers (from c) with what the client saw
         assert fake.hosts()[4:] == ["b", "a"] and client.node == "http://a"
         assert fake.after(5) == {7: 4}
-        client.get("x")
+        client.get("x")  # c is in another region: still through a
         client.delete("x")
-        assert fake.hosts()[6:] == ["c", "c"] and fake.after(6) == {7: 6}
+        assert fake.hosts()[6:] == ["a", "a"] and fake.after(6) == {7: 6}
 
         del fake.failing["b"]
         now[0] = 31.0  # b is probed again and answers: the nearest node decides again
         client.get("x")
-        assert fake.hosts()[8:] == ["a"] and client.node == "http://a"
+        client.get("x")
+        assert fake.hosts()[8:] == ["a", "b"] and client.node == "http://b"
 
 
 def test_a_node_the_client_does_not_know_is_not_preferred() -> None:
@@ -389,43 +391,40 @@ def test_requests_go_straight_to_a_holder_then_fall_back_when_it_dies(tmp_path: 
     cluster = Cluster(tmp_path, layout, latency_ms=5, placement=placement).start()
     try:
         cluster.wait_links_up()
-        # "cart" lives in eu-west and ap-south: neither us-east node holds it.
+        # "cart" lives in us-east and eu-west: on one us-east node, and on eu-west-1.
         with cluster["us-east-1"].client() as http:
-            placed = http.put("/v1/docs/cart/placement", json={"regions": ["eu-west", "ap-south"]})
+            placed = http.put("/v1/docs/cart/placement", json={"regions": ["us-east", "eu-west"]})
             assert placed.status_code == 200, placed.text
-        holders = set(placed.json()["holders"])
-        assert holders == {"eu-west-1", "ap-south-1"}
-        for node_id in cluster.members:
-            with cluster[node_id].client() as http:
-                wait_for(
-                    lambda http=http: http.get("/v1/docs/cart/placement").status_code == 200,
-                    timeout=TIMEOUT,
-                    what=f"{node_id} to know where cart lives",
-                )
-        # The client's nearest node is us-east-1 (each node behind a link of its own latency).
+        holders = placed.json()["holders"]
+        (holder,) = set(holders) - {"eu-west-1"}
+        (nearest,) = {"us-east-1", "us-east-2"} - {holder}  # the client's, holding nothing
+
+        def placed_everywhere() -> bool:
+            for member in cluster.members.values():
+                with member.client() as http:
+                    answer = http.get("/v1/docs/cart/placement")
+                    if answer.status_code != 200 or answer.json()["holders"] != holders:
+                        return False
+            return True
+
+        wait_for(placed_everywhere, timeout=TIMEOUT, what="every node to know where cart lives")
+        # The client reaches each node through a link of its own latency (one way, in ms).
         urls = {}
-        for node_id, latency in [
-            ("us-east-1", 0),
-            ("us-east-2", 20),
-            ("eu-west-1", 40),
-            ("ap-south-1", 60),
-        ]:
+        for node_id, latency in [(nearest, 0), (holder, 20), ("eu-west-1", 40), ("ap-south-1", 60)]:
             link = cluster.wan.wan.add_link(
                 "client", cluster[node_id].region, ("127.0.0.1", cluster[node_id].port), latency
             )
             urls[node_id] = "http://{}:{}".format(*cluster.wan.call(link).address)
-        node_at = {url: node_id for node_id, url in urls.items()}
         items = ["tea"]
         with MeridianClient(list(urls.values())) as client:
-            assert client.probe()[0] == urls["us-east-1"]
+            assert client.probe()[0] == urls[nearest]
             client.patch("cart", APPEND_TEA, durability="all")  # on both holders
-            assert client.node == urls["us-east-1"]  # which forwarded it to a holder
-            at_us_east = document_requests(cluster, "us-east-1")
+            assert client.node == urls[nearest]  # which forwarded it to the holder
+            at_nearest = document_requests(cluster, nearest)
 
-            # Every request for cart now goes straight to that holder, live ones included.
+            # Every request for cart now goes straight to the holder, live ones included.
             assert client.get("cart")["content"] == {"items": items}
-            holder = node_at[client.node or ""]
-            assert holder in holders
+            assert client.node == urls[holder]
             doc: pycrdt.Doc[Any] = pycrdt.Doc()
             doc.apply_update(client.get_update("cart"))
             before = doc.get_state()
@@ -443,16 +442,18 @@ def test_requests_go_straight_to_a_holder_then_fall_back_when_it_dies(tmp_path: 
                     assert cart.doc.get("items", type=pycrdt.Array).to_py() == items
 
             asyncio.run(live())
-            assert document_requests(cluster, "us-east-1") == at_us_east
+            assert document_requests(cluster, nearest) == at_nearest
 
-            # The holder dies: the nearest node answers again (from the other holder) with
-            # everything the client wrote, and the other holder is the document's node.
+            # The holder dies: the nearest node answers again, from eu-west-1, with everything
+            # the client wrote; and keeps answering, eu-west-1 being in another region (the
+            # reads it forwards count toward a follower copy in us-east).
             cluster.kill(holder)
-            (other,) = holders - {holder}
             assert client.get("cart")["content"] == {"items": items}
-            assert client.node == urls["us-east-1"]
+            assert client.node == urls[nearest]
             assert client.get("cart")["content"] == {"items": items}
-            assert client.node == urls[other]
+            assert client.node == urls[nearest]
+            answered, forwarded = document_requests(cluster, nearest)
+            assert (answered, forwarded) == (at_nearest[0] + 2, at_nearest[1] + 2)
     finally:
         cluster.close()
 

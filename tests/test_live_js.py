@@ -214,3 +214,59 @@ def test_a_pycrdt_provider_joins_and_converges(regions: Cluster, node_js: str) -
         assert js.dump()["text"] == final == "from python;from js;"
     finally:
         js.close()
+
+
+def test_a_js_client_on_a_non_holder_edits_live_with_one_on_a_holder(
+    tmp_path: Path, node_js: str
+) -> None:
+    """Placement: ap-south holds none of the document, so its node splices the y-websocket
+    session to a holder frame by frame; the two JavaScript clients edit live together."""
+    cluster = Cluster(
+        tmp_path,
+        {"us-east": 1, "eu-west": 1, "ap-south": 1},
+        latency_ms=10,
+        placement={"replicas": 1, "followers": "false"},
+    ).start()
+    try:
+        cluster.wait_links_up()
+        with cluster["eu-west-1"].client() as client:
+            put = client.put("/v1/docs/spliced/placement", json={"regions": ["eu-west"]})
+            assert put.status_code == 200, put.text
+        with cluster["ap-south-1"].client() as client:
+            wait_for(
+                lambda: client.get("/v1/docs/spliced/placement").status_code == 200,
+                what="the placement at ap-south-1",
+            )
+        holder = JsClient(node_js, sync_url(cluster, "eu-west-1"), "spliced")
+        remote = JsClient(node_js, sync_url(cluster, "ap-south-1"), "spliced")
+        try:
+            wait_for(
+                lambda: holder.dump()["synced"] and remote.dump()["synced"],
+                timeout=TIMEOUT,
+                what="sync",
+            )
+            for i in range(10):
+                holder.do(cmd="insert", root="body", index=0, text=f"h{i};")
+                remote.do(cmd="insert", root="body", index=0, text=f"r{i};")
+                remote.do(cmd="set", root="settings", key=f"r{i % 3}", value=i)
+
+            def same() -> bool:
+                first, second = holder.dump(), remote.dump()
+                return first["text"] == second["text"] and first["map"] == second["map"]
+
+            wait_for(same, timeout=TIMEOUT, what="both JS clients to converge")
+            assert len(holder.dump()["text"]) == 10 * (len("h0;") + len("r0;"))
+        finally:
+            holder.close()
+            remote.close()
+        # The node the remote client used stored nothing of it: it only spliced frames.
+        with cluster["ap-south-1"].client() as client:
+            local = client.get("/v1/docs/spliced", params={"local": "true"})
+            assert local.status_code == 404
+            series = 'meridian_forwarded_requests_total{method="WS",route="/v1/sync/{doc_id}"}'
+            wait_for(
+                lambda: series in client.get("/metrics").text,
+                what="the spliced sessions counted once they ended",
+            )
+    finally:
+        cluster.close()

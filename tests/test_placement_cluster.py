@@ -60,7 +60,7 @@ def append(client: httpx.Client, doc_id: str, value: Any, **params: Any) -> http
 def test_documents_live_exactly_on_their_holders(cluster: Cluster) -> None:
     rng = random.Random(SEED)
     nodes = list(cluster.members)
-    docs = [f"doc-{i}" for i in range(300)]
+    docs = [f"doc-{i}" for i in range(1000)]
     clients = {node: cluster[node].client() for node in nodes}
     try:
         for doc_id in docs:

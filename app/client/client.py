@@ -10,20 +10,24 @@ to the next nearest, with read-your-writes across failovers; and live documents,
         await live.wait_synced()
         live.doc.get("body", type=pycrdt.Text).insert(0, "¡")
 
-Nodes are ranked by the round trip of ``GET /v1/health``, whose answer also names each node.
-A node that fails (no connection, a timeout, a 5xx) is tried only after the others until it
-answers a probe again, ``retry_after`` seconds later.
+Nodes are ranked by the round trip of ``GET /v1/health``, whose answer also names each node
+and its region. A node that fails (no connection, a timeout, a 5xx) is tried only after the
+others until it answers a probe again, ``retry_after`` seconds later.
 
 A node that does not hold a document forwards its requests to a holder (one more hop), and
-every answer names the node that served it (``X-Meridian-Served-By``). When that node is one
-of the client's, the client remembers it as the document's node (for the 10,000 documents used
-last) and sends the document's next requests, live connections included, straight there while
-it is healthy. When it fails, the preference is dropped and the request goes on down the
-ranking as any failover does; the answer that follows names the document's new node. A node
-that recovers drops every preference (a nearer copy may be back: each costs one hop to learn
-again). The client does not read ``GET /v1/docs/{id}/placement`` to choose among holders: the
-node that forwarded chose the live holder nearest to itself, and it is the client's nearest.
-Reads carry ``after=`` wherever they go, so a switch never reads older than the client's writes.
+every answer names the node that served it (``X-Meridian-Served-By``). The client remembers
+that node for each document (the 10,000 used last) and, when it is one of the client's nodes,
+healthy and in the region of the nearest healthy node, sends the document's next requests,
+live connections included, straight there. A holder in another region is still reached
+through the nearest node: going direct would save little (the hop inside a region is short),
+and the reads the nearest node forwards are what gains its region a follower copy (PRODUCT.md,
+"Placement"), whose answers then name it. When the remembered node fails, it is forgotten and
+the request goes on down the ranking as any failover does; the answer that follows names the
+document's new node. When a failed node recovers, every document's node is forgotten (a
+nearer copy may be back; each costs one hop to learn again). The client does not read
+``GET /v1/docs/{id}/placement``: the node that forwarded chose the live copy nearest to it,
+which is the nearest to the client. Reads carry ``after=`` wherever they go, so switching
+nodes never reads older than the client's writes.
 
 Errors::
 
@@ -108,8 +112,9 @@ class _Node:
     retry_at: float = 0.0
     #: The first request probes every node.
     probed: bool = False
-    #: The node's id, from its last health answer (None until one names it).
+    #: The node's id and region, from its last health answer (None until one names them).
     node_id: str | None = None
+    region: str | None = None
 
     @property
     def healthy(self) -> bool:
@@ -133,8 +138,9 @@ class _Ranking:
 
     def order(self, doc_id: str | None = None) -> list[str]:
         """Node URLs in the order to try them: the node that served ``doc_id`` last if it is
-        healthy, then healthy ones by round trip, then failed ones (a last resort). Probes
-        nodes never probed and failed ones due for a retry."""
+        healthy and in the nearest healthy node's region, then healthy ones by round trip,
+        then failed ones (a last resort). Probes nodes never probed and failed ones due for
+        a retry."""
         now = self._clock()
         with self._lock:
             due = [n for n in self._nodes if not n.probed or 0 < n.retry_at <= now]
@@ -148,20 +154,24 @@ class _Ranking:
         return [preferred.url, *(n.url for n in ranked if n is not preferred)]
 
     def _preferred_node(self, doc_id: str, ranked: list[_Node]) -> _Node | None:
-        """The nearest healthy node with ``doc_id``'s preferred id; a preference for a node
-        that is not healthy is dropped. Called with the lock held."""
+        """The nearest healthy node with ``doc_id``'s preferred id, if it is in the region of
+        the nearest healthy node; a preference for a node that is not healthy is dropped.
+        Called with the lock held."""
         node_id = self._preferred.get(doc_id)
         if node_id is None:
             return None
         for node in ranked:
             if node.node_id == node_id and node.healthy:
                 self._preferred.move_to_end(doc_id)
-                return node
+                # In another region: through the nearest node, about as fast, whose forwarded
+                # reads gain its region a follower copy.
+                return node if node.region == ranked[0].region else None
         del self._preferred[doc_id]
         return None
 
     def prefer(self, doc_id: str, node_id: str | None) -> None:
-        """Records that ``node_id`` served ``doc_id`` (ignored unless it is one of the nodes)."""
+        """Records that ``node_id`` served ``doc_id`` (ignored unless a node's health answer
+        named it)."""
         with self._lock:
             if node_id is None or all(n.node_id != node_id for n in self._nodes):
                 return
@@ -182,10 +192,11 @@ class _Ranking:
                     node.retry_at = self._clock() + self._retry
                 else:
                     self._recovered(node)
-                    (node.rtt, node.node_id), node.retry_at = answer, 0.0
+                    (node.rtt, node.node_id, node.region), node.retry_at = answer, 0.0
 
-    def _measure(self, node: _Node) -> tuple[float, str | None] | None:
-        """The round trip of ``node``'s health probe and the node id it names, or None."""
+    def _measure(self, node: _Node) -> tuple[float, str | None, str | None] | None:
+        """The round trip of ``node``'s health probe and the node id and region it names, or
+        None when it failed."""
         start = time.perf_counter()
         try:
             response = self._http.get(f"{node.url}/v1/health", timeout=self._http.timeout.connect)
@@ -197,10 +208,15 @@ class _Ranking:
             return None
         rtt = time.perf_counter() - start
         try:
-            node_id = response.json().get("node")
+            health = response.json()
+            node_id, region = health.get("node"), health.get("region")
         except (ValueError, AttributeError):
-            node_id = None
-        return rtt, node_id if isinstance(node_id, str) else None
+            node_id = region = None
+        return (
+            rtt,
+            node_id if isinstance(node_id, str) else None,
+            region if isinstance(region, str) else None,
+        )
 
     def mark(self, url: str, *, failed: bool) -> None:
         """Records that ``url`` failed (tried last until probed again) or answered."""
@@ -221,7 +237,7 @@ class _Ranking:
 class MeridianClient:
     """A client that sends each request to the nearest healthy node of ``urls`` (node base
     URLs such as ``http://127.0.0.1:7201``, one or more per region), or straight to the node
-    that served the document last when it is one of them and healthy.
+    that served the document last when it is one of them, healthy and in the same region.
 
     ``token`` is an access token (``meridian token create``). ``timeout`` bounds a request: keep
     it above the nodes' ``replication.after_timeout`` and any write's durability ``timeout``;
@@ -441,9 +457,9 @@ class MeridianClient:
 
 class LiveDocument:
     """``doc`` (a ``pycrdt.Doc``) kept in sync with ``doc_id`` over ``/v1/sync`` by pycrdt's
-    ``Provider``, on the node that served the document's last HTTP answer if the client knows
-    one (a holder), else on the nearest node; when the connection drops it reconnects with
-    backoff, the next nearest node first.
+    ``Provider``, on the node that served the document's last HTTP answer when the client
+    would send it requests (see :class:`MeridianClient`), else on the nearest node; when the
+    connection drops it reconnects with backoff, the next nearest node first.
 
     Edit ``doc`` from the event loop's thread at any time: edits made while disconnected stay
     in ``doc`` and reach the next node when it connects (its sync step 1 is answered with
