@@ -17,9 +17,10 @@ import pycrdt
 import pytest
 import websockets
 
+from app.auth import create_token
 from app.http.forward import FORWARDED_HEADER, sign_forwarded
 
-from .cluster import Cluster
+from .cluster import SECRET, Cluster
 from .support import wait_for
 
 LAYOUT = {"us-east": 2, "eu-west": 1, "ap-south": 1}
@@ -52,9 +53,15 @@ def placement_of(cluster: Cluster, doc_id: str, node: str = "us-east-1") -> dict
         return body
 
 
-def append(client: httpx.Client, doc_id: str, value: Any, **params: Any) -> httpx.Response:
+def append(
+    client: httpx.Client,
+    doc_id: str,
+    value: Any,
+    headers: dict[str, str] | None = None,
+    **params: Any,
+) -> httpx.Response:
     ops = {"ops": [{"op": "append", "path": ["items"], "values": [value]}]}
-    return client.patch(f"/v1/docs/{doc_id}", json=ops, params=params)
+    return client.patch(f"/v1/docs/{doc_id}", json=ops, params=params, headers=headers)
 
 
 def test_documents_live_exactly_on_their_holders(cluster: Cluster) -> None:
@@ -361,3 +368,54 @@ def test_a_placement_change_under_writes_loses_nothing(cluster: Cluster) -> None
         timeout=30,
         what="the old copies handed off and dropped",
     )
+
+
+def test_forwarded_requests_keep_the_token_and_the_holder_checks_it(tmp_path: Path) -> None:
+    """With tokens on, a non-holder forwards the caller's token; the holder verifies it too,
+    and an answer keeps its status and error code across the hop."""
+    cluster = Cluster(
+        tmp_path, {"us-east": 1, "eu-west": 1, "ap-south": 1}, latency_ms=5, auth=True,
+        placement={"replicas": 1, "followers": "false"},
+    ).start()  # fmt: skip
+    try:
+        secret = SECRET.encode()
+        admin = create_token(secret, prefix="", rights=["read"], ttl_seconds=600)
+        writer = create_token(secret, prefix="team:", rights=["read", "write"], ttl_seconds=600)
+        reader = create_token(secret, prefix="team:", rights=["read"], ttl_seconds=600)
+
+        def links_up() -> bool:
+            for node in cluster.members:
+                with cluster[node].client() as client:
+                    view = client.get("/v1/cluster", headers={"Authorization": f"Bearer {admin}"})
+                    if any(peer["state"] != "up" for peer in view.json()["peers"]):
+                        return False
+            return True
+
+        wait_for(links_up, timeout=30, what="every link up")
+        with cluster["eu-west-1"].client() as client:
+            headers = {"Authorization": f"Bearer {writer}"}
+            put = client.put(
+                "/v1/docs/team:doc/placement", json={"regions": ["eu-west"]}, headers=headers
+            )
+            assert put.status_code == 200, put.text
+            assert append(client, "team:doc", 1, headers=headers).status_code == 200
+        with cluster["ap-south-1"].client() as client:
+            wait_for(
+                lambda: (
+                    client.get(
+                        "/v1/docs/team:doc/placement", headers={"Authorization": f"Bearer {reader}"}
+                    ).status_code
+                    == 200
+                ),
+                what="the placement at ap-south-1",
+            )
+            for token, status in ((writer, 200), (reader, 403)):
+                answer = append(client, "team:doc", 2, headers={"Authorization": f"Bearer {token}"})
+                assert answer.status_code == status, answer.text
+            read = client.get("/v1/docs/team:doc", headers={"Authorization": f"Bearer {reader}"})
+            assert read.status_code == 200
+            assert read.headers["x-meridian-served-by"] == "eu-west-1"
+            assert read.json()["content"] == {"items": [1, 2]}
+            assert client.get("/v1/docs/team:doc").status_code == 401
+    finally:
+        cluster.close()

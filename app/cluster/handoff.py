@@ -42,8 +42,11 @@ __all__ = ["Handoff", "HandoffStatistics", "open_handoff"]
 
 log = logging.getLogger("meridian.handoff")
 
-#: Seconds between passes over every copy this node should not hold.
+#: Seconds between rounds over the hints (held in memory) and idle follower copies.
 PASS_INTERVAL = 5.0
+#: Seconds between scans of every document held here for copies placement gives to others
+#: (record changes find them at once; the scan is the safety net, and it reads the store).
+SCAN_INTERVAL = 60.0
 #: Seconds to wait for the holders' acknowledgements of one copy.
 ACK_TIMEOUT = 10.0
 #: Documents moved at once.
@@ -113,16 +116,18 @@ class Handoff:
         self._wake.set()
 
     async def run(self) -> None:
-        """Rounds until cancelled: the due documents and pulls at once, every copy this node
-        should not hold every :data:`PASS_INTERVAL` seconds."""
+        """Rounds until cancelled: the due documents and pulls at once, the hints and idle
+        follower copies every :data:`PASS_INTERVAL` seconds, every copy this node should not
+        hold every :data:`SCAN_INTERVAL` seconds."""
         adopted = await self._catalog.adopt()
         if adopted:
             log.info("placement records made for %d documents held here", adopted)
-        last_pass = 0.0
+        last_scan = 0.0
         while True:
-            if time.monotonic() - last_pass >= PASS_INTERVAL:
-                last_pass = time.monotonic()
+            if time.monotonic() - last_scan >= SCAN_INTERVAL:
+                last_scan = time.monotonic()
                 await self._scan()
+            self._due |= self._store.hints()
             await self._drop_idle_followers()
             due, self._due = self._due, set()
             pulls, self._pulls = self._pulls, set()
