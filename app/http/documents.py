@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
@@ -17,11 +18,14 @@ from fastapi.responses import JSONResponse
 
 from crdt import (
     FORMAT_VERSION,
+    Document,
     WriteResult,
     check_document_id,
     decode_state_vector,
+    parse_operations,
 )
 from crdt.lib0 import DecodeError
+from crdt.ops import apply_operations
 from crdt.storage import DocumentRecord
 
 from ..auth import Authorizer, Grant, Right, bearer_token
@@ -144,17 +148,24 @@ def _tracker(node: Node, durability: str, doc_id: str) -> Tracker | None:
 
 
 async def _write_request(
-    request: Request, doc_id: str, durability: str, content_type: str
+    request: Request,
+    doc_id: str,
+    durability: str,
+    content_type: str,
+    creates: Callable[[bytes], Callable[[], object]],
 ) -> tuple[Node, Tracker | None, bytes, Plan] | Response:
     """What every write checks first (token, id, content type), then its body; then where it
     goes: the holder's answer when it was forwarded, else the tracker of its durability level
-    (checked here, before writing, so a refused write changes nothing), body and plan."""
+    (checked here, before writing, so a refused write changes nothing), body and plan.
+    ``creates(body)`` is the check of a first write on an empty document (it may raise at
+    once, for a body that does not parse)."""
     _authorize(request, doc_id, "write")
     node = _node(request)
     _doc_id(doc_id)
     _require_content_type(request, content_type)
     body = await _read_body(request, node.settings.cluster.http.max_body_bytes)
-    plan = await dispatch(node, request, doc_id, write=True, body=body)
+    check = creates(body)
+    plan = await dispatch(node, request, doc_id, write=True, body=body, creates=check)
     if isinstance(plan, Response):
         return plan
     return node, _tracker(node, durability, doc_id), body, plan
@@ -464,7 +475,11 @@ async def post_update(
     timeout: Timeout = None,
 ) -> dict[str, Any] | Response:
     """Apply a binary Yjs update; creates the document if new. Answers once committed."""
-    routed = await _write_request(request, doc_id, durability, OCTET_STREAM)
+
+    def creates(body: bytes) -> Callable[[], object]:
+        return lambda: Document(doc_id).apply_update(body)
+
+    routed = await _write_request(request, doc_id, durability, OCTET_STREAM, creates)
     if isinstance(routed, Response):
         return routed
     node, tracker, body, plan = routed
@@ -497,15 +512,22 @@ async def patch_document(
     timeout: Timeout = None,
 ) -> dict[str, Any] | Response:
     """Apply JSON operations atomically; creates the document if new."""
-    routed = await _write_request(request, doc_id, durability, "application/json")
+    parsed: list[Any] = []
+
+    def creates(raw: bytes) -> Callable[[], object]:
+        try:
+            parsed.append(json.loads(raw, parse_constant=_reject_constant))
+        except (ValueError, RecursionError) as exc:
+            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        limit = _node(request).settings.cluster.limits.max_operations
+        ops = parse_operations(parsed[0], max_operations=limit)
+        return lambda: apply_operations(Document(doc_id), ops, client_id=1)
+
+    routed = await _write_request(request, doc_id, durability, "application/json", creates)
     if isinstance(routed, Response):
         return routed
-    node, tracker, raw, plan = routed
-    try:
-        body = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-    result = await node.store.apply_operations(doc_id, body, origin=tracker, hint=plan.hint)
+    node, tracker, _, plan = routed
+    result = await node.store.apply_operations(doc_id, parsed[0], origin=tracker, hint=plan.hint)
     return await _write_response(node, result, durability, tracker, timeout, response)
 
 

@@ -191,6 +191,10 @@ async def _json_body(request: Request) -> Any:
         if len(raw) > MAX_BODY:
             raise ApiError(413, "body_too_large", f"a placement body is at most {MAX_BODY} bytes")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")

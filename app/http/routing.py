@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from starlette.datastructures import MutableHeaders
@@ -127,16 +128,18 @@ async def _plan(
     check_document_id(doc_id)
     source = forwarded_by(node, connection, method)
     catalog = node.catalog
-    sent = connection.headers.get(PLACEMENT_HEADER) if source is not None else None
-    if sent is not None:
-        try:
-            await catalog.merge(decode_record(sent.encode()))
-        except PlacementError as exc:
-            raise ApiError(400, "invalid_placement_record", str(exc)) from None
     record = catalog.get(doc_id)
     draft = record is None
     if record is None:
-        record = catalog.draft(doc_id)
+        # A forwarded first write carries the forwarding node's draft: place it the same way
+        # (stored with the write, once the write is known to be valid).
+        sent = connection.headers.get(PLACEMENT_HEADER) if source is not None else None
+        try:
+            record = decode_record(sent.encode()) if sent is not None else None
+        except PlacementError as exc:
+            raise ApiError(400, "invalid_placement_record", str(exc)) from None
+        if record is None or record.doc_id != doc_id:
+            record = catalog.draft(doc_id)
     replicator = node.replicator
 
     def live(node_id: str) -> bool:
@@ -209,21 +212,33 @@ def _base_url(node: Node, target: str) -> str:
 
 
 async def dispatch(
-    node: Node, request: Request, doc_id: str, *, write: bool, body: bytes = b""
+    node: Node,
+    request: Request,
+    doc_id: str,
+    *,
+    write: bool,
+    body: bytes = b"",
+    creates: Callable[[], object] | None = None,
 ) -> Plan | Response:
     """Routes an HTTP request for ``doc_id``: returns the holder's answer when it was
-    forwarded, else the :class:`Plan` to serve it here (with its draft record stored when the
-    request is a write). Raises ApiError: 400 for a forged forward, 503 when no holder can
-    serve it, 504 when a holder took it but did not answer in time, 502 when the answer was
-    too large to relay."""
+    forwarded, else the :class:`Plan` to serve it here. A write that may create the document
+    passes ``creates``: before a first write's record is stored here, it is called to check
+    the write on an empty document (it raises for input that changes nothing, so bad input
+    leaves no record behind); a write without it (a delete) never places a document. Raises
+    ApiError: 400 for a forged forward, 503 when no holder can serve it, 504 when a holder
+    took it but did not answer in time, 502 when the answer was too large to relay."""
     tried: frozenset[str] = frozenset()
     while True:
         plan = await _plan(node, request, doc_id, method=request.method, write=write, exclude=tried)
+        if plan.draft and write and creates is None:
+            return Plan(Route("local", plan.route.holders), plan.record, True, plan.forwarded_by)
         decision = plan.route
         if decision.action == "refuse":
             raise ApiError(503, decision.code, decision.reason)
         if decision.action != "forward":
-            if plan.draft and write:
+            if plan.draft and write and creates is not None and node.replicator is not None:
+                if await node.store.lookup(doc_id) is None:
+                    creates()  # a first write: bad input must leave no record behind
                 await _place(node, plan.record)
             return plan
         target = decision.node
