@@ -1,8 +1,11 @@
 """The dashboard at ``/``, in a real headless Chromium (Debian's ``chromium`` and
 ``chromium-driver``, driven by Selenium) against a real 3-region cluster: the page loads with
 no console errors, draws every region with this node's links live (a cut shows, a heal
-clears), and an edit made in one node's page appears in another node's page; plus the files
-it is served from and ``GET /v1/docs/{id}/replicas`` over plain HTTP.
+clears), and an edit made in one node's page appears in another node's page; against a
+cluster with placement (each document on 2 of the 3 regions), an opened document's placement
+(home, regions, holders marked on the picture, pin) and which node served the page's reads
+(forwarded by a node that does not hold it), and each node's documents and hints; plus the
+files it is served from and ``GET /v1/docs/{id}/replicas`` over plain HTTP.
 
 ``scripts/test.sh`` installs the browser when it is missing (as root, with apt).
 """
@@ -12,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -34,11 +38,25 @@ from .test_auth import _requiring_tokens, _token
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 LAYOUT = {"us-east": 1, "eu-west": 1, "ap-south": 1}
+#: Each document on 2 of the 3 regions, one node in each.
+PLACEMENT = {"replicas": 2, "nodes_per_region": 1}
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(tmp_path_factory.mktemp("dashboard"), LAYOUT, latency_ms=5).start()
+    try:
+        cluster.wait_links_up()
+        yield cluster
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module")
+def placed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """The same regions, with placement: a document lives on 2 of them."""
+    root = tmp_path_factory.mktemp("dashboard-placed")
+    cluster = Cluster(root, LAYOUT, latency_ms=5, placement=PLACEMENT).start()
     try:
         cluster.wait_links_up()
         yield cluster
@@ -122,6 +140,15 @@ class Browser:
             ".map((link) => [link.dataset.link, link.dataset.state]));"
         )
         return links
+
+    def dataset(self, selector: str) -> dict[str, str] | None:
+        """The ``data-*`` attributes of the first match; None while there is none."""
+        values: dict[str, str] | None = self.driver.execute_script(
+            "const element = document.querySelector(arguments[0]);"
+            "return element ? {...element.dataset} : null;",
+            selector,
+        )
+        return values
 
     def console_errors(self) -> list[dict[str, Any]]:
         return [entry for entry in self.driver.get_log("browser") if entry["level"] == "SEVERE"]
@@ -307,6 +334,243 @@ def test_page_shows_a_cut_link_live(cluster: Cluster, browsers: list[Browser]) -
         cluster.wan.do(cluster.wan.wan.heal)
     wait_for(lambda: left.attribute(link, "data-state") == "up", timeout=30, what="link up again")
     assert left.console_errors() == []
+
+
+# -- placement: where a document lives, which node served it -------------------------------
+
+
+def _placement(cluster: Cluster, node_id: str, doc_id: str) -> dict[str, Any] | None:
+    """``GET /v1/docs/{id}/placement`` at ``node_id`` (its own records); None on a 404."""
+    with cluster[node_id].client() as client:
+        answer = client.get(f"/v1/docs/{doc_id}/placement")
+    if answer.status_code == 404:
+        return None
+    assert answer.status_code == 200, answer.text
+    body: dict[str, Any] = answer.json()
+    return body
+
+
+def _known_everywhere(cluster: Cluster, doc_id: str) -> dict[str, Any]:
+    """The document's placement once every node's records agree on it."""
+
+    def agreed() -> dict[str, Any] | None:
+        views = [_placement(cluster, node, doc_id) for node in cluster.members]
+        first = views[0]
+        return first if first is not None and all(view == first for view in views) else None
+
+    return wait_for(agreed, timeout=20, what=f"{doc_id}'s placement known on every node")
+
+
+def _write(cluster: Cluster, node_id: str, doc_id: str, value: Any) -> str:
+    """Sets ``meta.note`` in ``doc_id`` through ``node_id``; returns the node that served
+    it."""
+    with cluster[node_id].client() as client:
+        ops = [{"op": "set", "path": ["meta", "note"], "value": value}]
+        answer = client.patch(f"/v1/docs/{doc_id}", json={"ops": ops})
+    assert answer.status_code == 200, answer.text
+    return answer.headers["x-meridian-served-by"]
+
+
+def _forwarded_reads(cluster: Cluster, node_id: str) -> float:
+    """The reads of a document ``node_id`` forwarded to a holder so far (its /metrics)."""
+    with cluster[node_id].client() as client:
+        metrics = client.get("/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("meridian_forwarded_requests_total{")
+        and 'method="GET"' in line
+        and "/v1/docs/{doc_id}" in line
+    )
+
+
+def _served(page: Browser) -> dict[str, str] | None:
+    """``#served-by``'s node and whether this node forwarded the read, once both are known
+    (forwarded: once the page knows which node it is on)."""
+    served = page.dataset("#served-by")
+    return served if served and "forwarded" in served else None
+
+
+def test_page_shows_where_a_document_lives_and_which_node_served_it(
+    placed: Cluster, browsers: list[Browser]
+) -> None:
+    _write(placed, "us-east-1", "atlas", "first")
+    placement = _known_everywhere(placed, "atlas")
+    holders = placement["holders"]
+    assert placement["home"] == "us-east" and len(holders) == 2, placement
+    assert placement["pinned"] is False and placement["followers"] == []
+    # The page of the node that does not hold it: its reads are forwarded to a holder.
+    (outside,) = set(placed.members) - set(holders)
+    page, holder_page = browsers
+    reads_before = _forwarded_reads(placed, outside)
+    opened = time.monotonic()
+    page.open(f"{placed[outside].url}/#doc=atlas")
+    wait_for(
+        lambda: page.attributes("#placement-holders [data-node]", "data-node") == holders,
+        timeout=20,
+        what="the holders shown",
+    )
+    assert page.attributes("#placement-home [data-region]", "data-region") == ["us-east"]
+    regions = page.attributes("#placement-regions [data-region]", "data-region")
+    assert regions == placement["regions"]
+    assert page.dataset("#placement") == {"pinned": "false"}
+    assert page.text("#placement-pinned") == "not pinned"
+    assert page.text("#placement-followers") == "none"
+    assert page.text("#placement-policy").startswith("default")
+    assert not page.find("#doc-pinned").is_displayed()
+
+    # Which node served the page's read of it: a holder, forwarded by this node.
+    served = wait_for(
+        lambda: _served(page), timeout=20, what="served by shown, and whether forwarded"
+    )
+    assert served["node"] in holders and served["forwarded"] == "true", served
+    text = page.text("#served-by")
+    assert f"served by {served['node']}" in text and "forwarded" in text, text
+    assert f"by {outside} (this node)" in text, text
+    # The copies, as the holder that answered sees them.
+    wait_for(
+        lambda: set(page.attributes("#replicas .replica", "data-node")) == set(holders),
+        timeout=20,
+        what="the holders' copies listed",
+    )
+    assert f"as {served['node']} sees them" in page.text("#replicas")
+
+    # On the picture: the holders' boxes marked, the regions holding it, its home, and the
+    # node that served the read.
+    def marked() -> bool:
+        return sorted(page.attributes("#map .node.holder", "data-node")) == sorted(holders)
+
+    wait_for(marked, timeout=20, what="the holders marked on the picture")
+    assert page.attribute("#map .node.self", "data-node") == outside
+    assert page.attribute(f'#map .node[data-node="{outside}"]', "data-role") == ""
+    assert sorted(page.attributes("#map .region.placed", "data-region")) == sorted(regions)
+    assert page.attributes("#map .region.home", "data-region") == ["us-east"]
+    assert page.attributes("#map .node.served", "data-node") == [served["node"]]
+
+    # An edit from this page is served by a holder too, and said so.
+    page.find("#edit-path").send_keys("meta/note")
+    page.find("#edit-value").send_keys("second")
+    page.find("#edit-apply").click()
+    wait_for(lambda: "applied" in page.text("#edit-result"), timeout=20, what="edit applied")
+    result = page.text("#edit-result")
+    assert "(forwarded)" in result and any(f"served by {h}" in result for h in holders), result
+
+    # A holder's page serves it from its own copy.
+    holder = holders[0]
+    holder_page.open(f"{placed[holder].url}/#doc=atlas")
+    wait_for(
+        lambda: holder_page.dataset("#served-by") == {"node": holder, "forwarded": "false"},
+        timeout=20,
+        what="served by the holder itself",
+    )
+    assert "(this node), from its own copy" in holder_page.text("#served-by")
+    assert holder_page.attribute("#map .node.self", "class") == "node self holder served"
+    wait_for(
+        lambda: _content(holder_page) == {"meta": {"note": "second"}},
+        timeout=20,
+        what="the edit shown on the holder's page",
+    )
+
+    # Every node's documents on the picture: what each answers in /v1/cluster.
+    def counts() -> bool:
+        drawn = dict(
+            zip(
+                page.attributes("#map .node", "data-node"),
+                page.attributes("#map .node", "data-documents"),
+                strict=True,
+            )
+        )
+        held = {
+            node: str(placed.cluster_view(node)["documents"]["live"]) for node in placed.members
+        }
+        return drawn == held
+
+    wait_for(counts, timeout=20, what="each node's documents drawn")
+    assert page.attribute("#map .node.self", "data-hints") == "0"
+    for browser in browsers:
+        assert browser.console_errors() == []
+
+    # Watching it forwarded few reads (on opening the document and its copies, then one every
+    # 6 s at most), so the page alone never gains a follower copy where it is watched from.
+    reads = _forwarded_reads(placed, outside) - reads_before
+    elapsed = time.monotonic() - opened
+    assert 1 <= reads <= 2 + elapsed / 6 + 1, (reads, elapsed)
+    assert _placement(placed, outside, "atlas")["followers"] == []  # type: ignore[index]
+
+
+def test_page_shows_a_pinned_document(placed: Cluster, browsers: list[Browser]) -> None:
+    with placed["us-east-1"].client() as client:
+        answer = client.put(
+            "/v1/docs/vault/placement", json={"regions": ["eu-west"], "pinned": True}
+        )
+        assert answer.status_code == 200, answer.text
+    assert _write(placed, "us-east-1", "vault", "resident") == "eu-west-1"
+    placement = _known_everywhere(placed, "vault")
+    assert placement["holders"] == ["eu-west-1"] and placement["pinned"], placement
+    page = browsers[0]
+    page.open(f"{placed['us-east-1'].url}/#doc=vault")
+    wait_for(
+        lambda: page.dataset("#placement") == {"pinned": "true"},
+        timeout=20,
+        what="the pin shown",
+    )
+    assert page.find("#doc-pinned").is_displayed()
+    assert page.text("#placement-pinned").startswith("pinned")
+    assert "eu-west" in page.text("#placement-pinned")
+    assert page.text("#placement-policy").startswith("regions")
+    assert page.attributes("#placement-holders [data-node]", "data-node") == ["eu-west-1"]
+    wait_for(
+        lambda: page.dataset("#served-by") == {"node": "eu-west-1", "forwarded": "true"},
+        timeout=20,
+        what="served by eu-west-1, forwarded",
+    )
+    wait_for(
+        lambda: page.attributes("#map .node.holder", "data-node") == ["eu-west-1"],
+        timeout=20,
+        what="eu-west-1 marked as the holder",
+    )
+    assert page.attributes("#map .region.placed", "data-region") == ["eu-west"]
+    assert page.console_errors() == []
+
+
+def test_page_shows_a_nodes_hints(placed: Cluster, browsers: list[Browser]) -> None:
+    """A write whose holders are cut off is kept where it arrived as a hint: that node's page
+    counts it until it is handed off."""
+    _write(placed, "eu-west-1", "kept", "first")
+    placement = _known_everywhere(placed, "kept")
+    (outside,) = set(placed.members) - set(placement["holders"])
+    region = placed[outside].region
+    page = browsers[0]
+    page.open(f"{placed[outside].url}/")
+    self_hints = f'#map .node[data-node="{outside}"]'
+    wait_for(lambda: page.attribute(self_hints, "data-hints") == "0", timeout=20, what="no hints")
+    placed.wan.do(lambda: placed.wan.wan.isolate(region))
+    try:
+        wait_for(
+            lambda: all(p["state"] != "up" for p in placed.cluster_view(outside)["peers"]),
+            timeout=30,
+            what=f"{outside}'s links down",
+        )
+        assert _write(placed, outside, "kept", "while cut off") == outside
+        wait_for(
+            lambda: page.attribute(self_hints, "data-hints") == "1",
+            timeout=20,
+            what="the hint counted on the picture",
+        )
+        assert "1 hint" in page.text("#node-stats")
+        node_text = page.driver.execute_script(
+            "return document.querySelector(arguments[0]).textContent;", self_hints
+        )
+        assert "1 hint" in node_text, node_text
+    finally:
+        placed.wan.do(placed.wan.wan.heal)
+    placed.wait_links_up()
+    wait_for(
+        lambda: page.attribute(self_hints, "data-hints") == "0",
+        timeout=30,
+        what="the hint handed off",
+    )
+    assert page.console_errors() == []
 
 
 # -- the files and the replicas endpoint, over HTTP -------------------------------------------

@@ -145,6 +145,7 @@ async def _view_of(
         "reachable": False,
         "error": None,
         "documents": None,
+        "hints": None,
         "links": [],
     }
     try:
@@ -164,6 +165,9 @@ async def _view_of(
             entry["error"] = f"{peer.address} answered as node {str(view['node'])[:64]!r}"
             return entry
         entry.update(documents=int(view["documents"]["live"]), links=links(view["peers"]))
+        placement = view.get("placement")
+        if isinstance(placement, dict) and isinstance(placement.get("hints"), int):
+            entry["hints"] = placement["hints"]
     except (ValueError, KeyError, TypeError) as exc:
         entry["error"] = f"unexpected answer: {type(exc).__name__}"
         return entry
@@ -173,7 +177,7 @@ async def _view_of(
 
 @router.get("/v1/cluster/overview", tags=["node"])
 async def overview(request: Request) -> dict[str, Any]:
-    """Every node's links (state, RTT, lag) and documents held: this node's own, and each
+    """Every node's links (state, RTT, lag), documents held and hints: this node's own, and each
     peer's as it answers ``GET /v1/cluster`` (``reachable: false`` with ``error`` when it
     does not within 2 s)."""
     token = _authorize(request)
@@ -186,6 +190,7 @@ async def overview(request: Request) -> dict[str, Any]:
         "reachable": True,
         "error": None,
         "documents": live,
+        "hints": len(node.store.hints()),
         "links": links(replicator.statistics()["peers"]) if replicator is not None else [],
     }
     peers = list(replicator.peers.values()) if replicator is not None else []

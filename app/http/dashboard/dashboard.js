@@ -1,15 +1,28 @@
 // The Meridian dashboard: this node's view of the cluster, its documents, and one document
 // live. Plain browser JavaScript served by the node (no build step, no CDN).
 //
-// Data comes from the public API only: GET /v1/cluster and /v1/cluster/overview (polled),
-// GET /v1/docs (polled),
-// WS /v1/docs/{id}/events (the open document's JSON, live), GET /v1/docs/{id}/replicas
-// (polled) and PATCH /v1/docs/{id} (edits). With an access token the requests carry it.
+// Data comes from the public API only: GET /v1/cluster and /v1/cluster/overview (polled:
+// each node's documents and links, this node's hints), GET /v1/docs (polled),
+// WS /v1/docs/{id}/events (the open document's JSON, live), GET /v1/docs/{id}/placement
+// (polled, and after each change: where it lives), GET /v1/docs/{id} (on opening and after
+// changes: which node serves it, from X-Meridian-Served-By), GET /v1/docs/{id}/replicas
+// (polled; both sparingly when forwarded, see FORWARDED_READ_EVERY_MS) and PATCH
+// /v1/docs/{id} (edits). With an access token the requests carry it.
 
 const CLUSTER_EVERY_MS = 1000;
 const OVERVIEW_EVERY_MS = 2000;
 const DOCS_EVERY_MS = 2000;
-const REPLICAS_EVERY_MS = 1000;
+// The open document: a tick every second; its placement (this node's records, never
+// forwarded) at most every 2 s, or at the tick after a change.
+const DOCUMENT_EVERY_MS = 1000;
+const PLACEMENT_EVERY_MS = 2000;
+// A node that does not hold the open document forwards the page's reads of it to a holder,
+// and reads forwarded from a region count toward a follower copy there (placement.follow_reads
+// decayed reads, half-life placement.follow_half_life). The page keeps its own to one every
+// 6 s, below what the defaults (20 reads, 60 s) turn into a copy (one every 4.4 s, steadily),
+// so that watching a document from another region does not by itself move a copy there.
+const FORWARDED_READ_EVERY_MS = 6000;
+const SERVED_BY = "X-Meridian-Served-By";
 const LIST_LIMIT = 200;
 const TOKEN_KEY = "meridian.token";
 const SVG = "http://www.w3.org/2000/svg";
@@ -21,25 +34,45 @@ const state = {
   openId: null,
   events: null, // the open document's WebSocket
   eventsRetry: 0,
-  replicasTimer: null,
+  documentTimer: null,
   cluster: null, // the last GET /v1/cluster
   overview: null, // the last GET /v1/cluster/overview (every node's links)
   // The open document exists here (its event stream said so): only then are its copies asked
   // for, a missing document's would be a 404.
   exists: false,
+  // The open document's placement (GET /v1/docs/{id}/placement, this node's view), null
+  // until known; when it was last asked for, and whether a change calls for asking again.
+  placement: null,
+  placementAt: 0,
+  placementStale: true,
+  // The last GET /v1/docs/{id}: the node that served it ({node, at}), and whether the
+  // document changed since (the next tick asks again).
+  served: null,
+  documentStale: true,
+  // The copies (GET /v1/docs/{id}/replicas) were shown for this opening.
+  replicasShown: false,
+  // When the page last sent a read of the open document that this node forwards.
+  forwardedAt: 0,
   // Counts openings: a reconnection scheduled for an earlier opening is dropped.
   opened: 0,
 };
 
 class ApiError extends Error {
-  constructor(status, code, message) {
+  constructor(status, code, message, servedBy = null) {
     super(message);
     this.status = status;
     this.code = code;
+    this.servedBy = servedBy;
   }
 }
 
 async function api(method, path, body) {
+  return (await request(method, path, body)).data;
+}
+
+// The answer's JSON and the node that served it (X-Meridian-Served-By: a same-origin
+// response header, readable from fetch); errors carry it too.
+async function request(method, path, body) {
   const headers = {};
   if (state.token) headers.Authorization = `Bearer ${state.token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
@@ -48,18 +81,19 @@ async function api(method, path, body) {
     headers,
     body: body === undefined ? undefined : JSON.stringify(body),
   });
+  const servedBy = response.headers.get(SERVED_BY);
   const text = await response.text();
   let data = null;
   try {
     data = text ? JSON.parse(text) : null;
   } catch {
-    throw new ApiError(response.status, "not_json", text.slice(0, 200));
+    throw new ApiError(response.status, "not_json", text.slice(0, 200), servedBy);
   }
   if (!response.ok) {
     const error = (data && data.error) || {};
-    throw new ApiError(response.status, error.code || "error", error.message || text);
+    throw new ApiError(response.status, error.code || "error", error.message || text, servedBy);
   }
-  return data;
+  return { data, servedBy };
 }
 
 // -- helpers --------------------------------------------------------------------------------
@@ -132,9 +166,27 @@ async function refreshCluster() {
   const docs = cluster.documents;
   const storage = cluster.storage;
   $("#node-stats").textContent =
-    `${docs.live} documents (${docs.tombstones} deleted, ${docs.hot} in memory) · ` +
+    `${plural(docs.live, "document")} held here ` +
+    `(${docs.tombstones} deleted, ${docs.hot} in memory) · ` +
+    `${placementStats(cluster.placement)}` +
     `${storage.commits} commits, queue ${storage.queue_depth} · ` +
     `live clients: ${cluster.clients.sync_clients} sync, ${cluster.clients.event_streams} event streams`;
+  // What depends on which node this is.
+  if (state.placement) showPlacement(state.placement);
+  showServed();
+}
+
+function plural(count, word) {
+  return `${count} ${word}${count === 1 ? "" : "s"}`;
+}
+
+// This node's placement figures, for the line under the table.
+function placementStats(placement) {
+  if (!placement) return "";
+  if (!placement.active) return "placement off: holds every document · ";
+  const handoff = placement.handoff;
+  const pending = handoff && handoff.pending ? `, ${handoff.pending} to hand off` : "";
+  return `${plural(placement.hints, "hint")} kept for unreachable holders${pending} · `;
 }
 
 // The links to draw: this node's own (from /v1/cluster, every second) and those between the
@@ -167,12 +219,16 @@ function meshLinks(cluster, overview) {
 }
 
 // Regions around an ellipse, their nodes inside, a line per link (an arc beside the box for
-// two nodes of one region). Layers: boxes, then links, then nodes.
+// two nodes of one region). Layers: boxes, then links, then nodes. Each node says the
+// documents it holds and its hints (when it reports them); with a document open, its
+// regions, home, holders, follower copies and the node that served it are marked.
 function drawMap(cluster, overview) {
   const width = 900;
   const height = 320;
   const boxWidth = 240;
-  const rowHeight = 34;
+  const rowHeight = 38;
+  const placement = openPlacement();
+  const served = state.served && state.served.id === state.openId ? state.served.node : null;
   const regions = cluster.regions.map((region) => ({
     name: region.name,
     nodes: cluster.nodes.filter((node) => node.region === region.name),
@@ -186,10 +242,15 @@ function drawMap(cluster, overview) {
     const cy = regions.length === 1 ? height / 2 : height / 2 + Math.sin(angle) * 95;
     const boxHeight = 36 + rowHeight * Math.max(region.nodes.length, 1);
     const top = cy - boxHeight / 2;
-    const box = svg("g", { class: "region", "data-region": region.name });
+    const placed = placement && placement.regions.includes(region.name);
+    const home = placement && placement.home === region.name;
+    const box = svg("g", {
+      class: `region${placed ? " placed" : ""}${home ? " home" : ""}`, "data-region": region.name,
+    });
     box.append(
       svg("rect", { x: cx - boxWidth / 2, y: top, width: boxWidth, height: boxHeight, rx: 10 }),
-      svg("text", { class: "name", x: cx, y: top + 20, "text-anchor": "middle" }, region.name),
+      svg("text", { class: "name", x: cx, y: top + 20, "text-anchor": "middle" },
+        home ? `${region.name} · home` : region.name),
     );
     layers.boxes.append(box);
     region.nodes.forEach((node, row) => {
@@ -201,17 +262,45 @@ function drawMap(cluster, overview) {
       });
       const view = answered.get(node.id);
       const silent = view && !view.reachable;
-      const item = svg("g", {
-        class: `node${node.self ? " self" : ""}`, "data-node": node.id, "data-state": node.state,
-        "data-reachable": silent ? "false" : "true",
-      });
-      const count = view ? view.documents : null;
-      const documents = count === null || count === undefined
-        ? "" : ` · ${count} document${count === 1 ? "" : "s"}`;
-      const name = node.self ? `${node.id} (this node)` : node.id;
+      // This node's own figures come from /v1/cluster (every second), the others' from the
+      // overview (each node's /v1/cluster, every 2 s).
+      const count = node.self ? cluster.documents.live : view ? view.documents : null;
+      const hints = node.self
+        ? cluster.placement && cluster.placement.hints
+        : view && typeof view.hints === "number" ? view.hints : null;
+      const role = !placement ? ""
+        : placement.holders.includes(node.id) ? "holder"
+          : placement.followers.includes(node.id) ? "follower" : "";
+      const classes = ["node", node.self && "self", role, served === node.id && "served"];
+      const attributes = {
+        class: classes.filter(Boolean).join(" "), "data-node": node.id, "data-state": node.state,
+        "data-reachable": silent ? "false" : "true", "data-role": role,
+      };
+      if (typeof count === "number" && !silent) attributes["data-documents"] = String(count);
+      if (typeof hints === "number" && !silent) attributes["data-hints"] = String(hints);
+      const item = svg("g", attributes);
+      const details = [];
+      if (silent) details.push("no answer");
+      else {
+        if (typeof count === "number") details.push(plural(count, "document"));
+        if (typeof hints === "number") details.push(plural(hints, "hint"));
+      }
+      // The open document's marks, right-aligned: its role here, and "served" on the node
+      // that served the page's last read of it.
+      const edge = cx + boxWidth / 2 - 12;
+      const roleText = { holder: "holder", follower: "follower copy" };
       item.append(
+        svg("rect", {
+          class: "mark", x: x - 15, y: y - 15, width: boxWidth - 14, height: rowHeight - 5, rx: 6,
+        }),
         svg("circle", { cx: x, cy: y, r: 9, class: node.self ? "" : silent ? "down" : node.state }),
-        svg("text", { x: x + 16, y: y + 4 }, silent ? `${name} · no answer` : `${name}${documents}`),
+        svg("text", { class: "label", x: x + 16, y: y - 1 },
+          node.self ? `${node.id} (this node)` : node.id),
+        svg("text", { class: "details", x: x + 16, y: y + 13 }, details.join(" · ")),
+        svg("text", { class: "role", x: edge, y: y - 1, "text-anchor": "end" },
+          role ? roleText[role] : ""),
+        svg("text", { class: "served", x: edge, y: y + 13, "text-anchor": "end" },
+          served === node.id ? "served" : ""),
         svg("title", {}, silent ? `${node.id}: ${view.error}` : node.id),
       );
       layers.nodes.append(item);
@@ -326,10 +415,21 @@ function openDocument(id) {
   state.opened += 1;
   state.eventsRetry = 0;
   state.exists = false;
+  state.placement = null;
+  state.placementAt = 0;
+  state.placementStale = true;
+  state.served = null;
+  state.documentStale = true;
+  state.replicasShown = false;
   $("#document-section").hidden = false;
   $("#doc-id").textContent = id;
+  $("#doc-pinned").hidden = true;
   $("#doc-content").textContent = "loading…";
   $("#doc-meta").textContent = "";
+  $("#placement").hidden = true;
+  $("#placement").removeAttribute("data-pinned");
+  $("#placement-note").textContent = "";
+  showServed();
   $("#replicas").replaceChildren();
   $("#edit-result").textContent = "";
   for (const item of document.querySelectorAll("#doc-list li")) {
@@ -337,7 +437,8 @@ function openDocument(id) {
   }
   history.replaceState(null, "", `#doc=${encodeURIComponent(id)}`);
   followEvents(id);
-  state.replicasTimer = repeat(() => refreshReplicas(id), REPLICAS_EVERY_MS);
+  state.documentTimer = repeat(() => refreshDocument(id), DOCUMENT_EVERY_MS);
+  if (state.cluster) drawMap(state.cluster, state.overview);
 }
 
 function closeDocument() {
@@ -346,7 +447,7 @@ function closeDocument() {
     state.events.close();
     state.events = null;
   }
-  if (state.replicasTimer) state.replicasTimer.stop();
+  if (state.documentTimer) state.documentTimer.stop();
   state.openId = null;
 }
 
@@ -356,7 +457,10 @@ function followEvents(id) {
   const socket = new WebSocket(
     `${scheme}://${location.host}/v1/docs/${encodeURIComponent(id)}/events${query}`);
   state.events = socket;
-  socket.onopen = () => { state.eventsRetry = 0; };
+  socket.onopen = () => {
+    state.eventsRetry = 0;
+    state.documentStale = true; // (re)connected: which node serves it now
+  };
   socket.onmessage = (message) => {
     if (state.openId !== id) return;
     showEvent(JSON.parse(message.data));
@@ -383,6 +487,9 @@ function followEvents(id) {
 
 function showEvent(event) {
   state.exists = event.type !== "deleted" && (event.type === "resumed" || event.incarnation > 0);
+  // A change (or a first write) may have placed it, or moved it: ask again at the next tick.
+  state.placementStale = true;
+  if (event.type === "change") state.documentStale = true;
   if (event.type === "deleted") {
     $("#doc-content").textContent = "{}";
     $("#doc-meta").textContent = `deleted (incarnation ${event.incarnation}) by ${event.node}`;
@@ -396,33 +503,191 @@ function showEvent(event) {
     `${incarnation} · ${source} at ${new Date().toLocaleTimeString()} · state vector ${event.state_vector || "(empty)"}`;
 }
 
-async function refreshReplicas(id) {
+// One tick for the open document: its placement (this node's records: never forwarded, so
+// asked freely), then which node serves it (GET /v1/docs/{id}, when it changed) and its
+// copies (GET /v1/docs/{id}/replicas). Those two are forwarded by a node that does not hold
+// it: then one of them at most every FORWARDED_READ_EVERY_MS.
+async function refreshDocument(id) {
+  const now = Date.now();
   if (!state.exists) {
+    // Nothing to ask of a document not written yet (each answer would be a 404).
     $("#replicas").replaceChildren(el("span", { class: "muted" }, "Not created yet."));
+    state.replicasShown = false;
     return;
   }
-  let replicas;
+  if (state.placementStale || now - state.placementAt >= PLACEMENT_EVERY_MS) {
+    state.placementStale = false;
+    state.placementAt = now;
+    await refreshPlacement(id);
+    if (state.openId !== id) return;
+  }
+  if (!state.replicasShown) {
+    $("#replicas").replaceChildren(el("span", { class: "muted" }, "Copies: asking…"));
+  }
+  const here = holdsHere();
+  if (!here) {
+    if (now - state.forwardedAt < FORWARDED_READ_EVERY_MS) return;
+    state.forwardedAt = now;
+  }
+  if (state.documentStale) {
+    state.documentStale = false;
+    await fetchDocument(id);
+    // Forwarded: the copies at the next slot, unless none were shown yet.
+    if (state.openId !== id || (!here && state.replicasShown)) return;
+  }
+  await refreshReplicas(id);
+}
+
+// The open document's placement, when it is the one open.
+function openPlacement() {
+  const placement = state.placement;
+  return placement && state.openId !== null && placement.id === state.openId ? placement : null;
+}
+
+// Whether this node serves the open document from its own copy: it holds it (or a follower
+// copy), or it holds everything (placement off, or no peers). Unknown counts as no.
+function holdsHere() {
+  const cluster = state.cluster;
+  if (!cluster) return false;
+  if ((cluster.placement && !cluster.placement.active) || !cluster.peers.length) return true;
+  const placement = openPlacement();
+  return Boolean(placement
+    && (placement.holders.includes(cluster.node) || placement.followers.includes(cluster.node)));
+}
+
+async function refreshPlacement(id) {
+  let placement;
   try {
-    replicas = await api("GET", `/v1/docs/${encodeURIComponent(id)}/replicas`);
+    placement = await api("GET", `/v1/docs/${encodeURIComponent(id)}/placement`);
   } catch (error) {
-    if (state.openId === id) $("#replicas").replaceChildren(el("span", {}, explain(error)));
+    if (state.openId === id) $("#placement-note").textContent = `placement: ${explain(error)}`;
     return;
   }
   if (state.openId !== id) return;
-  const label = el("span", { class: "muted" }, `Held in ${replicas.regions.join(", ")}:`);
+  $("#placement-note").textContent = "";
+  showPlacement(placement);
+  if (state.cluster) drawMap(state.cluster, state.overview);
+}
+
+function chip(attributes, text) {
+  return el("span", { class: "chip", ...attributes }, text);
+}
+
+function nodeChips(ids, me, empty) {
+  if (!ids.length) return [el("span", { class: "muted" }, empty)];
+  return ids.map((id) => chip({ "data-node": id }, id === me ? `${id} (this node)` : id));
+}
+
+// The placement panel: policy, home, regions, holders, follower copies, pin.
+function showPlacement(placement) {
+  state.placement = placement;
+  const me = state.cluster ? state.cluster.node : null;
+  const defaults = state.cluster && state.cluster.placement;
+  const policies = {
+    default: `default: the home region and the nearest others, up to ${
+      defaults ? plural(defaults.default_replicas, "region") : "[placement] replicas"}`,
+    count: `count: the home region and the nearest others, up to ${
+      plural(placement.replicas, "region")}`,
+    regions: "regions: an explicit list",
+  };
+  $("#placement").hidden = false;
+  $("#placement").dataset.pinned = String(placement.pinned);
+  $("#placement-policy").textContent = policies[placement.policy] || placement.policy;
+  $("#placement-home").replaceChildren(chip({ "data-region": placement.home }, placement.home));
+  $("#placement-regions").replaceChildren(...placement.regions.map((region) => chip(
+    { "data-region": region }, region === placement.home ? `${region} (home)` : region)));
+  $("#placement-holders").replaceChildren(...nodeChips(placement.holders, me, "none"));
+  $("#placement-followers").replaceChildren(...nodeChips(placement.followers, me, "none"));
+  $("#placement-pinned").textContent = placement.pinned
+    ? `pinned: its content is never stored outside ${placement.regions.join(", ")}`
+    : "not pinned";
+  $("#placement-pinned").className = placement.pinned ? "pinned" : "";
+  $("#doc-pinned").hidden = !placement.pinned;
+}
+
+// GET /v1/docs/{id}: only for the node that serves it (the content comes from the event
+// stream).
+async function fetchDocument(id) {
+  let servedBy;
+  let failure = null;
+  try {
+    servedBy = (await request("GET", `/v1/docs/${encodeURIComponent(id)}`)).servedBy;
+  } catch (error) {
+    servedBy = error instanceof ApiError ? error.servedBy : null;
+    failure = explain(error);
+  }
+  if (state.openId !== id) return;
+  state.served = { id, node: servedBy, at: new Date(), failure };
+  showServed();
+  if (state.cluster) drawMap(state.cluster, state.overview);
+}
+
+// "served by <node>", and whether this node forwarded the read to it.
+function showServed() {
+  const field = $("#served-by");
+  const served = state.served && state.served.id === state.openId ? state.served : null;
+  if (!served) {
+    field.replaceChildren(el("span", { class: "muted" }, "–"));
+    delete field.dataset.node;
+    delete field.dataset.forwarded;
+    return;
+  }
+  const me = state.cluster ? state.cluster.node : null;
+  const parts = [];
+  if (served.node) {
+    const forwarded = me !== null && served.node !== me;
+    field.dataset.node = served.node;
+    if (me !== null) field.dataset.forwarded = String(forwarded);
+    parts.push("served by ", chip({ "data-node": served.node }, served.node));
+    if (forwarded) {
+      parts.push(" ", el("span", { class: "tag forwarded" }, "forwarded"),
+        ` by ${me} (this node), which does not hold it`);
+    } else if (me !== null) {
+      parts.push(" (this node), from its own copy");
+    }
+  } else {
+    delete field.dataset.node;
+    delete field.dataset.forwarded;
+  }
+  if (served.failure) parts.push(` ${served.failure}`);
+  const at = served.at.toLocaleTimeString();
+  parts.push(el("span", { class: "muted" }, ` · GET /v1/docs/{id} at ${at}`));
+  field.replaceChildren(...parts);
+}
+
+async function refreshReplicas(id) {
+  let replicas;
+  let servedBy;
+  try {
+    ({ data: replicas, servedBy } = await request(
+      "GET", `/v1/docs/${encodeURIComponent(id)}/replicas`));
+  } catch (error) {
+    if (state.openId !== id) return;
+    $("#replicas").replaceChildren(el("span", {}, `Copies: ${explain(error)}`));
+    state.replicasShown = true;
+    return;
+  }
+  if (state.openId !== id) return;
+  const me = state.cluster ? state.cluster.node : null;
+  // The answer is the serving node's view: its own copy first (link "self").
+  const seen = servedBy && servedBy !== me ? `, as ${servedBy} sees them (forwarded)` : "";
+  const label = el("span", { class: "muted" },
+    `Copies in ${replicas.regions.join(", ")}${seen}:`);
   const chips = replicas.replicas.map((replica) => {
     const words = {
       in_sync: "in sync", sending: `sending ${replica.pending}`,
       catching_up: "catching up", unreachable: "unreachable",
     };
+    const who = replica.node === me ? " (this node)" : "";
     const text = replica.link === "self"
-      ? `${replica.region} · ${replica.node} (this node)`
-      : `${replica.region} · ${replica.node}: ${words[replica.state]}`;
+      ? `${replica.region} · ${replica.node}${who || " (answered)"}`
+      : `${replica.region} · ${replica.node}${who}: ${words[replica.state]}`;
     return el("span", {
       class: `replica ${replica.state}`, "data-region": replica.region, "data-node": replica.node,
     }, text);
   });
   $("#replicas").replaceChildren(label, ...chips);
+  state.replicasShown = true;
 }
 
 // -- edits ----------------------------------------------------------------------------------
@@ -464,17 +729,19 @@ async function applyOperations(ops) {
   const durability = $("#edit-durability").value;
   result.className = "";
   result.textContent = "applying…";
+  const me = state.cluster ? state.cluster.node : null;
+  const by = (node) => (node ? ` · served by ${node}${me && node !== me ? " (forwarded)" : ""}` : "");
   try {
-    const answer = await api("PATCH",
+    const { data: answer, servedBy } = await request("PATCH",
       `/v1/docs/${encodeURIComponent(id)}?durability=${durability}`, { ops });
     const where = answer.durable_on ? ` on ${answer.durable_on.join(", ")}` : "";
-    result.textContent = answer.changed
+    result.textContent = (answer.changed
       ? `applied: durable (${answer.durability})${where}`
-      : "nothing to change";
+      : "nothing to change") + by(servedBy);
     if (answer.created) refreshDocuments();
   } catch (error) {
     result.className = "error";
-    result.textContent = explain(error);
+    result.textContent = explain(error) + by(error instanceof ApiError ? error.servedBy : null);
   }
 }
 
@@ -545,8 +812,12 @@ function start() {
   repeat(refreshCluster, CLUSTER_EVERY_MS);
   repeat(refreshOverview, OVERVIEW_EVERY_MS);
   repeat(refreshDocuments, DOCS_EVERY_MS);
-  const match = /^#doc=(.+)$/.exec(location.hash);
-  if (match) openDocument(decodeURIComponent(match[1]));
+  const openFromHash = () => {
+    const match = /^#doc=(.+)$/.exec(location.hash);
+    if (match) openDocument(decodeURIComponent(match[1]));
+  };
+  window.addEventListener("hashchange", openFromHash);
+  openFromHash();
 }
 
 start();
