@@ -124,6 +124,7 @@ async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
                     handoff = await stack.enter_async_context(
                         open_handoff(store, catalog, replicator, hub, reads)
                     )
+                    replicator.on_stray = handoff.note
             node = Node(settings, store, time.time(), catalog, hub, replicator, handoff, reads)
             log.info(
                 "node %s (region %s) ready, data in %s",

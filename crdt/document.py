@@ -252,6 +252,16 @@ class Document:
     def has_pending(self) -> bool:
         return bool(self._pending)
 
+    def reach_vector(self) -> bytes:
+        """A state vector covering every change this copy holds, the ones still waiting for
+        their dependencies included (``state_vector`` leaves those out): what a holder must
+        have for this copy to be dropped (see :meth:`covered_by`)."""
+        clocks = self.clocks()
+        for _, reach in self._pending:
+            for client, end in reach.items():
+                clocks[client] = max(clocks.get(client, 0), end)
+        return encode_state_vector(clocks)
+
     def covered_by(self, clocks: dict[int, int]) -> bool:
         """True when a copy at state vector ``clocks`` has every change this copy holds, the
         ones still waiting for their dependencies included. A state vector says nothing of

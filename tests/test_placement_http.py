@@ -311,8 +311,7 @@ def check_content_length_games(port: int, doc_id: str) -> None:
         ),
     ]
     for what, parts, expected, close_write in games:
-        answers = raw_exchange(port, parts, close_write=close_write)
-        got = [(status, body) for status, body in answers]
+        got = raw_exchange(port, parts, close_write=close_write)
         ok = len(got) == len(expected) and all(
             status == want and marker in body
             for (status, body), (want, marker) in zip(got, expected, strict=True)
@@ -382,10 +381,12 @@ def test_bad_placement_bodies_change_nothing_in_a_cluster(cluster: Cluster) -> N
                     failures.append(f"{what} on {doc_id} at {node}: {got}, not {(status, code)}")
         # Invalid document ids: 400 (an id with "/" names no route: 404 not_found).
         valid = _json({"regions": ["eu-west"]})
-        for doc_id in ["-x", ".x", "x" * 129, "a b", "caf%C3%A9", "a%00b", "a%2Fb"]:
+        for doc_id in ["-x", ".x", "x" * 129, "a b", "caf%C3%A9", "a%00b", "a%0A", "a*"]:
             answer = put_placement(clients[rng.choice(nodes)], doc_id, valid)
             check_refused(answer, 400, "invalid_document_id", f"id {doc_id!r}")
-        check_refused(put_placement(clients["us-east-1"], "a/b", valid), 404, "not_found", "a/b")
+        for doc_id in ["a/b", "a%2Fb"]:
+            answer = put_placement(clients[rng.choice(nodes)], doc_id, valid)
+            check_refused(answer, 404, "not_found", f"id {doc_id!r}")
         # Lengths that lie, at every node.
         for node in nodes:
             check_content_length_games(cluster[node].port, "bad-pinned")
@@ -424,16 +425,6 @@ def test_a_pin_is_moved_or_released_only_when_asked(cluster: Cluster) -> None:
                 answer = put_placement(client, "resident", _json(body))
                 check_refused(answer, 409, "conflicts_with_pin", f"{body} at {node}")
             assert placement(client, "resident") == pin
-    # A change that says nothing of the pin and stays in its regions does not release it
-    # (docs/api.md: '"pinned": false to release it'): refused, or the pin is kept.
-    with cluster["us-east-2"].client() as client:
-        for body in ({"regions": ["eu-west"]}, {"replicas": 1}):
-            answer = put_placement(client, "resident", _json(body))
-            assert answer.status_code in (200, 409), answer.text
-            after = placement(client, "resident")[1]
-            assert (after["regions"], after["pinned"]) == (["eu-west"], True), (
-                f"PUT {body} without 'pinned' answered {answer.status_code} and left {after}"
-            )
     # Saying "pinned": true with the new regions moves the pin.
     with cluster["ap-south-1"].client() as client:
         moved = put_placement(client, "resident", _json({"regions": ["us-east"], "pinned": True}))
@@ -463,12 +454,29 @@ def test_a_pin_is_moved_or_released_only_when_asked(cluster: Cluster) -> None:
         )
         assert released.status_code == 200, released.text
         assert released.json()["pinned"] is False
-        assert released.json()["regions"] == ["eu-west", "us-east"]
+        assert sorted(released.json()["regions"]) == ["eu-west", "us-east"]
         # Unpinned, a change that does not say "pinned" is accepted.
         free = put_placement(client, "resident", _json({"replicas": 2}))
         assert free.status_code == 200, free.text
         assert (free.json()["policy"], free.json()["pinned"]) == ("count", False)
     check_healthy([m.url for m in cluster.members.values()])
+
+
+def test_a_change_that_does_not_say_pinned_keeps_the_pin(cluster: Cluster) -> None:
+    """docs/api.md: on a pinned document, '"pinned": false' releases the pin. A change that
+    says nothing of the pin and keeps the content in its regions must not release it either:
+    it is refused (409) or the pin stays."""
+    with cluster["us-east-1"].client() as client:
+        pinned = put_placement(client, "kept-pin", _json({"regions": ["eu-west"], "pinned": True}))
+        assert pinned.status_code == 200, pinned.text
+    for body in ({"regions": ["eu-west"]}, {"replicas": 1}):
+        with cluster["eu-west-1"].client() as client:
+            answer = put_placement(client, "kept-pin", _json(body))
+            assert answer.status_code in (200, 409), answer.text
+            after = placement(client, "kept-pin")[1]
+            assert (after["regions"], after["pinned"]) == (["eu-west"], True), (
+                f"PUT {body} without 'pinned' answered {answer.status_code} {answer.text}"
+            )
 
 
 # -- forwarding ---------------------------------------------------------------------------------
@@ -539,7 +547,6 @@ def _ws_close_code(url: str, path: str, header: str) -> tuple[int | None, str]:
 
 
 def test_forged_forwarded_headers_are_refused_and_change_nothing(cluster: Cluster) -> None:
-    rng = random.Random(SEED + 1)
     with cluster["eu-west-1"].client() as client:
         assert append(client, "victim", "kept").status_code == 200
     docs = ["victim", "ghost"]
@@ -576,7 +583,7 @@ def test_forged_forwarded_headers_are_refused_and_change_nothing(cluster: Cluste
             for doc_id in docs:
                 for path in (f"/v1/sync/{doc_id}", f"/v1/docs/{doc_id}/events"):
                     headers = hostile_headers("GET", path)
-                    for what in rng.sample(sorted(headers), 4):
+                    for what in headers:
                         code, reason = _ws_close_code(cluster[node].url, path, headers[what])
                         if code != 4400:
                             failures.append(f"WS {path} at {node}, {what}: {code} {reason!r}")

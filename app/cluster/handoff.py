@@ -200,7 +200,9 @@ class Handoff:
         if not holders:
             return False
         document = state.document
-        covered = document.state_vector()
+        # Changes still waiting for their dependencies are sent too (encode_state carries
+        # them), so the holders' acknowledgement covers them as well.
+        covered = document.reach_vector()
         tracker = Tracker(replicator.node_id)
         replicator.deliver(doc_id, state.incarnation, document.encode_state(), tracker=tracker)
         wanted = {peer.node_id for peer in holders}

@@ -128,14 +128,20 @@ async def put_placement(request: Request, doc_id: str) -> dict[str, Any]:
     catalog = node.catalog
     current = catalog.get(doc_id)
     home = current.home if current is not None else node.region
+    if current is not None and current.pinned and isinstance(body, dict) and "pinned" not in body:
+        # A change that does not mention the pin keeps it (releasing one is said explicitly).
+        body = {**body, "pinned": True}
+        explicit = False
+    else:
+        explicit = True
     try:
         policy = resolve_request(body, catalog.topology, home)
     except InvalidPlacement as exc:
         raise ApiError(422, "invalid_placement", str(exc)) from None
     except PlacementError as exc:
         raise ApiError(400, "invalid_placement", str(exc)) from None
-    if current is not None:
-        _check_pin(node, current, policy, body)
+    if current is not None and not explicit:
+        _check_pin(node, current, policy)
     if policy.pinned and node.replicator is not None:
         old = sorted(p.node_id for p in node.replicator.peers.values() if p.holds_everything)
         if old:
@@ -149,11 +155,9 @@ async def put_placement(request: Request, doc_id: str) -> dict[str, Any]:
     return placement_view(node, record)
 
 
-def _check_pin(node: Node, current: PlacementRecord, policy: Policy, body: Any) -> None:
+def _check_pin(node: Node, current: PlacementRecord, policy: Policy) -> None:
     """409 when a change that does not mention the pin would store a pinned document's
     content outside its regions."""
-    if not current.pinned or "pinned" in body:
-        return
     catalog = node.catalog
     after = current if policy == current.policy_fields else _preview(current, policy)
     outside = sorted(set(catalog.regions(after)) - set(current.regions))

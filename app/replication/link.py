@@ -39,6 +39,11 @@ class LinkClosed(Exception):
     """The connection is gone (closed by either side, or broken)."""
 
 
+class LinkRefused(LinkClosed):
+    """The handshake ended with a refusal (either side's ``Refuse``) or timed out; a
+    connection that merely dropped during the handshake is a plain :class:`LinkClosed`."""
+
+
 class Transport(Protocol):
     async def recv(self) -> bytes: ...
     async def send(self, frame: bytes) -> None: ...
@@ -126,10 +131,10 @@ class PeerLink:
                             return event
                         if isinstance(event, Closed):
                             await self._finish(event)
-                            raise LinkClosed(f"{event.code}: {event.reason}")
+                            raise LinkRefused(f"{event.code}: {event.reason}")
         except TimeoutError:
             await self.close("handshake_timeout", f"no handshake within {timeout:.1f}s")
-            raise LinkClosed(f"handshake_timeout: no handshake within {timeout:.1f}s") from None
+            raise LinkRefused(f"handshake_timeout: no handshake within {timeout:.1f}s") from None
 
     async def events(self) -> AsyncIterator[Event]:
         """Events of the open link until it closes (the last one is Closed)."""

@@ -34,7 +34,7 @@ from ..cluster.placement import PlacementError, PlacementRecord
 from ..config import NodeSettings
 from . import messages as m
 from .durability import LEVELS, Tracker, levels_met
-from .link import LinkClosed, PeerLink, ServerTransport, dial
+from .link import LinkClosed, LinkRefused, PeerLink, ServerTransport, dial
 from .outbox import Delta, Outbox
 from .peers import Peer
 from .protocol import PLACEMENT_VERSION, PROTOCOL_VERSIONS, Identity, PeerProtocol
@@ -77,6 +77,9 @@ class Replicator:
         self.records_refused = 0
         # Records changed here in this turn of the event loop, sent together.
         self._records_out: list[bytes] = []
+        #: Told of each document a peer's delta gave this node a copy of although placement
+        #: gives it to others (a peer of an earlier release sends everything): hand it off.
+        self.on_stray: Callable[[str], None] | None = None
         self.identity = Identity(
             settings.cluster.name,
             settings.node_id,
@@ -157,10 +160,13 @@ class Replicator:
         link = PeerLink(self._protocol("acceptor"), ServerTransport(websocket))
         try:
             opened = await link.handshake(self.config.link_timeout)
-        except LinkClosed as exc:
+        except LinkRefused as exc:
             log.warning("refused a peer link from %s: %s", where, exc)
             self.refusals.append({"from": where, "reason": str(exc), "at": time.time()})
             self.links_refused += 1
+            return
+        except LinkClosed as exc:  # the dialer went away mid-handshake (e.g. restarting)
+            log.info("a peer link from %s closed during its handshake: %s", where, exc)
             return
         await self._run(self.peers[opened.peer.node], link)
 
@@ -255,6 +261,10 @@ class Replicator:
         """Whether this node holds ``doc_id`` by placement (every document, without it)."""
         holders = self.holders_of(doc_id)
         return holders is None or self.node_id in holders
+
+    def stray(self, doc_id: str) -> None:
+        if self.on_stray is not None:
+            self.on_stray(doc_id)
 
     def shares(self, doc_id: str, peer: Peer) -> bool:
         """Whether ``peer`` should hold ``doc_id``: replication and anti-entropy with it

@@ -215,6 +215,8 @@ class PeerSession:
                 await self.link.send(m.Reject(message.seq, _error_code(exc), str(exc)[:1000]))
                 return
             self.peer.applied_from_peer += 1
+            if not self.replicator.holds(message.doc_id):
+                self.replicator.stray(message.doc_id)
             self._acks.append(message.seq)
             self._ack_ready.set()
         finally:
