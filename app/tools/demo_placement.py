@@ -44,7 +44,17 @@ async def placement_step(cluster: DemoCluster, say: Callable[[str], None]) -> No
         say(
             f"  {node.node_id:<12}{node.region:<10}{'holds a copy' if held else 'holds none of it'}"
         )
-    far = next(n for n in nodes if n.region not in placement["regions"])
+    far = next((n for n in nodes if n.region not in placement["regions"]), None)
+    if far is None:
+        say(f"{'':12}(every region holds it: [placement] replicas covers them all here)")
+    else:
+        await _far_reads(far, doc, say)
+    await _pinned(cluster, nodes, writer, run, say)
+
+
+async def _far_reads(far: DemoNode, doc: str, say: Callable[[str], None]) -> None:
+    """A read forwarded from a region that holds none of ``doc``, then repeated reads there
+    until the region gains a follower copy (both timed)."""
     await _wait_record(far, doc)
     first = await http_request("GET", f"{far.url}/v1/docs/{doc}")
     served = first.headers.get("x-meridian-served-by", "?")
@@ -63,7 +73,6 @@ async def placement_step(cluster: DemoCluster, say: Callable[[str], None]) -> No
         took = _ms(gained.seconds)
         say(f"{far.node_id:<12}after {reads} reads {far.region} gained a follower copy: "
             f"GET -> {gained.status} in {took}, served by {far.node_id}")  # fmt: skip
-    await _pinned(cluster, nodes, writer, run, say)
 
 
 def _middle(cluster: DemoCluster, regions: list[str]) -> str:
