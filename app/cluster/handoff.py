@@ -212,9 +212,10 @@ class Handoff:
                     tracker.changed.clear()
                     await tracker.changed.wait()
         except TimeoutError:
-            if not tracker.nodes & wanted:
-                self.failures += 1
-                return False
+            # Every live holder must have it: one that did not acknowledge may never be
+            # repaired by anti-entropy (its checkpoint may be past this document's changes).
+            self.failures += 1
+            return False
         try:
             dropped = await self._store.forget(doc_id, covered, incarnation=state.incarnation)
         except CrdtError as exc:
