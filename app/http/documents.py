@@ -7,7 +7,6 @@ route first checks the caller's token (:mod:`app.auth`), before it reads a body 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,12 +27,13 @@ from crdt.lib0 import DecodeError
 from crdt.ops import apply_operations
 from crdt.storage import DocumentRecord
 
-from ..auth import Authorizer, Grant, Right, bearer_token
+from ..auth import Grant
 from ..cluster.router import Route
 from ..codec import b64, decode_base64
 from ..errors import ApiError
 from ..node import VERSION, Node
 from ..replication import Tracker
+from .bodies import authorize, parse_json, read_body
 from .models import (
     DeleteResponse,
     DocumentList,
@@ -84,35 +84,6 @@ def _node(request: Request) -> Node:
     return node
 
 
-def _authorize(request: Request, doc_id: str | None, right: Right) -> Grant | None:
-    """The caller's grant for ``right`` on ``doc_id`` (None: no single document), None when
-    auth is off; raises TokenError (401/403)."""
-    authorizer: Authorizer = request.app.state.authorizer
-    token = bearer_token(request.headers.get("authorization"))
-    return authorizer.authorize(token, doc_id, right)
-
-
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The request body, refused with 413 past ``limit`` bytes (checked before reading when
-    the client declares a length, and while reading otherwise)."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise ApiError(400, "invalid_content_length", "Content-Length must be a number")
-        if int(declared) > limit:
-            raise ApiError(
-                413, "body_too_large", f"body of {declared} bytes exceeds the {limit}-byte limit"
-            )
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "body_too_large", f"body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _require_content_type(request: Request, expected: str) -> None:
     given = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if given != expected:
@@ -159,11 +130,11 @@ async def _write_request(
     (checked here, before writing, so a refused write changes nothing), body and plan.
     ``creates(body)`` is the check of a first write on an empty document (it may raise at
     once, for a body that does not parse)."""
-    _authorize(request, doc_id, "write")
+    authorize(request, doc_id, "write")
     node = _node(request)
     _doc_id(doc_id)
     _require_content_type(request, content_type)
-    body = await _read_body(request, node.settings.cluster.http.max_body_bytes)
+    body = await read_body(request, node.settings.cluster.http.max_body_bytes)
     check = creates(body)
     plan = await dispatch(node, request, doc_id, write=True, body=body, creates=check)
     if isinstance(plan, Response):
@@ -314,7 +285,7 @@ async def list_documents(
 ) -> dict[str, Any]:
     """Documents held by this node, in id order, a page at a time (with auth on, only those
     the caller's token covers)."""
-    grant = _authorize(request, None, "read")
+    grant = authorize(request, None, "read")
     node = _node(request)
     limit = min(limit, node.settings.cluster.http.max_list_limit)
     after = None
@@ -367,7 +338,7 @@ async def get_document(
     local: Local = False,
 ) -> Response:
     """The JSON view of a document: every root with its inferred type."""
-    _authorize(request, doc_id, "read")
+    authorize(request, doc_id, "read")
     node = _node(request)
     plan = await _route_read(node, request, _doc_id(doc_id), local)
     if isinstance(plan, Response):
@@ -399,7 +370,7 @@ async def get_replicas(
     """Where the document is held and, from this node's side, whether each copy has every
     change this node has: ``in_sync``, ``sending`` (``pending`` changes queued or in flight),
     ``catching_up`` (left to the peer's anti-entropy) or ``unreachable`` (link not up)."""
-    _authorize(request, doc_id, "read")
+    authorize(request, doc_id, "read")
     node = _node(request)
     routed = await _route_read(node, request, _doc_id(doc_id), local)
     if isinstance(routed, Response):
@@ -438,7 +409,7 @@ async def get_update(
     local: Local = False,
 ) -> Response:
     """The document as a binary Yjs update: all of it, or the diff since a state vector."""
-    _authorize(request, doc_id, "read")
+    authorize(request, doc_id, "read")
     node = _node(request)
     routed = await _route_read(node, request, _doc_id(doc_id), local)
     if isinstance(routed, Response):
@@ -515,10 +486,7 @@ async def patch_document(
     parsed: list[Any] = []
 
     def creates(raw: bytes) -> Callable[[], object]:
-        try:
-            parsed.append(json.loads(raw, parse_constant=_reject_constant))
-        except (ValueError, RecursionError) as exc:
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
+        parsed.append(parse_json(raw))
         limit = _node(request).settings.cluster.limits.max_operations
         ops = parse_operations(parsed[0], max_operations=limit)
         return lambda: apply_operations(Document(doc_id), ops, client_id=1)
@@ -531,16 +499,12 @@ async def patch_document(
     return await _write_response(node, result, durability, tracker, timeout, response)
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 @router.delete(
     "/v1/docs/{doc_id}", response_model=DeleteResponse, responses=_ERRORS, tags=["documents"]
 )
 async def delete_document(request: Request, doc_id: str) -> dict[str, Any] | Response:
     """Delete a document: a tombstone for its current incarnation (see docs/design.md)."""
-    _authorize(request, doc_id, "write")
+    authorize(request, doc_id, "write")
     node = _node(request)
     routed = await dispatch(node, request, _doc_id(doc_id), write=True)
     if isinstance(routed, Response):

@@ -14,14 +14,13 @@ earlier release is linked: it holds every document and knows nothing of pins.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from crdt import DocumentNotFound, check_document_id
 
-from ..auth import Authorizer, Right, bearer_token
 from ..cluster.placement import (
     InvalidPlacement,
     PlacementError,
@@ -31,6 +30,7 @@ from ..cluster.placement import (
 )
 from ..errors import ApiError
 from ..node import Node
+from .bodies import authorize, parse_json, read_body
 from .models import ErrorResponse, Placement
 
 __all__ = ["placement_view", "router"]
@@ -69,17 +69,12 @@ def placement_view(node: Node, record: PlacementRecord) -> dict[str, Any]:
     }
 
 
-def _authorize(request: Request, doc_id: str, right: Right) -> None:
-    authorizer: Authorizer = request.app.state.authorizer
-    authorizer.authorize(bearer_token(request.headers.get("authorization")), doc_id, right)
-
-
 @router.get(
     "/v1/docs/{doc_id}/placement", response_model=Placement, responses=_ERRORS, tags=["placement"]
 )
 async def get_placement(request: Request, doc_id: str) -> dict[str, Any]:
     """The document's placement: policy, regions, pin, home region, holders."""
-    _authorize(request, doc_id, "read")
+    authorize(request, doc_id, "read")
     check_document_id(doc_id)
     node: Node = request.app.state.node
     record = node.catalog.get(doc_id)
@@ -121,10 +116,10 @@ async def put_placement(request: Request, doc_id: str) -> dict[str, Any]:
     """Sets the document's placement: ``{"regions": [...]}`` or ``{"replicas": N}``, with
     an optional ``"pinned": true`` (its content then never leaves those regions). Works
     before the document's first write (pin it before anything is stored)."""
-    _authorize(request, doc_id, "write")
+    authorize(request, doc_id, "write")
     check_document_id(doc_id)
     node: Node = request.app.state.node
-    body = await _json_body(request)
+    body = parse_json(await read_body(request, MAX_BODY))
     catalog = node.catalog
     current = catalog.get(doc_id)
     home = current.home if current is not None else node.region
@@ -173,32 +168,5 @@ def _check_pin(node: Node, current: PlacementRecord, policy: Policy) -> None:
 
 
 def _preview(current: PlacementRecord, policy: Policy) -> PlacementRecord:
-    return PlacementRecord(
-        doc_id=current.doc_id,
-        home=current.home,
-        born=current.born,
-        policy=policy.policy,
-        regions=policy.regions,
-        count=policy.count,
-        pinned=policy.pinned,
-        changed=current.changed,
-    )
-
-
-async def _json_body(request: Request) -> Any:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY:
-        raise ApiError(413, "body_too_large", f"a placement body is at most {MAX_BODY} bytes")
-    raw = b""
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > MAX_BODY:
-            raise ApiError(413, "body_too_large", f"a placement body is at most {MAX_BODY} bytes")
-    try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {exc}") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+    """``current`` with ``policy``, unstamped: only to see where it would place content."""
+    return dataclasses.replace(current, **dataclasses.asdict(policy))

@@ -74,9 +74,9 @@ class Forwarding:
     #: Requests refused for a forged X-Meridian-Forwarded header.
     forged: int = 0
 
-    def count(self, scope: dict[str, object] | object, method: str) -> None:
-        route_ = getattr(scope, "get", lambda _key: None)("route")
-        template = getattr(route_, "path_format", None) or getattr(route_, "path", "?")
+    def count(self, scope: Scope, method: str) -> None:
+        # The router records the route it matched in the scope.
+        template = getattr(scope.get("route"), "path_format", "?")
         self.forwarded[(str(template), method)] += 1
 
 
