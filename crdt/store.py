@@ -517,6 +517,10 @@ class DocumentStore:
             return False
         future = self.storage.submit(Forget(doc_id))
         self._hints.track(doc_id, future, hinted=False)
+        # A fresh copy starts from clock 0 again, while the holders keep this node's edits of
+        # the dropped one: a later edit here under the same client id would reuse their
+        # (client, clock) ids and be discarded everywhere as already known.
+        self.storage.new_client_id()
         self._hot.drop(doc_id)
         self._hot.mark_forgotten(doc_id)
         # Loads and writes from now on wait for the drop to commit, then start afresh.

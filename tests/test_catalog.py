@@ -372,6 +372,30 @@ def test_a_forgotten_document_comes_back_when_received_again(tmp_path: Path) -> 
     run(scenario())
 
 
+def test_edits_after_a_forget_never_reuse_the_ids_the_holders_have(tmp_path: Path) -> None:
+    """The node's own edits to a fresh copy of a document it forgot are new to the holders:
+    each write after a forget lands next to every write made before it (a fresh copy starts
+    from clock 0, so the node's client id must change, or the holders would discard them as
+    already known — acknowledged elements lost)."""
+
+    def append(value: str) -> dict[str, Any]:
+        return {"ops": [{"op": "append", "path": ["items"], "values": [value]}]}
+
+    async def scenario() -> None:
+        holder: pycrdt.Doc[Any] = pycrdt.Doc()
+        async with open_store(tmp_path) as store:
+            for round_ in range(3):
+                for i in range(3):
+                    await store.apply_operations("moved", append(f"r{round_}-{i}"))
+                copy = await store.get("moved")
+                holder.apply_update(copy.encode_state(bytes(holder.get_state())))
+                assert await store.forget("moved", bytes(holder.get_state())) is True
+            items = holder.get("items", type=pycrdt.Array)
+            assert sorted(items) == sorted(f"r{r}-{i}" for r in range(3) for i in range(3))
+
+    run(scenario())
+
+
 def test_forget_only_what_a_holder_covers(tmp_path: Path) -> None:
     updates = _text_updates(["alpha ", "beta ", "gamma"])
 

@@ -14,10 +14,14 @@ dropped after a holder's state vector covers it"):
    transaction, unless a write came in since (then the next round sends that too).
 
 The other direction: a node that becomes a holder (a placement change) pulls the document
-from the peers that have it. Both are driven by changes of placement records, by new hints,
-and by links coming up, plus a slow periodic pass; a copy followed by a live client here
-stays until the client leaves. Tombstones are kept where they are (a hinted delete reaches
-the holders through the outbox and anti-entropy, and the tombstone row is small).
+from every peer, and asks each peer that was unreachable again until it has answered.
+Anti-entropy would not repair that: while this node held no copy, its peers left the document
+out of the changes they listed for it, and its checkpoints of their feeds moved past them.
+
+Both directions are driven by changes of placement records, by new hints, plus a slow
+periodic pass; a copy followed by a live client here stays until the client leaves.
+Tombstones are kept where they are (a hinted delete reaches the holders through the outbox and
+anti-entropy, and the tombstone row is small).
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class HandoffStatistics:
     handed_off: int
     pulled: int
     failures: int
+    #: Documents this node newly holds that some peer has not been asked for yet.
+    pulls_pending: int
 
 
 class Handoff:
@@ -81,8 +87,8 @@ class Handoff:
         self._hub = hub
         # Documents to look at on the next round (hints, records that changed, ...).
         self._due: set[str] = set()
-        # Documents this node holds and may lack: pull them from the peers that have them.
-        self._pulls: set[str] = set()
+        # Documents this node newly holds -> the peers not asked yet for what they have.
+        self._pulls: dict[str, set[str]] = {}
         # Documents moved at once.
         self._slots = asyncio.Semaphore(CONCURRENCY)
         # Set when something is due; the loop also wakes every PASS_INTERVAL.
@@ -101,6 +107,7 @@ class Handoff:
             handed_off=self.handed_off,
             pulled=self.pulled,
             failures=self.failures,
+            pulls_pending=len(self._pulls),
         )
 
     def note(self, doc_id: str) -> None:
@@ -110,8 +117,9 @@ class Handoff:
 
     def _record_changed(self, record: PlacementRecord) -> None:
         if self._catalog.holds(record):
-            self._pulls.add(record.doc_id)
+            self._pulls.setdefault(record.doc_id, set()).update(self._replicator.peers)
         else:
+            self._pulls.pop(record.doc_id, None)
             self._due.add(record.doc_id)
         self._wake.set()
 
@@ -130,7 +138,7 @@ class Handoff:
             self._due |= self._store.hints()
             await self._drop_idle_followers()
             due, self._due = self._due, set()
-            pulls, self._pulls = self._pulls, set()
+            pulls = list(self._pulls)
             await asyncio.gather(
                 *(self._one(doc_id, False) for doc_id in due),
                 *(self._one(doc_id, True) for doc_id in pulls),
@@ -148,8 +156,8 @@ class Handoff:
                 log.exception("moving %s failed", doc_id, extra={"doc": doc_id})
                 self.failures += 1
                 done = False
-            if not done:
-                (self._pulls if pull else self._due).add(doc_id)
+            if not done and not pull:  # a pull stays pending until every peer answered
+                self._due.add(doc_id)
 
     async def _drop_idle_followers(self) -> None:
         """Follower copies here that no client used for ``follow_idle`` are given up (the
@@ -233,19 +241,37 @@ class Handoff:
         return dropped
 
     async def _pull(self, doc_id: str) -> bool:
-        """Asks every linked peer for what this node's copy of ``doc_id`` lacks."""
-        sessions = [p.session for p in self._replicator.peers.values() if p.session is not None]
-        if not sessions:
+        """Asks the linked peers not asked yet for what this node's copy of ``doc_id`` lacks;
+        True once every peer has answered."""
+        pending = self._pulls.get(doc_id)
+        if not pending:
+            self._pulls.pop(doc_id, None)
+            return True
+        peers = self._replicator.peers
+        pending.intersection_update(peers)
+        asked = [
+            (node_id, session)
+            for node_id in sorted(pending)
+            if (session := peers[node_id].session) is not None
+        ]
+        if not asked:
             return False
         local = await self._store.lookup(doc_id)
         live = local is not None and not local.deleted
         vector = local.document.state_vector() if local is not None and live else None
         results: list[Any] = await asyncio.gather(
-            *(session.pull(doc_id, vector) for session in sessions), return_exceptions=True
+            *(session.pull(doc_id, vector) for _, session in asked), return_exceptions=True
         )
         if any(result is True for result in results):
             self.pulled += 1
-        return all(not isinstance(result, BaseException) for result in results)
+        for (node_id, _), result in zip(asked, results, strict=True):
+            if not isinstance(result, BaseException):
+                pending.discard(node_id)
+        if pending:
+            return False
+        if self._pulls.get(doc_id) is pending:
+            del self._pulls[doc_id]
+        return True
 
 
 @contextlib.asynccontextmanager

@@ -62,6 +62,7 @@ def _placement(node: Node) -> dict[str, Any]:
             "handed_off": handoff.handed_off,
             "pulled": handoff.pulled,
             "failures": handoff.failures,
+            "pulls_pending": handoff.pulls_pending,
         },
         "records_refused": replicator.records_refused if replicator is not None else 0,
     }

@@ -377,6 +377,11 @@ class NodeCollector:
             yield _counter(
                 "meridian_handoff_failures", "Hand-offs that failed (retried)", handoff.failures
             )
+            yield _gauge(
+                "meridian_pulls_pending",
+                "Documents this node newly holds that a peer has not been asked for yet",
+                handoff.pulls_pending,
+            )
         if node.replicator is not None:
             yield _counter(
                 "meridian_placement_records_refused",
