@@ -128,6 +128,11 @@ class ClusterConfig:
     follow_reads: int = 20
     follow_half_life: float = 60.0
     follow_idle: float = 600.0
+    #: Homes move toward readers: on, the decayed accesses under which a home region is cold,
+    #: and how long a follower copy elsewhere must have been in use before the home moves.
+    rehome: bool = True
+    rehome_reads: float = 5.0
+    rehome_after: float = 600.0
     limits: StoreLimits = field(default_factory=StoreLimits)
     http: HttpLimits = field(default_factory=HttpLimits)
     replication: ReplicationConfig = field(default_factory=ReplicationConfig)
@@ -212,6 +217,9 @@ SCHEMA: dict[str, dict[str, type]] = {
         "follow_reads": int,
         "follow_half_life": float,
         "follow_idle": float,
+        "rehome": bool,
+        "rehome_reads": float,
+        "rehome_after": float,
     },
     "limits": {
         "max_body_bytes": int,
@@ -280,7 +288,8 @@ def _expect(source: str, key: str, value: Any, kind: type) -> Any:
         raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{source}: {key} must be a number of seconds, got {value!r}")
+            what = "a number" if key.endswith("_reads") else "a number of seconds"
+            raise ConfigError(f"{source}: {key} must be {what}, got {value!r}")
         value = float(value)
     if kind in (int, float) and value <= 0:
         raise ConfigError(f"{source}: {key} must be positive, got {value}")
@@ -376,7 +385,15 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
         forward_timeout=values.get("placement", {}).get("forward_timeout", 10.0),
         **{
             key: values.get("placement", {})[key]
-            for key in ("followers", "follow_reads", "follow_half_life", "follow_idle")
+            for key in (
+                "followers",
+                "follow_reads",
+                "follow_half_life",
+                "follow_idle",
+                "rehome",
+                "rehome_reads",
+                "rehome_after",
+            )
             if key in values.get("placement", {})
         },
         limits=StoreLimits(**{k: v for k, v in given.items() if k in store_keys}),

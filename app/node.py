@@ -115,6 +115,9 @@ async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
                     cluster.follow_reads,
                     cluster.follow_half_life,
                     cluster.follow_idle,
+                    cluster.rehome,
+                    cluster.rehome_reads,
+                    cluster.rehome_after,
                 )
             )
             handoff = None

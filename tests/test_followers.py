@@ -58,6 +58,32 @@ def test_idle_follower_copies() -> None:
     assert not ReadTracker(FollowSettings(enabled=False), clock).read("d")
 
 
+def test_a_home_is_cold_when_its_region_barely_uses_it() -> None:
+    clock = Clock()
+    settings = FollowSettings(half_life=60, rehome_reads=5, rehome_after=100)
+    tracker = ReadTracker(settings, clock)
+    # Nothing is cold before the node has been up rehome_after seconds (counts start empty).
+    assert not tracker.cold("d", follower_since=1_000)
+    clock.now += 100
+    assert tracker.cold("d", follower_since=1_000)
+    # A follower copy in use for less than rehome_after does not take the home yet.
+    assert not tracker.cold("d", follower_since=99)
+    for _ in range(5):
+        tracker.access("d")
+    assert tracker.local_count("d") == 5 and not tracker.cold("d", follower_since=1_000)
+    clock.now += 60  # half-life: 2.5 left
+    assert tracker.local_count("d") == pytest.approx(2.5)
+    assert tracker.cold("d", follower_since=1_000)
+    # A steady use above the threshold keeps it: one access every 10 s settles at ~9.
+    for step in range(100):
+        clock.now += 10
+        tracker.access("d")
+        assert step < 5 or not tracker.cold("d", follower_since=1_000)
+    assert tracker.local_count("d") == pytest.approx(1 / (1 - 0.5 ** (10 / 60)), rel=1e-3)
+    assert not ReadTracker(FollowSettings(rehome=False), clock).cold("e", follower_since=10**6)
+    assert not ReadTracker(FollowSettings(enabled=False), clock).cold("e", follower_since=10**6)
+
+
 LAYOUT = {"us-east": 1, "eu-west": 1, "ap-south": 1}
 
 
@@ -153,3 +179,67 @@ def test_a_region_reading_a_document_gains_a_copy_and_drops_it_when_idle(
 
             items = wait_for(complete, timeout=30, what=f"every acknowledged element on {holder}")
             assert len(items) == len(set(items))
+
+
+def test_a_home_moves_to_the_region_that_uses_it(tmp_path: Path) -> None:
+    """A document written once in eu-west, then read and written only from ap-south: ap-south
+    gains a follower copy, the cold home moves there, eu-west's copy is handed off and
+    dropped, ap-south serves every request locally, and nothing acknowledged is lost."""
+    placement = {
+        "replicas": 1,
+        "follow_reads": 5,
+        "follow_half_life": 30.0,
+        "follow_idle": 600.0,
+        "rehome_reads": 2,
+        "rehome_after": 2.0,
+    }
+    cluster = Cluster(tmp_path, LAYOUT, latency_ms=5, placement=placement, seed=SEED).start()
+    try:
+        cluster.wait_links_up()
+        _home_moves(cluster)
+    finally:
+        cluster.close()
+
+
+def _home_moves(cluster: Cluster) -> None:
+    def append(client: httpx.Client, value: object) -> httpx.Response:
+        ops = {"ops": [{"op": "append", "path": ["items"], "values": [value]}]}
+        return client.patch("/v1/docs/wandering", json=ops)
+
+    with cluster["eu-west-1"].client() as client:
+        assert append(client, "born").status_code == 200
+        assert client.get("/v1/docs/wandering/placement").json()["holders"] == ["eu-west-1"]
+    acknowledged = ["born"]
+    with cluster["ap-south-1"].client() as client:
+        wait_for(
+            lambda: client.get("/v1/docs/wandering/placement").status_code == 200,
+            what="the placement record at ap-south-1",
+        )
+
+        def moved() -> bool:
+            # Its readers and writers are here: reads gain a follower copy, writes go on.
+            assert client.get("/v1/docs/wandering").status_code == 200
+            answer = append(client, f"w{len(acknowledged)}")
+            assert answer.status_code == 200, answer.text
+            acknowledged.append(f"w{len(acknowledged)}")
+            body = client.get("/v1/docs/wandering/placement").json()
+            return bool(body["home"] == "ap-south" and body["holders"] == ["ap-south-1"])
+
+        wait_for(moved, timeout=60, what="the home moved to ap-south")
+        wait_for(
+            lambda: "wandering" not in cluster.documents("eu-west-1"),
+            timeout=30,
+            what="the old home's copy dropped",
+        )
+        for index in range(5):
+            answer = append(client, f"after-{index}")
+            assert answer.headers["x-meridian-served-by"] == "ap-south-1"
+            acknowledged.append(f"after-{index}")
+        items = client.get("/v1/docs/wandering", params={"local": "true"}).json()["content"]
+        assert sorted(items["items"]) == sorted(acknowledged)
+        assert client.get("/v1/cluster").json()["placement"]["handoff"]["homes_moved"] == 0
+    # The decision was the old home's, and it does not move back while nobody reads there.
+    view = cluster.cluster_view("eu-west-1")["placement"]["handoff"]
+    assert view["homes_moved"] == 1
+    with cluster["eu-west-1"].client() as client:
+        assert client.get("/v1/docs/wandering/placement").json()["home"] == "ap-south"

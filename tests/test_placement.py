@@ -28,14 +28,18 @@ from app.cluster.placement import (
     StampClock,
     Topology,
     allows_content,
+    followers,
     holders,
     hrw_order,
     merge,
+    move_target,
     nearest_holder,
     nearest_regions,
     regions_of,
     rendezvous,
     resolve_request,
+    with_follower,
+    with_home,
     with_policy,
 )
 from crdt.records import DOCUMENT_ID
@@ -341,6 +345,7 @@ def make_record(
     policy: Policy,
     changed: Stamp,
     follows: dict[str, tuple[Stamp, bool]] | None = None,
+    moved: tuple[str, Stamp] | None = None,
 ) -> Any:
     entries = tuple((region, *follows[region]) for region in sorted(follows or {}))
     return PlacementRecord(
@@ -353,6 +358,7 @@ def make_record(
         policy.pinned,
         changed,
         entries,
+        moved,
     )
 
 
@@ -365,6 +371,7 @@ records = st.builds(
     policies,
     st.one_of(st.just(Stamp.ZERO), stamps),
     st.dictionaries(st.sampled_from(REGIONS), st.tuples(stamps, st.booleans()), max_size=3),
+    st.one_of(st.none(), st.tuples(st.sampled_from(REGIONS), stamps)),
 )
 
 
@@ -377,6 +384,8 @@ def test_merge_any_order_duplication_and_grouping(
     latest = max(changes, key=lambda r: (r.changed, r.policy_fields))
     assert (expected.home, expected.born) == (first.home, first.born)
     assert (expected.policy_fields, expected.changed) == (latest.policy_fields, latest.changed)
+    moves = [r.moved for r in changes if r.moved is not None]
+    assert expected.moved == max(moves, key=lambda m: (m[1], m[0]), default=None)
 
     assert reduce(merge, data.draw(st.permutations(changes))) == expected
     extra = data.draw(st.lists(st.sampled_from(changes), max_size=8))
@@ -410,6 +419,49 @@ def test_first_creation_wins_home_and_last_change_wins_policy() -> None:
     assert merge(us, eu) == merged
     with pytest.raises(ValueError, match="merge"):
         merge(eu, PlacementRecord.new("other", "eu-west", Stamp(1, "eu-west-1")))
+
+
+def test_a_moved_home_anchors_the_regions_and_the_latest_move_wins() -> None:
+    doc = PlacementRecord.new("notes", "us-east", Stamp(1_000, "us-east-1"))
+    doc = with_follower(doc, "ap-south", True, Stamp(1_500, "ap-south-1"))
+    topology = Topology(
+        REGIONS, LATENCY, 1, 1, tuple(Member(f"{region}-1", region) for region in REGIONS)
+    )
+    assert regions_of(doc, topology) == ("us-east",)
+    assert followers(doc, topology) == ("ap-south-1",)
+    moved = with_home(doc, "ap-south", Stamp(2_000, "us-east-1"))
+    assert moved.current_home == "ap-south" and moved.home == "us-east"
+    assert regions_of(moved, topology) == ("ap-south",)
+    # The region now holds it: its follower entry is off, so no follower copy either.
+    assert moved.followers == (("ap-south", Stamp(2_000, "us-east-1"), False),)
+    assert followers(moved, topology) == ()
+    back = with_home(moved, "us-east", Stamp(3_000, "ap-south-1"))
+    assert merge(moved, back) == merge(back, moved) == back
+    assert PlacementRecord.from_json(back.to_json()) == back
+    assert back.to_json()["moved"] == ["us-east", [3_000, "ap-south-1"]]
+    with pytest.raises(PlacementError, match="does not follow"):
+        with_home(back, "eu-west", Stamp(3_000, "ap-south-1"))
+    for bad in (["ap-south"], ["AP", [1, "n"]], "ap-south", ["ap-south", [1]]):
+        with pytest.raises(PlacementError, match="moved"):
+            PlacementRecord.from_json({**doc.to_json(), "moved": bad})
+
+
+def test_a_home_moves_only_toward_a_follower_copy_of_a_policy_it_chose() -> None:
+    members = tuple(Member(f"{region}-1", region) for region in REGIONS)
+    topology = Topology(REGIONS, LATENCY, 1, 1, members)
+    doc = PlacementRecord.new("notes", "us-east", Stamp(1_000, "us-east-1"))
+    assert move_target(doc, topology) is None
+    doc = with_follower(doc, "eu-west", True, Stamp(3_000, "eu-west-1"))
+    doc = with_follower(doc, "ap-south", True, Stamp(2_000, "ap-south-1"))
+    # The follower copy in use the longest.
+    assert move_target(doc, topology) == ("ap-south", Stamp(2_000, "ap-south-1"))
+    doc = with_follower(doc, "ap-south", False, Stamp(4_000, "ap-south-1"))
+    assert move_target(doc, topology) == ("eu-west", Stamp(3_000, "eu-west-1"))
+    # A region that holds the document anyway is no target; nor is any for explicit regions.
+    two = Topology(REGIONS, LATENCY, 2, 1, members)  # us-east and eu-west hold it
+    assert move_target(doc, two) is None
+    listed = with_policy(doc, Policy("regions", ("us-east",), 0, False), Stamp(5_000, "n"))
+    assert move_target(listed, topology) is None
 
 
 def test_with_policy_needs_a_later_stamp() -> None:

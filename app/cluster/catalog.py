@@ -34,8 +34,10 @@ from .placement import (
     followers,
     holders,
     merge,
+    move_target,
     regions_of,
     with_follower,
+    with_home,
     with_policy,
 )
 
@@ -103,13 +105,15 @@ class PlacementCatalog:
         self.refused = 0
         #: The documents of which this node holds a follower copy (by the records).
         self.following: set[str] = set()
+        #: The documents whose home could move toward a follower copy elsewhere and of which
+        #: this node is the home region's first holder (it decides the move).
+        self.movable: set[str] = set()
         for data in store.catalog.values():
             try:
                 record = decode_record(data)
             except PlacementError:
                 continue
-            self.clock.observe(record.born)
-            self.clock.observe(record.changed)
+            self._observe(record)
             self._note_following(record)
 
     # -- reading ---------------------------------------------------------------------------
@@ -190,11 +194,29 @@ class PlacementCatalog:
                 return None
             return await self._put(doc_id, with_follower(current, region, on, self.clock.now()))
 
+    async def move_home(self, doc_id: str, region: str) -> PlacementRecord | None:
+        """Moves ``doc_id``'s home to ``region`` (toward its readers); None when the document
+        has no record."""
+        async with self._lock(doc_id):
+            current = self.get(doc_id)
+            if current is None:
+                return None
+            return await self._put(doc_id, with_home(current, region, self.clock.now()))
+
+    def _observe(self, record: PlacementRecord) -> None:
+        """Moves this node's clock past the record's stamps: its own changes to the record
+        must win over what they replace."""
+        self.clock.observe(record.born)
+        self.clock.observe(record.changed)
+        if record.moved is not None:
+            self.clock.observe(record.moved[1])
+        for _, stamp, _ in record.followers:
+            self.clock.observe(stamp)
+
     async def merge(self, record: PlacementRecord) -> PlacementRecord:
         """Merges ``record`` (made here or received) into the catalog; returns the result.
         Raises StorageError when the commit failed (nothing changed)."""
-        self.clock.observe(record.born)
-        self.clock.observe(record.changed)
+        self._observe(record)
         async with self._lock(record.doc_id):
             current = self.get(record.doc_id)
             merged = record if current is None else merge(current, record)
@@ -214,10 +236,17 @@ class PlacementCatalog:
         return record
 
     def _note_following(self, record: PlacementRecord) -> None:
-        if self.node_id in followers(record, self.topology):
+        topology = self.topology
+        if self.node_id in followers(record, topology):
             self.following.add(record.doc_id)
         else:
             self.following.discard(record.doc_id)
+        first = holders(record, topology)[:1]
+        decides = first == (self.node_id,) and self.region == record.current_home
+        if decides and move_target(record, topology) is not None:
+            self.movable.add(record.doc_id)
+        else:
+            self.movable.discard(record.doc_id)
 
     async def adopt(self) -> int:
         """Gives every document held here without a record one (an upgrade from a release

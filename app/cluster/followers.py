@@ -7,8 +7,17 @@ region's first node in rendezvous order takes it). The count must then fall back
 of the threshold before another gain is proposed (hysteresis: a document read around the
 threshold does not flap). A follower node notes every access it serves; a follower copy idle
 for ``follow_idle`` seconds is dropped (a record change again), and the hand-off drops the copy
-only once the permanent holders cover it. Pure logic with an injected clock; both maps are
-bounded (the least recently touched entries go first).
+only once the permanent holders cover it.
+
+Homes move toward readers: every node also counts, per document, the accesses its own region's
+clients make through it (reads, writes, sync sessions; decayed with the same half-life). A home
+holder whose count stays under ``rehome_reads`` while a follower copy elsewhere has been in use
+for ``rehome_after`` seconds moves the document's home there (:meth:`ReadTracker.cold`); the
+old home's copy is then surplus and handed off. The follower threshold is above the cold one,
+so a document read a little from both sides does not move back and forth.
+
+Pure logic with an injected clock; the maps are bounded (the least recently touched entries go
+first: a forgotten count is a cold one).
 """
 
 from __future__ import annotations
@@ -38,6 +47,12 @@ class FollowSettings:
     half_life: float = 60.0
     #: Seconds without an access after which a follower copy is dropped.
     idle: float = 600.0
+    #: Homes move toward readers (``placement.rehome``).
+    rehome: bool = True
+    #: Decayed accesses of the home region's clients under which the home is cold.
+    rehome_reads: float = 5.0
+    #: Seconds a follower copy must have been in use (and this node up) before a move.
+    rehome_after: float = 600.0
 
 
 class ReadTracker:
@@ -53,6 +68,10 @@ class ReadTracker:
         self._reads: OrderedDict[str, tuple[float, float, bool]] = OrderedDict()
         # doc id -> last access served here from a follower copy.
         self._accessed: OrderedDict[str, float] = OrderedDict()
+        # doc id -> (decayed count, when counted) of this region's clients' accesses here.
+        self._local: OrderedDict[str, tuple[float, float]] = OrderedDict()
+        # Counts start empty at every start: nothing is cold before rehome_after has passed.
+        self._started = clock()
 
     def read(self, doc_id: str) -> bool:
         """Counts one forwarded read; True when it makes the document reach the threshold
@@ -68,6 +87,34 @@ class ReadTracker:
         self._reads[doc_id] = (count, now, armed and not crossed)
         _bound(self._reads)
         return crossed
+
+    def access(self, doc_id: str) -> None:
+        """Counts one access to ``doc_id`` by a client of this node's region."""
+        now = self._clock()
+        count, at = self._local.pop(doc_id, (0.0, now))
+        self._local[doc_id] = (self._decay(count, now - at) + 1.0, now)
+        _bound(self._local)
+
+    def local_count(self, doc_id: str) -> float:
+        """The decayed count of this region's accesses to ``doc_id`` through this node."""
+        count, at = self._local.get(doc_id, (0.0, self._clock()))
+        return self._decay(count, self._clock() - at)
+
+    def cold(self, doc_id: str, follower_since: float) -> bool:
+        """Whether this region's clients use ``doc_id`` so little that its home should move to
+        the region of a follower copy in use for ``follower_since`` seconds."""
+        settings = self.settings
+        if not (settings.enabled and settings.rehome):
+            return False
+        if self._clock() - self._started < settings.rehome_after:
+            return False  # the counts of before the start are gone
+        return (
+            follower_since >= settings.rehome_after
+            and self.local_count(doc_id) < settings.rehome_reads
+        )
+
+    def _decay(self, count: float, seconds: float) -> float:
+        return count * math.pow(0.5, max(seconds, 0.0) / self.settings.half_life)
 
     def touch(self, doc_id: str) -> None:
         """Notes an access served here from a follower copy of ``doc_id``."""

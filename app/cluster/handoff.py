@@ -40,7 +40,7 @@ from ..replication import Replicator, Tracker
 from ..sync import Hub
 from .catalog import PlacementCatalog
 from .followers import ReadTracker
-from .placement import PlacementRecord
+from .placement import PlacementRecord, move_target
 
 __all__ = ["Handoff", "HandoffStatistics", "open_handoff"]
 
@@ -67,6 +67,8 @@ class HandoffStatistics:
     failures: int
     #: Documents this node newly holds that some peer has not been asked for yet.
     pulls_pending: int
+    #: Documents whose home this node moved toward their readers.
+    homes_moved: int
 
 
 class Handoff:
@@ -97,6 +99,7 @@ class Handoff:
         self._surplus = 0
         self.handed_off = 0
         self.pulled = 0
+        self.homes_moved = 0
         self.failures = 0
         catalog.on_change.append(self._record_changed)
 
@@ -108,6 +111,7 @@ class Handoff:
             pulled=self.pulled,
             failures=self.failures,
             pulls_pending=len(self._pulls),
+            homes_moved=self.homes_moved,
         )
 
     def note(self, doc_id: str) -> None:
@@ -137,6 +141,7 @@ class Handoff:
                 await self._scan()
             self._due |= self._store.hints()
             await self._drop_idle_followers()
+            await self._move_cold_homes()
             due, self._due = self._due, set()
             pulls = list(self._pulls)
             await asyncio.gather(
@@ -170,6 +175,30 @@ class Handoff:
             log.info("follower copy of %s idle: dropping it", doc_id, extra={"doc": doc_id})
             await catalog.follow(doc_id, catalog.region, False)
             self._reads.forget(doc_id)
+
+    async def _move_cold_homes(self) -> None:
+        """Homes move toward readers: a document this node decides for (the first holder of
+        its home region) whose home region's clients barely use it, while a follower copy
+        elsewhere has been in use for a while, gets that region as its home; this copy is
+        then surplus, and the hand-off drops it once the new holders cover it."""
+        catalog = self._catalog
+        now = time.time()
+        for doc_id in sorted(catalog.movable):
+            record = catalog.get(doc_id)
+            target = move_target(record, catalog.topology) if record is not None else None
+            if target is None or self._hub.followed(doc_id):
+                continue  # a live client here is a use
+            region, since = target
+            if not self._reads.cold(doc_id, now - since.millis / 1000):
+                continue
+            log.info(
+                "the home of %s moves to %s, where its readers are",
+                doc_id,
+                region,
+                extra={"doc": doc_id},
+            )
+            await catalog.move_home(doc_id, region)
+            self.homes_moved += 1
 
     async def _scan(self) -> None:
         """Every copy here that placement gives to others, and every hint, becomes due."""

@@ -12,7 +12,8 @@ The model (PRODUCT.md, "Placement"):
   writer wins: an id created in two regions during a partition ends up with the earliest
   creation everywhere); the largest ``changed`` gives the policy (last writer wins). Stamps are
   hybrid logical clocks (:class:`StampClock`) with the node id as tie-break, so two changes never
-  carry the same stamp.
+  carry the same stamp. A home can move toward the document's readers (:func:`with_home`, the
+  ``moved`` field, last writer wins); regions are counted from the current home.
 * A :class:`Topology` is what placement needs of the cluster: regions, latencies between them,
   the default number of regions, nodes per region and the member list. :func:`regions_of` turns
   a record into regions; inside each region, weighted rendezvous hashing (:func:`rendezvous`) over
@@ -46,7 +47,7 @@ __all__ = [
     "PlacementError", "MalformedPlacement", "InvalidPlacement",  # errors
     "Stamp", "StampClock",  # stamps
     "PolicyName", "Policy", "PlacementRecord", "merge", "with_policy", "allows_content",  # records
-    "with_follower", "followers",  # follower copies
+    "with_follower", "followers", "with_home", "move_target",  # follower copies, re-homing
     "resolve_request",  # placement requests
     "MemberState", "Member", "Topology",  # topology
     "nearest_regions", "regions_of", "rendezvous", "hrw_order", "holders", "nearest_holder",
@@ -77,6 +78,7 @@ _SHAPES: Final = {
 _MEMBER_STATES: Final = ("joining", "active", "leaving", "removed")
 _RECORD_KEYS: Final = (
     "doc_id", "home", "born", "policy", "regions", "count", "pinned", "changed", "followers",
+    "moved",
 )  # fmt: skip
 _REQUEST_KEYS: Final = ("regions", "replicas", "pinned")
 
@@ -241,6 +243,9 @@ class PlacementRecord:
     #: Regions whose readers gained a follower copy: (region, stamp, on), sorted by region;
     #: per region the latest stamp wins (a follower gained, then dropped when idle).
     followers: tuple[tuple[str, Stamp, bool], ...] = ()
+    #: The home moved toward the document's readers: (region, stamp), the latest stamp wins;
+    #: None while the home is where the document was first written.
+    moved: tuple[str, Stamp] | None = None
 
     def __post_init__(self) -> None:
         _need(_name(self.doc_id, _DOCUMENT_ID), "doc_id must be a document id", self.doc_id)
@@ -278,11 +283,23 @@ class PlacementRecord:
             "followers must be sorted, distinct (region, stamp, on) entries",
             self.followers,
         )
+        moved = self.moved is None or (
+            isinstance(self.moved, tuple)
+            and len(self.moved) == 2
+            and _name(self.moved[0], _REGION_NAME)
+            and isinstance(self.moved[1], Stamp)
+        )
+        _need(moved, "moved must be a (region, stamp) pair", self.moved)
 
     @classmethod
     def new(cls, doc_id: str, home: str, born: Stamp) -> PlacementRecord:
         """The record of a document first written in ``home`` at ``born``: default policy."""
         return cls(doc_id, home, born)
+
+    @property
+    def current_home(self) -> str:
+        """The home region now: where the document moved to, else where it was first written."""
+        return self.moved[0] if self.moved is not None else self.home
 
     @property
     def policy_fields(self) -> Policy:
@@ -306,6 +323,8 @@ class PlacementRecord:
             data["changed"] = self.changed.to_json()
         if self.followers:
             data["followers"] = [[r, stamp.to_json(), on] for r, stamp, on in self.followers]
+        if self.moved is not None:
+            data["moved"] = [self.moved[0], self.moved[1].to_json()]
         return data
 
     @classmethod
@@ -326,6 +345,9 @@ class PlacementRecord:
         ok = isinstance(followers, list) and len(followers) <= MAX_REGIONS
         ok = ok and all(isinstance(f, list) and len(f) == 3 for f in followers)
         _need(ok, "followers must be a list of [region, stamp, on]", followers)
+        moved = data.get("moved")
+        ok = moved is None or (isinstance(moved, list) and len(moved) == 2)
+        _need(ok, "moved must be a list [region, stamp]", moved)
         try:
             return cls(
                 doc_id=data["doc_id"],
@@ -340,6 +362,9 @@ class PlacementRecord:
                     (region, Stamp.from_json(stamp, "a follower's stamp"), on)
                     for region, stamp, on in followers
                 ),
+                moved=None
+                if moved is None
+                else (moved[0], Stamp.from_json(moved[1], "the moved home's stamp")),
             )
         except PlacementError as exc:
             raise PlacementError(f"placement record {_show(data.get('doc_id'))}: {exc}") from None
@@ -347,16 +372,27 @@ class PlacementRecord:
 
 def merge(a: PlacementRecord, b: PlacementRecord) -> PlacementRecord:
     """The join of two copies of one document's record: ``home`` and ``born`` of the smaller
-    ``(born, home)``, the policy of the larger ``(changed, policy fields)``. Commutative,
-    associative and idempotent. Raises :class:`PlacementError` when the doc ids differ."""
+    ``(born, home)``, the policy of the larger ``(changed, policy fields)``, per region the
+    follower entry of the larger ``(stamp, on)``, the ``moved`` home of the larger
+    ``(stamp, region)``. Commutative, associative and idempotent. Raises
+    :class:`PlacementError` when the doc ids differ."""
     if a.doc_id != b.doc_id:
         raise PlacementError(f"cannot merge the records of {a.doc_id!r} and {b.doc_id!r}")
     first = a if (a.born, a.home) <= (b.born, b.home) else b
     latest = a if (a.changed, a.policy_fields) >= (b.changed, b.policy_fields) else b
     followers = _merge_followers(a.followers, b.followers)
-    if first is latest and followers == first.followers:
+    moved = _later_move(a.moved, b.moved)
+    if first is latest and followers == first.followers and moved == first.moved:
         return first
-    return replace(latest, home=first.home, born=first.born, followers=followers)
+    return replace(latest, home=first.home, born=first.born, followers=followers, moved=moved)
+
+
+def _later_move(
+    a: tuple[str, Stamp] | None, b: tuple[str, Stamp] | None
+) -> tuple[str, Stamp] | None:
+    if a is None or b is None:
+        return a if b is None else b
+    return a if (a[1], a[0]) >= (b[1], b[0]) else b
 
 
 def _merge_followers(
@@ -376,6 +412,40 @@ def _merge_followers(
 def with_follower(record: PlacementRecord, region: str, on: bool, stamp: Stamp) -> PlacementRecord:
     """``record`` with ``region``'s follower copy gained (``on``) or dropped at ``stamp``."""
     return replace(record, followers=_merge_followers(record.followers, ((region, stamp, on),)))
+
+
+def with_home(record: PlacementRecord, region: str, stamp: Stamp) -> PlacementRecord:
+    """``record`` with its home moved to ``region`` at ``stamp`` (toward its readers); the
+    region's follower entry is turned off at the same stamp (the region now holds the
+    document). Raises :class:`PlacementError` when ``stamp`` does not follow the last move."""
+    if record.moved is not None and stamp <= record.moved[1]:
+        raise PlacementError(
+            f"a home move stamped {stamp} does not follow the last move {record.moved[1]}"
+        )
+    return replace(
+        record,
+        moved=(region, stamp),
+        followers=_merge_followers(record.followers, ((region, stamp, False),)),
+    )
+
+
+def move_target(record: PlacementRecord, topology: Topology) -> tuple[str, Stamp] | None:
+    """Where the document's home would move if its home region went cold: the region of the
+    follower copy in use the longest (the earliest stamp; ties by name) and that stamp. None
+    for an explicit or pinned policy (the user chose its regions) or without a follower copy
+    outside the regions that hold the document."""
+    if record.pinned or record.policy == "regions":
+        return None
+    held = set(regions_of(record, topology))
+    candidates = [
+        (stamp, region)
+        for region, stamp, on in record.followers
+        if on and region not in held and region in topology.regions
+    ]
+    if not candidates:
+        return None
+    stamp, region = min(candidates)
+    return region, stamp
 
 
 def followers(record: PlacementRecord, topology: Topology) -> tuple[str, ...]:
@@ -533,7 +603,7 @@ def regions_of(record: PlacementRecord, topology: Topology) -> tuple[str, ...]:
     listed that the topology has, by latency from home then name; possibly none. When home is not
     a region of the topology, the topology's first region by name stands in for it.
     """
-    anchor = _anchor(record.home, topology)
+    anchor = _anchor(record.current_home, topology)
     if record.policy == "regions":
         listed = [region for region in record.regions if region in topology.regions]
         return tuple(sorted(listed, key=lambda r: (r != anchor, topology.latency(anchor, r), r)))

@@ -63,6 +63,7 @@ def _placement(node: Node) -> dict[str, Any]:
             "pulled": handoff.pulled,
             "failures": handoff.failures,
             "pulls_pending": handoff.pulls_pending,
+            "homes_moved": handoff.homes_moved,
         },
         "records_refused": replicator.records_refused if replicator is not None else 0,
     }

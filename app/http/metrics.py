@@ -377,6 +377,11 @@ class NodeCollector:
             yield _counter(
                 "meridian_handoff_failures", "Hand-offs that failed (retried)", handoff.failures
             )
+            yield _counter(
+                "meridian_homes_moved",
+                "Documents whose home this node moved toward their readers",
+                handoff.homes_moved,
+            )
             yield _gauge(
                 "meridian_pulls_pending",
                 "Documents this node newly holds that a peer has not been asked for yet",

@@ -63,7 +63,7 @@ def placement_view(node: Node, record: PlacementRecord) -> dict[str, Any]:
         "regions": list(catalog.regions(record)),
         "replicas": record.count if record.policy == "count" else None,
         "pinned": record.pinned,
-        "home": record.home,
+        "home": record.current_home,
         "holders": list(catalog.holders(record)),
         "followers": list(catalog.followers(record)),
     }
@@ -122,7 +122,7 @@ async def put_placement(request: Request, doc_id: str) -> dict[str, Any]:
     body = parse_json(await read_body(request, MAX_BODY))
     catalog = node.catalog
     current = catalog.get(doc_id)
-    home = current.home if current is not None else node.region
+    home = current.current_home if current is not None else node.region
     if current is not None and current.pinned and isinstance(body, dict) and "pinned" not in body:
         # A change that does not mention the pin keeps it (releasing one is said explicitly).
         body = {**body, "pinned": True}

@@ -163,21 +163,25 @@ async def _plan(
         # Nobody has written it as far as this node knows: answer here (a 404).
         decision = Route("local", decision.holders)
     if not draft:
-        await _follow_readers(node, record, decision, write=write, forwarded=source is not None)
+        await _follow_readers(node, record, decision, write=write, source=source)
     return Plan(decision, record, draft, source)
 
 
 async def _follow_readers(
-    node: Node, record: PlacementRecord, decision: Route, *, write: bool, forwarded: bool
+    node: Node, record: PlacementRecord, decision: Route, *, write: bool, source: str | None
 ) -> None:
     """Copies follow readers: a read this node forwards counts toward a follower copy in its
     region (docs/design.md, "Placement"); an access served from a follower copy here keeps
-    it from going idle."""
+    it from going idle; an access of this region's clients served here keeps the home from
+    moving away."""
     reads = node.reads
-    if decision.action == "local" and record.doc_id in node.catalog.following:
-        reads.touch(record.doc_id)
+    if decision.action == "local":
+        if source is None or node.catalog.region_of(source) == node.region:
+            reads.access(record.doc_id)
+        if record.doc_id in node.catalog.following:
+            reads.touch(record.doc_id)
         return
-    if write or forwarded or decision.action != "forward" or node.replicator is None:
+    if write or source is not None or decision.action != "forward" or node.replicator is None:
         return
     if record.pinned or node.region in node.catalog.regions(record):
         return
