@@ -17,7 +17,10 @@ loopback, with no emulated latency. Three placements, each on a fresh cluster:
 
 a. everywhere: ``replicas = 3`` (every region holds every document);
 b. static: ``replicas = 1`` (only the home region, where the document was first written);
-c. copies follow readers: ``replicas = 1``, ``followers = true``, ``follow_reads = 5``.
+c. copies follow readers: ``replicas = 1``, ``followers = true``, ``follow_reads = 5``,
+   ``rehome = false``;
+d. homes follow readers: (c) with ``rehome = true``, ``rehome_reads = 2.5``,
+   ``rehome_after = 20`` (a cold home moves to the region of a follower copy in use).
 
 Workload: N documents, document i created at region i % 3 (its home) and "owned" by the next
 region (its readers are there). Each region reads at a paced rate, 90% of its reads on the
@@ -86,11 +89,19 @@ class Placement:
 
 
 FOLLOW = {"follow_reads": 5, "follow_half_life": 60.0, "follow_idle": 600.0}
+#: (d): a home whose region reads it less than a third as often as a follower gains a copy,
+#: while the follower copy has been in use for 20 s, moves there.
+REHOME = {"rehome": True, "rehome_reads": 2.5, "rehome_after": 20.0}
 CONFIGS = {
     "a": Placement("everywhere", {"replicas": 3, "followers": False}),
     "b": Placement("static", {"replicas": 1, "followers": False}),
-    "c": Placement("copies follow readers", {"replicas": 1, "followers": True, **FOLLOW}),
+    "c": Placement(
+        "copies follow readers", {"replicas": 1, "followers": True, **FOLLOW, "rehome": False}
+    ),
+    "d": Placement("homes follow readers", {"replicas": 1, "followers": True, **FOLLOW, **REHOME}),
 }
+#: The placements in which copies follow readers (warm-up until they settle).
+FOLLOWING = ("c", "d")
 
 
 @dataclass(frozen=True)
@@ -451,30 +462,54 @@ async def follower_regions(cluster: PlacementCluster, work: Workload) -> list[se
         await connection.close()
 
 
+async def homes_of(cluster: PlacementCluster, work: Workload) -> list[str]:
+    """Each document's home region now, from its placement record at us-east-1."""
+    port = cluster.ports[cluster.first(REGIONS[0])]
+    connection = await single.HttpConnection.open(port)
+    try:
+        out = []
+        for doc_id in work.ids:
+            status, body = await connection.send(single.get_request(f"/v1/docs/{doc_id}/placement"))
+            if status != 200:
+                raise RuntimeError(f"GET /v1/docs/{doc_id}/placement: {status} {body[:200]!r}")
+            out.append(json.loads(body)["home"])
+        return out
+    finally:
+        await connection.close()
+
+
 async def warm_up(
     cluster: PlacementCluster, work: Workload, sizes: Sizes, rng: random.Random, follows: bool
 ) -> str:
-    """Rounds of the workload until one gains no follower copy and does not raise the share
-    of reads served in region beyond its noise (two standard errors); two rounds at least.
-    Returns what it saw."""
+    """Rounds of the workload until one changes no copy (gains no follower copy, moves no
+    home) and does not raise the share of reads served in region beyond its noise (two
+    standard errors); two rounds at least. Returns what it saw."""
     started, seen = time.perf_counter(), []
     count = int(sizes.rate * sizes.round_seconds)
     while True:
         plans = {region: work.plan(region, count, rng) for region in REGIONS}
         share = in_region(cluster, await read_phase(cluster, work, plans, sizes))
         followers = sum(map(len, await follower_regions(cluster, work))) if follows else 0
-        seen.append((share, followers))
+        copies = await copies_held(cluster) if follows else {}
+        seen.append((share, followers, copies))
         elapsed = time.perf_counter() - started
         if len(seen) >= 2:
-            before, gained = seen[-2][0], followers - seen[-2][1]
+            before, changed = seen[-2][0], (followers, copies) != seen[-2][1:]
             noise = 2 * math.sqrt(max(before * (1 - before), 0.01) / (count * len(REGIONS)))
-            if gained == 0 and share <= before + noise:
+            if not changed and share <= before + noise:
                 break
         if elapsed > sizes.max_warmup:
             progress.log(f"  warm-up not stable after {elapsed:.0f} s; measuring anyway")
             break
-    rounds = ", ".join(f"{s:.0%}/{f}" for s, f in seen)
-    return f"warm-up {elapsed:.0f} s, {len(seen)} rounds (in-region share/followers: {rounds})"
+    rounds = ", ".join(f"{s:.0%}/{f}/{sum(c.values())}" for s, f, c in seen)
+    return (
+        f"warm-up {elapsed:.0f} s, {len(seen)} rounds (in-region share/followers/copies: {rounds})"
+    )
+
+
+async def copies_held(cluster: PlacementCluster) -> dict[str, int]:
+    """Documents each node holds (its listing)."""
+    return {node: len(await listing(port)) for node, port in cluster.ports.items()}
 
 
 async def direct_reads(cluster: PlacementCluster, work: Workload, count: int) -> list[float]:
@@ -512,22 +547,23 @@ def declare(figures: Figures, configs: Sequence[str], balance: bool) -> None:
     def add(key: str, name: str, unit: str, **kw: Any) -> None:
         figures[key] = single.Figure(name, unit, **kw)
 
-    if "c" in configs:
+    if set(FOLLOWING) & set(configs):
         add("ceiling", "workload: reads of docs homed or owned in the caller's region", "%",
             digits=1)  # fmt: skip
     for key in configs:
         label = f"({key}) {CONFIGS[key].label}"
-        goal = {"target": ">= 95%", "check": lambda v: v >= 95} if key == "c" else {}
+        goal = {"target": ">= 95%", "check": lambda v: v >= 95} if key in FOLLOWING else {}
         add(f"{key}_local", f"{label}: reads served in the caller's region", "%", digits=1, **goal)
         add(f"{key}_p50", f"{label}: read latency p50", "ms", digits=2)
         add(f"{key}_p99", f"{label}: read latency p99", "ms", digits=1)
         add(f"{key}_copies", f"{label}: copies per document", "", digits=2)
         add(f"{key}_bytes", f"{label}: stored bytes, all nodes", "bytes")
-    if {"a", "c"} <= set(configs):
-        add("p50_ratio", "(c) p50 / (a) p50, same run", "%", digits=1, target="<= 110%",
-            check=lambda v: v <= 110)  # fmt: skip
-        add("bytes_ratio", "(c) stored bytes / (a), same run", "%", digits=1, target="<= 50%",
-            check=lambda v: v <= 50)  # fmt: skip
+    for key in FOLLOWING:
+        if {"a", key} <= set(configs):
+            add(f"{key}_p50_ratio", f"({key}) p50 / (a) p50, same run", "%", digits=1,
+                target="<= 110%", check=lambda v: v <= 110)  # fmt: skip
+            add(f"{key}_bytes_ratio", f"({key}) stored bytes / (a), same run", "%", digits=1,
+                target="<= 50%", check=lambda v: v <= 50)  # fmt: skip
     if "b" in configs:
         pair = f"{NEAREST[0]}<->{NEAREST[1]}"
         add("fwd_p50", f"(b) forwarding overhead over the RTT, {pair}, p50", "ms", digits=2)
@@ -554,7 +590,7 @@ async def bench_config(
             await wait_placed(cluster, work, len(REGIONS) if key == "a" else 1)
         rng = random.Random(1000 * run + ord(key))
         with progress.step(f"  ({key}) warm-up"):
-            warm = await warm_up(cluster, work, sizes, rng, follows=key == "c")
+            warm = await warm_up(cluster, work, sizes, rng, follows=key in FOLLOWING)
         pids = cluster.pids()
         cpu = {n: single._cpu_seconds(f"/proc/{p}/stat") for n, p in pids.items()}
         generator = time.process_time()
@@ -571,9 +607,10 @@ async def bench_config(
         forwarded = await forwarded_total(cluster) - forwarded_before
         direct = await direct_reads(cluster, work, 200 if sizes.full else 40) if key == "b" else []
         with progress.step(f"  ({key}) counting copies and stored bytes"):
-            held = {node: len(await listing(port)) for node, port in cluster.ports.items()}
+            held = await copies_held(cluster)
             stored = await stored_bytes_after(cluster, ended)
-        followers = await follower_regions(cluster, work) if key == "c" else []
+        followers = await follower_regions(cluster, work) if key in FOLLOWING else []
+        homes = await homes_of(cluster, work) if key == "d" else []
     ok = [r for r in reads if r.status == 200]
     errors = Counter(r.status for r in reads if r.status != 200)
     local = in_region(cluster, reads)
@@ -617,7 +654,7 @@ async def bench_config(
             for (a, b), v in sorted(by_pair.items())
         )
         detail += f"; forwarding overhead by caller->holder region: {pairs}"
-    if key == "c":
+    if key in FOLLOWING:
         owned = [i for i, (h, o) in enumerate(zip(work.home, work.owner, strict=True)) if h != o]
         gained = sum(work.owner[i] in followers[i] for i in owned)
         extra = sum(len(f - {work.owner[i]}) for i, f in enumerate(followers))
@@ -625,6 +662,9 @@ async def bench_config(
             f"; follower copies at the end: {gained} of {len(owned)} documents followed in "
             f"their owner region, {extra} follower copies elsewhere"
         )
+    if key == "d":
+        moved = sum(homes[i] == work.owner[i] != work.home[i] for i in range(len(work.ids)))
+        detail += f"; homes moved to their owner region: {moved} of {len(work.ids)} documents"
     figures[f"{key}_local"].details.append(detail)
     progress.log(
         f"  ({key}) run {run + 1}: in region {local:.1%}, p50 "
@@ -689,11 +729,12 @@ async def run_all(
             # The order alternates so that drift over a run favours no placement.
             for key in configs if run % 2 == 0 else configs[::-1]:
                 await bench_config(figures, work_dir, sizes, run, key, work, plans)
-            if "p50_ratio" in figures:
-                a, c = figures["a_p50"].values[-1], figures["c_p50"].values[-1]
-                figures["p50_ratio"].values.append(100 * c / a)
-                a, c = figures["a_bytes"].values[-1], figures["c_bytes"].values[-1]
-                figures["bytes_ratio"].values.append(100 * c / a)
+            for key in FOLLOWING:
+                if f"{key}_p50_ratio" in figures:
+                    a, x = figures["a_p50"].values[-1], figures[f"{key}_p50"].values[-1]
+                    figures[f"{key}_p50_ratio"].values.append(100 * x / a)
+                    a, x = figures["a_bytes"].values[-1], figures[f"{key}_bytes"].values[-1]
+                    figures[f"{key}_bytes_ratio"].values.append(100 * x / a)
     if balance:
         progress.section("balance", runs)
         for run in progress.runs("balance", runs):
@@ -720,7 +761,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="small sizes, 1 run by default")
     parser.add_argument("--runs", type=int, default=None, help="runs per figure (default 3)")
-    parser.add_argument("--configs", default="a,b,c", help="placements to run: subset of a,b,c")
+    parser.add_argument("--configs", default="a,b,c,d", help="placements to run: subset of a,b,c,d")
     parser.add_argument("--no-balance", action="store_true", help="skip the balance figure")
     parser.add_argument(
         "--moved", type=float, default=1.0,
@@ -750,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(work_dir, ignore_errors=True)
     machine["uptime at end"] = shell("uptime")
     follow = ", ".join(f"{k} = {toml_value(v)}" for k, v in FOLLOW.items())
+    rehome = ", ".join(f"{k} = {toml_value(v)}" for k, v in REHOME.items())
     lines = ["Machine:", *(f"  {key}: {value}" for key, value in machine.items())]
     lines += [
         "  note: the nodes, the WAN proxies and the load generator share the machine's cores",
@@ -757,7 +799,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Results (median of {runs} run(s){', QUICK sizes' if args.quick else ''}; "
         f"{sizes.documents} documents, {sizes.reads} reads per region at {sizes.rate:g}/s, "
         f"{OWNED_SHARE:.0%} on the region's own, {args.moved:.0%} of documents owned outside "
-        f"their home; (c): {follow}; took {time.perf_counter() - started:.0f}s):",
+        f"their home; (c): {follow}; (d): the same and {rehome}; "
+        f"took {time.perf_counter() - started:.0f}s):",
         "",
         table(figures, sizes.full),
         "",
