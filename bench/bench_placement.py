@@ -134,27 +134,31 @@ def toml_value(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Workload:
-    """Document i: home region i % 3; owner (where 90% of its reads come from) the next
-    region, for the first ``moved`` share of each home region's documents, else the home."""
+    """Document i: home region i % 3; owner (the region whose reads go ``owned`` of the time
+    to the documents it owns) the next region, for the first ``moved`` share of each home
+    region's documents, else the home."""
 
     ids: tuple[str, ...]
     home: tuple[str, ...]
     owner: tuple[str, ...]
+    owned: float = OWNED_SHARE
 
     @classmethod
-    def make(cls, count: int, moved: float, prefix: str = "doc") -> Workload:
+    def make(
+        cls, count: int, moved: float, prefix: str = "doc", owned: float = OWNED_SHARE
+    ) -> Workload:
         per_region = count // len(REGIONS)
         home = [REGIONS[i % 3] for i in range(count)]
         owner = [REGIONS[(i + 1) % 3] if i // 3 < round(moved * per_region) else home[i]
                  for i in range(count)]  # fmt: skip
         ids = tuple(f"{prefix}-{i:05d}" for i in range(count))
-        return cls(ids, tuple(home), tuple(owner))
+        return cls(ids, tuple(home), tuple(owner), owned)
 
     def plan(self, region: str, count: int, rng: random.Random) -> list[int]:
-        """``count`` document indexes read from ``region``: 90% among those it owns."""
+        """``count`` document indexes read from ``region``: ``owned`` among those it owns."""
         owned = [i for i, owner in enumerate(self.owner) if owner == region]
         others = [i for i, owner in enumerate(self.owner) if owner != region]
-        return [rng.choice(owned if rng.random() < OWNED_SHARE else others) for _ in range(count)]
+        return [rng.choice(owned if rng.random() < self.owned else others) for _ in range(count)]
 
     def ceiling(self, plans: dict[str, list[int]]) -> float:
         """Share of the planned reads that a copy in the home region and one follower copy
@@ -479,26 +483,34 @@ async def homes_of(cluster: PlacementCluster, work: Workload) -> list[str]:
 
 
 async def warm_up(
-    cluster: PlacementCluster, work: Workload, sizes: Sizes, rng: random.Random, follows: bool
+    cluster: PlacementCluster,
+    work: Workload,
+    sizes: Sizes,
+    rng: random.Random,
+    follows: bool,
+    settle: float = 0.0,
 ) -> str:
-    """Rounds of the workload until one changes no copy (gains no follower copy, moves no
-    home) and does not raise the share of reads served in region beyond its noise (two
-    standard errors); two rounds at least. Returns what it saw."""
+    """Rounds of the workload until no copy changed (no follower copy gained, no home moved)
+    for ``settle`` seconds and the last round did not raise the share of reads served in
+    region beyond its noise (two standard errors); two rounds at least. Returns what it saw."""
     started, seen = time.perf_counter(), []
     count = int(sizes.rate * sizes.round_seconds)
+    last_change = started
     while True:
         plans = {region: work.plan(region, count, rng) for region in REGIONS}
         share = in_region(cluster, await read_phase(cluster, work, plans, sizes))
         followers = sum(map(len, await follower_regions(cluster, work))) if follows else 0
         copies = await copies_held(cluster) if follows else {}
         seen.append((share, followers, copies))
-        elapsed = time.perf_counter() - started
+        now = time.perf_counter()
+        elapsed = now - started
         if len(seen) >= 2:
             before, changed = seen[-2][0], (followers, copies) != seen[-2][1:]
+            last_change = now if changed else last_change
             noise = 2 * math.sqrt(max(before * (1 - before), 0.01) / (count * len(REGIONS)))
-            if not changed and share <= before + noise:
+            if not changed and now - last_change >= settle and share <= before + noise:
                 break
-        if elapsed > sizes.max_warmup:
+        if elapsed > sizes.max_warmup + settle:
             progress.log(f"  warm-up not stable after {elapsed:.0f} s; measuring anyway")
             break
     rounds = ", ".join(f"{s:.0%}/{f}/{sum(c.values())}" for s, f, c in seen)
@@ -590,7 +602,10 @@ async def bench_config(
             await wait_placed(cluster, work, len(REGIONS) if key == "a" else 1)
         rng = random.Random(1000 * run + ord(key))
         with progress.step(f"  ({key}) warm-up"):
-            warm = await warm_up(cluster, work, sizes, rng, follows=key in FOLLOWING)
+            # (d): a home moves rehome_after seconds after its follower copy appeared, at
+            # the next hand-off pass (every 5 s), and its old copy goes once covered.
+            settle = REHOME["rehome_after"] + 10 if key == "d" else 0.0
+            warm = await warm_up(cluster, work, sizes, rng, follows=key in FOLLOWING, settle=settle)
         pids = cluster.pids()
         cpu = {n: single._cpu_seconds(f"/proc/{p}/stat") for n, p in pids.items()}
         generator = time.process_time()
@@ -714,11 +729,17 @@ async def bench_balance(figures: Figures, work_dir: Path, sizes: Sizes, run: int
 
 
 async def run_all(
-    configs: list[str], balance: bool, sizes: Sizes, runs: int, moved: float, work_dir: Path
+    configs: list[str],
+    balance: bool,
+    sizes: Sizes,
+    runs: int,
+    moved: float,
+    work_dir: Path,
+    owned: float = OWNED_SHARE,
 ) -> Figures:
     figures: Figures = {}
     declare(figures, configs, balance)
-    work = Workload.make(sizes.documents, moved)
+    work = Workload.make(sizes.documents, moved, owned=owned)
     if configs:
         progress.section(f"placements {','.join(configs)}", runs)
         for run in progress.runs("placements", runs):
@@ -767,6 +788,10 @@ def main(argv: list[str] | None = None) -> int:
         "--moved", type=float, default=1.0,
         help="share of documents mostly read outside their home region (default 1)",
     )  # fmt: skip
+    parser.add_argument(
+        "--owned", type=float, default=OWNED_SHARE,
+        help="share of a region's reads on the documents it owns (default 0.9)",
+    )  # fmt: skip
     parser.add_argument("--data-root", default=None, help="where data directories go")
     parser.add_argument("--markdown", default=None, help="also write the table there")
     args = parser.parse_args(argv)
@@ -774,6 +799,8 @@ def main(argv: list[str] | None = None) -> int:
     configs = [c for c in args.configs.split(",") if c]
     if unknown := set(configs) - set(CONFIGS):
         parser.error(f"unknown placements: {', '.join(sorted(unknown))}")
+    if not 0 < args.owned <= 1:
+        parser.error("--owned is a share between 0 and 1")
     if not 0 <= args.moved <= 1:
         parser.error("--moved is a share between 0 and 1")
     sizes = QUICK if args.quick else FULL
@@ -785,7 +812,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     try:
         figures = asyncio.run(
-            run_all(configs, not args.no_balance, sizes, runs, args.moved, work_dir)
+            run_all(configs, not args.no_balance, sizes, runs, args.moved, work_dir, args.owned)
         )
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
@@ -798,7 +825,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Results (median of {runs} run(s){', QUICK sizes' if args.quick else ''}; "
         f"{sizes.documents} documents, {sizes.reads} reads per region at {sizes.rate:g}/s, "
-        f"{OWNED_SHARE:.0%} on the region's own, {args.moved:.0%} of documents owned outside "
+        f"{args.owned:.0%} on the region's own, {args.moved:.0%} of documents owned outside "
         f"their home; (c): {follow}; (d): the same and {rehome}; "
         f"took {time.perf_counter() - started:.0f}s):",
         "",
