@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import random
 import signal
 import socket
 import sys
@@ -409,6 +410,26 @@ def demo(args: argparse.Namespace) -> int:
     )
 
 
+def torture_command(args: argparse.Namespace) -> int:
+    from .tools.torture import TortureOptions, run_torture
+
+    faults = tuple(f for f in args.faults.split(",") if f) if args.faults != "none" else ()
+    return run_torture(
+        TortureOptions(
+            seed=args.seed if args.seed is not None else random.SystemRandom().randrange(2**32),
+            duration=args.duration,
+            regions=args.regions,
+            nodes=args.nodes,
+            clients=args.clients,
+            documents=args.documents,
+            faults=faults,
+            data=Path(args.data) if args.data else None,
+            converge_timeout=args.converge_timeout,
+            max_rss_mb=args.max_rss_mb,
+        )
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="meridian", description="Meridian document store")
     parser.add_argument("--version", action="version", version=f"meridian {VERSION}")
@@ -543,6 +564,36 @@ def build_parser() -> argparse.ArgumentParser:
         "(python -m app.tools.wan_service --control), where a region is cut off and healed",
     )
     p.set_defaults(func=demo)
+
+    p = commands.add_parser(
+        "torture",
+        help="a Jepsen-style run: a local cluster under faults and writes, then the checks",
+    )
+    p.add_argument("--seed", type=int, default=None, help="replays a run (default: random)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds of faults and writes")
+    p.add_argument("--regions", type=int, default=3, help="regions of the local cluster (1-6)")
+    p.add_argument("--nodes", type=int, default=2, help="nodes per region")
+    p.add_argument("--clients", type=int, default=12, help="concurrent writers")
+    p.add_argument("--documents", type=int, default=6, help="documents written to")
+    p.add_argument(
+        "--faults",
+        default="partition,bridge,one-way,kill,pause,restart",
+        help="comma-separated faults the nemesis draws from, or 'none'",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="directory for the nodes' data, the topology and the history (default: a "
+        "temporary one, removed after a passing run)",
+    )
+    p.add_argument(
+        "--converge-timeout",
+        type=float,
+        default=60.0,
+        help="seconds after the heal for every copy to converge",
+    )
+    p.add_argument("--max-rss-mb", type=float, default=1024.0, help="memory bound per node")
+    p.set_defaults(func=torture_command, log_level="warning")
 
     p = commands.add_parser("token", help="access tokens for clients")
     tokens = p.add_subparsers(dest="token_command", required=True)

@@ -483,19 +483,23 @@ class LocalCluster:
                 proxy_host, proxy_port = proxy.address
                 dialer.peer_args += ["--peer", f"{acceptor.node_id}={proxy_host}:{proxy_port}"]
         for node in self.nodes.values():
-            try:
-                node.data_dir.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise DemoError(f"cannot create {node.data_dir}: {exc.strerror}") from exc
-            node.process = await asyncio.create_subprocess_exec(
-                *node.command(self.config_path),
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT,
-                env=self._env,
-                # Its own process group: Ctrl-C reaches the demo, which stops the nodes in order.
-                process_group=0,
-            )
-            node.drain = asyncio.create_task(self._drain(node), name=f"{node.node_id} output")
+            await self.spawn(node)
+
+    async def spawn(self, node: LocalNode) -> None:
+        """Starts ``node``'s process (again, after it exited), without waiting for it."""
+        try:
+            node.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DemoError(f"cannot create {node.data_dir}: {exc.strerror}") from exc
+        node.process = await asyncio.create_subprocess_exec(
+            *node.command(self.config_path),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=self._env,
+            # Its own process group: Ctrl-C reaches the demo, which stops the nodes in order.
+            process_group=0,
+        )
+        node.drain = asyncio.create_task(self._drain(node), name=f"{node.node_id} output")
 
     @staticmethod
     async def _drain(node: LocalNode) -> None:

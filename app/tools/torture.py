@@ -1,0 +1,543 @@
+"""``meridian torture``: a Jepsen-style run against a local cluster, with a verdict.
+
+It writes a topology of its own (3 regions of 2 nodes by default, loopback ports, the WAN
+emulator between regions, placement with 2 regions per document), starts every node as a
+real ``meridian serve`` process, and then, for ``--duration`` seconds:
+
+* **workload**: clients append unique elements to a few documents' root array ``items``
+  (``PATCH``), each request to a random node with a random durability level; now and then a
+  client reads its acknowledged write back from another node with ``after=`` (read-your-writes
+  across regions: a 200 without the element is a violation, a 503 ``after_not_reached`` is not);
+* **nemesis**: one fault at a time, held a few seconds, then healed — a region cut off, a
+  bridge (two regions cut apart, both reaching the third), a one-way cut, SIGKILL of a node
+  (started again at the heal), SIGSTOP of a node (SIGCONT at the heal), a graceful restart.
+
+Then it heals everything, waits for the peer links, and polls every holder's copy of every
+document until they converge; the checks (:mod:`app.tools.torture_check`): every
+acknowledged element present exactly once on every holder, nothing present that was refused
+or never written, indeterminate writes at most once, every holder's digest equal, writes
+acknowledged on both sides of every partition, no read-your-writes violation, every node's
+memory under ``--max-rss-mb``. It prints a report (the faults' timeline with the writes
+during each, counts, convergence time) and writes the whole history as JSON lines; the exit
+status is 0 only when every check held.
+
+``--seed`` replays the same schedule of faults and the same sequence of choices per client;
+the interleaving of requests and faults still depends on timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..config import load_config
+from .demo_cluster import DemoError, LocalCluster, LocalNode, open_cluster
+from .torture_check import Copy, Op, Verdict, check, outcome_of
+
+__all__ = ["FAULTS", "TortureOptions", "run_torture"]
+
+#: The faults the nemesis draws from.
+FAULTS = ("partition", "bridge", "one-way", "kill", "pause", "restart")
+REGION_NAMES = ("us-east", "eu-west", "ap-south", "sa-east", "af-south", "me-central")
+#: One-way latency between two regions of the run, in milliseconds.
+LATENCY_MS = 20.0
+#: Replication settings of the run: faults are detected within ~1.5 s.
+REPLICATION = {
+    "heartbeat_interval": 0.2,
+    "link_timeout": 1.5,
+    "reconnect_min": 0.05,
+    "reconnect_max": 0.5,
+    "anti_entropy_interval": 1.0,
+    "durability_timeout": 2.0,
+    "after_timeout": 2.0,
+}
+#: Seconds a client waits for one answer.
+REQUEST_TIMEOUT = 8.0
+#: Share of acknowledged writes read back from another node with after=.
+READ_BACK = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class TortureOptions:
+    seed: int
+    duration: float = 60.0
+    regions: int = 3
+    nodes: int = 2
+    clients: int = 12
+    documents: int = 6
+    faults: tuple[str, ...] = FAULTS
+    #: Where the nodes' data, the topology and the history go (default: a temporary directory,
+    #: removed after a passing run; a failing run keeps it).
+    data: Path | None = None
+    #: Seconds after the heal for the copies to converge before the run fails.
+    converge_timeout: float = 60.0
+    max_rss_mb: float = 1024.0
+
+
+@dataclass(slots=True)
+class Fault:
+    kind: str
+    target: str
+    start: float
+    end: float | None = None
+
+
+@dataclass(slots=True)
+class Run:
+    """What one run saw, for the report."""
+
+    options: TortureOptions
+    started: float = field(default_factory=time.monotonic)
+    ops: list[Op] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    read_backs: int = 0
+    read_back_violations: list[str] = field(default_factory=list)
+    read_back_not_reached: int = 0
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+
+def write_topology(root: Path, options: TortureOptions) -> Path:
+    """A regions.toml for the run: free loopback ports, equal latencies, fast failure
+    detection, 2 regions per document (1 when the run has one region)."""
+    names = REGION_NAMES[: options.regions]
+    lines = ['[cluster]\nname = "torture"\nsecret_env = "MERIDIAN_CLUSTER_SECRET"\n']
+    lines.append("[placement]")
+    lines.append(f"replicas = {min(2, len(names))}")
+    lines.append("nodes_per_region = 1")
+    lines.append("forward_timeout = 3.0\n")
+    lines.append("[replication]")
+    lines += [f"{key} = {value}" for key, value in REPLICATION.items()]
+    for name in names:
+        nodes = ", ".join(f'"127.0.0.1:{_free_port()}"' for _ in range(options.nodes))
+        lines.append(f"\n[regions.{name}]\nnodes = [{nodes}]")
+    lines.append("\n[latency]")
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            lines.append(f'"{a}:{b}" = {LATENCY_MS}')
+    path = root / "regions.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+# -- faults ------------------------------------------------------------------------------
+
+
+class Nemesis:
+    """One fault at a time on ``cluster``, drawn with ``rng`` from ``kinds``."""
+
+    def __init__(
+        self, cluster: LocalCluster, run: Run, rng: random.Random, say: Callable[[str], None]
+    ) -> None:
+        self.cluster = cluster
+        self.run = run
+        self.rng = rng
+        self.say = say
+        regions = sorted({node.region for node in cluster.nodes.values()})
+        self.regions = regions
+        # Faults between regions need two of them (a bridge three).
+        self.kinds = [
+            kind
+            for kind in run.options.faults
+            if not (kind in ("partition", "one-way") and len(regions) < 2)
+            and not (kind == "bridge" and len(regions) < 3)
+        ]
+
+    async def loop(self, until: float) -> None:
+        """Faults until ``until`` (seconds of the run); each healed before the next."""
+        while self.kinds and self.run.now() < until - 8:
+            await asyncio.sleep(self.rng.uniform(1.0, 3.0))
+            kind = self.rng.choice(self.kinds)
+            hold = self.rng.uniform(3.0, 6.0)
+            await self.inject(kind, hold)
+
+    async def inject(self, kind: str, hold: float) -> None:
+        cluster, rng = self.cluster, self.rng
+        wan = cluster.wan
+        node = rng.choice(sorted(cluster.nodes))
+        picked = [*rng.sample(self.regions, min(3, len(self.regions))), "", "", ""]
+        a, b, c = picked[:3]
+        heal: Callable[[], Any]
+        if kind == "partition":
+            target, heal = a, lambda: wan.rejoin(a)
+            wan.isolate(a)
+        elif kind == "bridge":
+            target, heal = f"{a}|{c} (both reach {b})", lambda: wan.restore(a, c)
+            wan.cut(a, c)
+        elif kind == "one-way":
+            target, heal = f"{a}->{b}", lambda: wan.restore(a, b, one_way=True)
+            wan.cut(a, b, one_way=True)
+        elif kind == "kill":
+            target = node
+            await _signal(cluster.nodes[node], signal.SIGKILL)
+            heal = lambda: self._start(node)  # noqa: E731
+        elif kind == "pause":
+            target = node
+            await _signal(cluster.nodes[node], signal.SIGSTOP)
+            heal = lambda: _signal(cluster.nodes[node], signal.SIGCONT)  # noqa: E731
+        else:  # restart: a graceful stop now, started again at the heal
+            target = node
+            await _signal(cluster.nodes[node], signal.SIGTERM)
+            heal = lambda: self._start(node)  # noqa: E731
+        fault = Fault(kind, target, self.run.now())
+        self.run.faults.append(fault)
+        self.say(f"  t={fault.start:6.1f}s  {kind} {target} for {hold:.1f} s")
+        await asyncio.sleep(hold)
+        result = heal()
+        if asyncio.iscoroutine(result):
+            await result
+        fault.end = self.run.now()
+
+    async def _start(self, node_id: str) -> None:
+        node = self.cluster.nodes[node_id]
+        if node.process is not None and node.process.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(node.process.wait(), 30)
+        if node.drain is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(node.drain, 5)
+        await self.cluster.spawn(node)
+
+    async def heal_all(self) -> None:
+        """Every cut restored, every paused node resumed, every stopped node started."""
+        self.cluster.wan.heal()
+        for node_id, node in self.cluster.nodes.items():
+            process = node.process
+            if process is not None and process.returncode is None:
+                await _signal(node, signal.SIGCONT)
+            else:
+                await self._start(node_id)
+
+
+async def _signal(node: LocalNode, signum: int) -> None:
+    process = node.process
+    if process is not None and process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signum)
+        if signum == signal.SIGKILL:
+            await process.wait()
+
+
+# -- workload ----------------------------------------------------------------------------
+
+
+class Workload:
+    """Clients appending unique elements, each request to a random node."""
+
+    def __init__(self, cluster: LocalCluster, run: Run, seed: int) -> None:
+        self.cluster = cluster
+        self.run = run
+        self.seed = seed
+        options = run.options
+        self.docs = [f"torture-{i}" for i in range(options.documents)]
+        # Not "region": one node of a region holds each document (nodes_per_region = 1), so
+        # that level is refused (422 durability_unavailable) by design.
+        self.levels = ["local", "local", "quorum", "all"]
+        self.http: dict[str, httpx.AsyncClient] = {}
+
+    async def __aenter__(self) -> Workload:
+        for node_id, node in self.cluster.nodes.items():
+            self.http[node_id] = httpx.AsyncClient(
+                base_url=node.url, timeout=REQUEST_TIMEOUT, trust_env=False
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in self.http.values():
+            await client.aclose()
+
+    async def client(self, index: int, until: float) -> None:
+        rng = random.Random(f"{self.seed}/client/{index}")
+        nodes = sorted(self.cluster.nodes)
+        count = 0
+        while self.run.now() < until:
+            doc, node, level = rng.choice(self.docs), rng.choice(nodes), rng.choice(self.levels)
+            value = f"c{index}-{count}"
+            count += 1
+            body = {"ops": [{"op": "append", "path": ["items"], "values": [value]}]}
+            start = self.run.now()
+            status, error, answer = None, "", None
+            try:
+                response = await self.http[node].patch(
+                    f"/v1/docs/{doc}", json=body, params={"durability": level, "timeout": "2"}
+                )
+                status = response.status_code
+                answer = response.json() if status in (200, 202) else None
+            except httpx.ConnectError:
+                error = "connect"
+            except (httpx.HTTPError, ValueError) as exc:
+                error = type(exc).__name__
+            op = Op(value, doc, node, outcome_of(status, error), start, self.run.now(), status,
+                    level, error)  # fmt: skip
+            self.run.ops.append(op)
+            if op.outcome == "ok" and answer is not None and rng.random() < READ_BACK:
+                other = rng.choice([n for n in nodes if n != node] or nodes)
+                await self._read_back(other, doc, value, answer.get("state_vector", ""))
+            await asyncio.sleep(rng.uniform(0, 0.02))
+
+    async def _read_back(self, node: str, doc: str, value: str, state_vector: str) -> None:
+        """Read-your-writes at another node: a 200 must show the element."""
+        try:
+            response = await self.http[node].get(f"/v1/docs/{doc}", params={"after": state_vector})
+        except httpx.HTTPError:
+            return  # the node is down or paused: no answer is no violation
+        self.run.read_backs += 1
+        if response.status_code == 503:
+            self.run.read_back_not_reached += 1
+        elif response.status_code == 200:
+            items = response.json().get("content", {}).get("items", [])
+            if value not in items:
+                self.run.read_back_violations.append(f"{value} of {doc} not read at {node}")
+
+
+# -- the final state ---------------------------------------------------------------------
+
+
+async def snapshot(
+    http: dict[str, httpx.AsyncClient], docs: list[str]
+) -> dict[str, dict[str, Copy]]:
+    """doc -> holder -> its copy (read from the holder itself, ``local=true``)."""
+    out: dict[str, dict[str, Copy]] = {}
+    any_node = next(iter(http.values()))
+    for doc in docs:
+        placement = await any_node.get(f"/v1/docs/{doc}/placement")
+        if placement.status_code == 404:
+            continue  # never written
+        placement.raise_for_status()
+        copies: dict[str, Copy] = {}
+        for holder in placement.json()["holders"]:
+            answer = await http[holder].get(
+                f"/v1/docs/{doc}", params={"local": "true", "digest": "true"}
+            )
+            if answer.status_code == 404:
+                copies[holder] = Copy(None)
+                continue
+            answer.raise_for_status()
+            body = answer.json()
+            items = tuple(str(v) for v in body["content"].get("items", []))
+            copies[holder] = Copy(items, body.get("digest"))
+        out[doc] = copies
+    return out
+
+
+async def converge(
+    run: Run, http: dict[str, httpx.AsyncClient], docs: list[str], timeout: float
+) -> tuple[Verdict, float | None]:
+    """Polls the copies until the checks hold (returns the seconds it took) or ``timeout``
+    passes (returns the last verdict and None)."""
+    started = time.monotonic()
+    while True:
+        with contextlib.suppress(httpx.HTTPError):
+            verdict = check(run.ops, await snapshot(http, docs))
+            if verdict.ok:
+                return verdict, time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            verdict = check(run.ops, await snapshot(http, docs))
+            return verdict, None
+        await asyncio.sleep(0.2)
+
+
+def rss_mb(node: LocalNode) -> float | None:
+    """The node process's resident memory, from /proc (None where there is no /proc)."""
+    if node.process is None:
+        return None
+    try:
+        status = Path(f"/proc/{node.process.pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+def _during(run: Run, fault: Fault) -> list[Op]:
+    end = fault.end if fault.end is not None else run.now()
+    return [op for op in run.ops if fault.start <= op.start < end]
+
+
+def partition_sides(fault: Fault, regions: dict[str, str]) -> tuple[set[str], set[str]] | None:
+    """The nodes on each side of a partition fault (None for other faults)."""
+    if fault.kind == "partition":
+        inside = {node for node, region in regions.items() if region == fault.target}
+    elif fault.kind == "bridge":
+        a = fault.target.split("|")[0]
+        inside = {node for node, region in regions.items() if region == a}
+    else:
+        return None
+    return inside, set(regions) - inside
+
+
+def report(
+    run: Run,
+    verdict: Verdict,
+    converged: float | None,
+    regions: dict[str, str],
+    memory: dict[str, float | None],
+    history: Path,
+) -> tuple[list[str], bool]:
+    """The report's lines, and whether every check held."""
+    options = run.options
+    lines = [
+        f"meridian torture: seed {options.seed}, {options.duration:g} s, {options.regions} "
+        f"regions x {options.nodes} nodes, {options.clients} clients, {options.documents} "
+        f"documents, faults: {', '.join(options.faults) or 'none'}",
+        "",
+        "faults (t = seconds into the run; writes sent while each lasted):",
+    ]
+    one_sided: list[str] = []
+    for fault in run.faults:
+        during = Counter(op.outcome for op in _during(run, fault))
+        end = f"{fault.end:6.1f}" if fault.end is not None else "   -  "
+        lines.append(
+            f"  {fault.start:6.1f} - {end}  {fault.kind:<9} {fault.target:<32} "
+            f"ok {during['ok']}, refused {during['fail']}, indeterminate {during['info']}"
+        )
+        sides = partition_sides(fault, regions)
+        if sides is not None:
+            for side in sides:
+                if not any(op.node in side and op.outcome == "ok" for op in _during(run, fault)):
+                    one_sided.append(f"{fault.kind} {fault.target}: none on {sorted(side)}")
+    by_node = Counter((op.node, op.outcome) for op in run.ops)
+    lines += [
+        "",
+        f"writes: {len(run.ops)} sent: {verdict.acknowledged} acknowledged, {verdict.failed} "
+        f"refused, {verdict.indeterminate} indeterminate ({verdict.indeterminate_applied} of "
+        "them applied)",
+        "  by node: "
+        + ", ".join(
+            f"{node} {by_node[node, 'ok']}/{by_node[node, 'fail']}/{by_node[node, 'info']}"
+            for node in sorted(regions)
+        )
+        + " (acknowledged/refused/indeterminate)",
+        f"read-your-writes across nodes: {run.read_backs} read back, "
+        f"{run.read_back_not_reached} not reached in time (503), "
+        f"{len(run.read_back_violations)} violations",
+        "convergence after the heal: "
+        + (
+            f"{converged:.1f} s"
+            if converged is not None
+            else f"NOT within {options.converge_timeout:g} s"
+        ),
+        "memory (RSS): "
+        + ", ".join(f"{n} {m:.0f} MB" if m is not None else f"{n} ?" for n, m in memory.items()),
+        "",
+    ]
+    too_big = {n: m for n, m in memory.items() if m is not None and m > options.max_rss_mb}
+    checks = [
+        ("every acknowledged element exactly once on every holder, nothing refused or unwritten "
+         "present", verdict.ok, "; ".join(verdict.problems())),
+        ("copies converged (equal digests on every holder)", converged is not None, ""),
+        ("writes acknowledged on both sides of every partition", not one_sided,
+         "; ".join(one_sided)),
+        ("read-your-writes with after= across nodes", not run.read_back_violations,
+         "; ".join(run.read_back_violations[:5])),
+        (f"every node under {options.max_rss_mb:g} MB of memory", not too_big, str(too_big)),
+    ]  # fmt: skip
+    passed = True
+    for name, ok, why in checks:
+        lines.append(
+            f"  {'PASS' if ok else 'FAIL'}  {name}" + (f": {why}" if why and not ok else "")
+        )
+        passed = passed and ok
+    lines += ["", f"history: {history}", f"verdict: {'PASS' if passed else 'FAIL'}"]
+    return lines, passed
+
+
+# -- the run -----------------------------------------------------------------------------
+
+
+async def torture(options: TortureOptions, root: Path, say: Callable[[str], None]) -> bool:
+    config_path = write_topology(root, options)
+    config = load_config(config_path)
+    secret = f"torture-{random.Random(options.seed).getrandbits(64):016x}"
+    run = Run(options)
+    rng = random.Random(f"{options.seed}/nemesis")
+    regions = {member.node_id: member.region for member in config.members()}
+    async with open_cluster(config, config_path, root / "nodes", secret) as cluster:
+        await cluster.wait_ready(60)
+        say(f"{len(cluster.nodes)} nodes up; running for {options.duration:g} s")
+        run.started = time.monotonic()
+        nemesis = Nemesis(cluster, run, rng, say)
+        async with Workload(cluster, run, options.seed) as workload:
+            clients = [
+                asyncio.create_task(workload.client(index, options.duration))
+                for index in range(options.clients)
+            ]
+            try:
+                await nemesis.loop(options.duration)
+                await asyncio.gather(*clients)
+            finally:
+                for task in clients:
+                    task.cancel()
+            say(f"t={run.now():.1f}s: healing everything")
+            await nemesis.heal_all()
+            await cluster.observer.wait_healthy(60)
+            await cluster.observer.wait_links_up(60)
+            verdict, converged = await converge(
+                run, workload.http, workload.docs, options.converge_timeout
+            )
+        memory = {node_id: rss_mb(node) for node_id, node in cluster.nodes.items()}
+    history = root / "history.jsonl"
+    with history.open("w", encoding="utf-8") as out:
+        for op in run.ops:
+            out.write(json.dumps(op.to_json()) + "\n")
+        for fault in run.faults:
+            out.write(json.dumps({"fault": fault.kind, "target": fault.target,
+                                  "start": fault.start, "end": fault.end}) + "\n")  # fmt: skip
+    lines, passed = report(run, verdict, converged, regions, memory, history)
+    for line in lines:
+        say(line)
+    return passed
+
+
+def run_torture(options: TortureOptions) -> int:
+    """Runs ``meridian torture``; returns the exit status (0: every check held; 1: a check
+    failed or the cluster could not be run; 2: bad arguments)."""
+    logging.getLogger("meridian.wan").setLevel(logging.WARNING)
+    if options.regions < 1 or options.regions > len(REGION_NAMES):
+        print(f"meridian torture: --regions must be 1 to {len(REGION_NAMES)}")
+        return 2
+    if unknown := set(options.faults) - set(FAULTS):
+        print(f"meridian torture: unknown faults {sorted(unknown)}; choose from {FAULTS}")
+        return 2
+    if options.nodes < 1 or options.clients < 1 or options.documents < 1 or options.duration <= 0:
+        print("meridian torture: --nodes, --clients, --documents and --duration must be positive")
+        return 2
+    root = options.data or Path(tempfile.mkdtemp(prefix="meridian-torture-"))
+    root.mkdir(parents=True, exist_ok=True)
+    print(f"meridian torture: data, topology and history in {root}", flush=True)
+    try:
+        passed = asyncio.run(torture(options, root, lambda line: print(line, flush=True)))
+    except (DemoError, TimeoutError) as exc:
+        print(f"meridian torture: the cluster could not be run: {exc or type(exc).__name__}")
+        return 1
+    if passed and options.data is None:
+        shutil.rmtree(root, ignore_errors=True)  # a failed run keeps its evidence
+    return 0 if passed else 1
