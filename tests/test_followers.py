@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -243,3 +244,50 @@ def _home_moves(cluster: Cluster) -> None:
     assert view["homes_moved"] == 1
     with cluster["eu-west-1"].client() as client:
         assert client.get("/v1/docs/wandering/placement").json()["home"] == "ap-south"
+
+
+def test_no_home_moves_while_a_node_speaks_an_earlier_protocol(tmp_path: Path) -> None:
+    """A node held at peer protocol 3 would refuse a record with a moved home: while it is
+    linked (or down), homes stay where they are; once it runs version 4, the home moves."""
+    placement = {
+        "replicas": 1,
+        "follow_reads": 5,
+        "follow_half_life": 30.0,
+        "follow_idle": 600.0,
+        "rehome_reads": 2,
+        "rehome_after": 2.0,
+    }
+    cluster = Cluster(tmp_path, LAYOUT, latency_ms=5, placement=placement, seed=SEED)
+    cluster.node_args["us-east-1"] = ["--max-protocol-version", "3"]
+    cluster.start()
+    try:
+        cluster.wait_links_up()
+        with cluster["eu-west-1"].client() as client:
+            ops = {"ops": [{"op": "append", "path": ["items"], "values": ["born"]}]}
+            assert client.patch("/v1/docs/held", json=ops).status_code == 200
+        with cluster["ap-south-1"].client() as client:
+
+            def home() -> str:
+                assert client.get("/v1/docs/held").status_code == 200  # a read from here
+                return str(client.get("/v1/docs/held/placement").json()["home"])
+
+            wait_for(
+                lambda: (
+                    home() == "eu-west"
+                    and client.get("/v1/docs/held/placement").json()["followers"] == ["ap-south-1"]
+                ),
+                timeout=30,
+                what="a follower copy at ap-south-1",
+            )
+            # Two hand-off passes past rehome_after, reads going on: the home stays.
+            deadline = time.monotonic() + 12
+            while time.monotonic() < deadline:
+                assert home() == "eu-west"
+                time.sleep(0.2)
+            cluster.kill("us-east-1")
+            cluster.node_args["us-east-1"] = []
+            cluster.start_node("us-east-1")
+            cluster.wait_links_up()
+            wait_for(lambda: home() == "ap-south", timeout=30, what="the home moved")
+    finally:
+        cluster.close()

@@ -26,6 +26,8 @@ from typing import Any
 import httpx
 import pytest
 
+from app.replication import PROTOCOL_VERSIONS
+
 from .cluster import Cluster
 from .support import TIMEOUT_FACTOR, wait_for
 
@@ -33,7 +35,7 @@ LAYOUT = {"ap-south": 1, "eu-west": 1, "us-east": 1}
 PLACEMENT = {"replicas": 2, "nodes_per_region": 1}
 NODES = ("ap-south-1", "eu-west-1", "us-east-1")
 #: The previous release's highest peer protocol version (before placement), and this one's.
-OLD, NEW = 2, 3
+OLD, NEW = 2, PROTOCOL_VERSIONS[1]
 #: Documents written before the upgrade, and written to by the writers during it.
 DOCUMENTS = 30
 #: Documents first written during the upgrade (by the writers).

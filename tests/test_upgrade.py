@@ -20,12 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.replication import PROTOCOL_VERSIONS
+
 from .cluster import Cluster
 from .support import TIMEOUT_FACTOR, run_meridian, wait_for
 
 NODES = ("ap-south-1", "eu-west-1", "us-east-1")
 #: The previous release's highest peer protocol version, and this one's.
-OLD, NEW = 2, 3
+OLD, NEW = 2, PROTOCOL_VERSIONS[1]
 
 
 def _versions(cluster: Cluster, node_id: str) -> dict[str, int | None] | None:

@@ -37,6 +37,7 @@ from typing import Any
 from crdt import CrdtError, DocumentStore
 
 from ..replication import Replicator, Tracker
+from ..replication.protocol import REHOME_VERSION
 from ..sync import Hub
 from .catalog import PlacementCatalog
 from .followers import ReadTracker
@@ -182,6 +183,8 @@ class Handoff:
         elsewhere has been in use for a while, gets that region as its home; this copy is
         then surplus, and the hand-off drops it once the new holders cover it."""
         catalog = self._catalog
+        if not catalog.movable or not self._replicator.everyone_speaks(REHOME_VERSION):
+            return  # a node of an earlier release would refuse the moved record
         now = time.time()
         for doc_id in sorted(catalog.movable):
             record = catalog.get(doc_id)

@@ -49,10 +49,14 @@ __all__ = [
 ]
 
 #: The protocol versions this code speaks (lowest, highest). Version 2 adds Awareness;
-#: version 3 adds placement (records, the catalog feed; a node holds only its documents).
-PROTOCOL_VERSIONS = (1, 3)
+#: version 3 adds placement (records, the catalog feed; a node holds only its documents);
+#: version 4 lets a placement record carry a moved home (homes follow readers).
+PROTOCOL_VERSIONS = (1, 4)
 #: The first version with placement: a peer below it holds every document.
 PLACEMENT_VERSION = 3
+#: The first version whose nodes read a record's moved home (a version-3 node refuses such a
+#: record): no home moves while any peer may be below it.
+REHOME_VERSION = 4
 
 Role = Literal["dialer", "acceptor"]
 

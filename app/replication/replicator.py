@@ -257,6 +257,13 @@ class Replicator:
         record = self.catalog.get(doc_id)
         return frozenset(self.catalog.copies(record)) if record is not None else None
 
+    def everyone_speaks(self, version: int) -> bool:
+        """Whether this node and every peer, each linked now, speak peer protocol ``version``
+        (a peer that is down may run an earlier release: unknown counts as no)."""
+        return self.versions[1] >= version and all(
+            peer.state == "up" and (peer.version or 0) >= version for peer in self.peers.values()
+        )
+
     def holds(self, doc_id: str) -> bool:
         """Whether this node holds ``doc_id`` by placement (every document, without it)."""
         holders = self.holders_of(doc_id)
