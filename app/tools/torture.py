@@ -10,7 +10,8 @@ real ``meridian serve`` process, and then, for ``--duration`` seconds:
   across regions: a 200 without the element is a violation, a 503 ``after_not_reached`` is not);
 * **nemesis**: one fault at a time, held a few seconds, then healed — a region cut off, a
   bridge (two regions cut apart, both reaching the third), a one-way cut, SIGKILL of a node
-  (started again at the heal), SIGSTOP of a node (SIGCONT at the heal), a graceful restart.
+  (started again at the heal), SIGSTOP of a node (SIGCONT at the heal), a graceful restart,
+  a rolling restart of every node (each healthy again before the next stops).
 
 Then it heals everything, waits for the peer links, and polls every holder's copy of every
 document until they converge; the checks (:mod:`app.tools.torture_check`): every
@@ -52,7 +53,9 @@ from .torture_check import Copy, Op, Verdict, check, outcome_of
 __all__ = ["FAULTS", "TortureOptions", "run_torture"]
 
 #: The faults the nemesis draws from.
-FAULTS = ("partition", "bridge", "one-way", "kill", "pause", "restart")
+FAULTS = ("partition", "bridge", "one-way", "kill", "pause", "restart", "rolling")
+#: Seconds of the run a rolling restart needs at least (it is not drawn with less left).
+ROLLING_SECONDS = 30.0
 REGION_NAMES = ("us-east", "eu-west", "ap-south", "sa-east", "af-south", "me-central")
 #: One-way latency between two regions of the run, in milliseconds.
 LATENCY_MS = 20.0
@@ -172,7 +175,32 @@ class Nemesis:
             await asyncio.sleep(self.rng.uniform(1.0, 3.0))
             kind = self.rng.choice(self.kinds)
             hold = self.rng.uniform(3.0, 6.0)
+            if kind == "rolling":
+                if until - self.run.now() >= ROLLING_SECONDS:
+                    await self.rolling_restart()
+                continue
             await self.inject(kind, hold)
+
+    async def rolling_restart(self) -> None:
+        """Every node in turn: SIGTERM, started again, healthy before the next one."""
+        fault = Fault("rolling", "every node, one at a time", self.run.now())
+        self.run.faults.append(fault)
+        self.say(f"  t={fault.start:6.1f}s  rolling restart of every node")
+        for node_id in sorted(self.cluster.nodes):
+            await _signal(self.cluster.nodes[node_id], signal.SIGTERM)
+            await self._start(node_id)
+            await self._healthy(node_id)
+        fault.end = self.run.now()
+
+    async def _healthy(self, node_id: str, timeout: float = 30.0) -> None:
+        url = self.cluster.nodes[node_id].url
+        async with httpx.AsyncClient(base_url=url, timeout=2, trust_env=False) as client:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get("/v1/health")).status_code == 200:
+                        return
+                await asyncio.sleep(0.1)
 
     async def inject(self, kind: str, hold: float) -> None:
         cluster, rng = self.cluster, self.rng
