@@ -4,7 +4,8 @@ a dropped peer link or a crash).
 
 Mutations start from valid values (a real Yjs update, a peer message, a placement record,
 an operations body), so the fuzzer gets past the first byte. ``FUZZ_EXAMPLES`` (environment)
-raises the number of examples per parser for a longer run (default 300)."""
+raises the number of examples per parser for a longer, randomised run (default 300, the same
+examples every run)."""
 
 from __future__ import annotations
 
@@ -45,6 +46,9 @@ from crdt.yupdate import parse_update
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
     max_examples=EXAMPLES,
+    # The default run is the same every time (the suite stays deterministic); a longer run
+    # (FUZZ_EXAMPLES set) explores new input each time and prints any failing example.
+    derandomize="FUZZ_EXAMPLES" not in os.environ,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -233,7 +237,8 @@ def test_client_sync_frames(frame: bytes) -> None:
 @given(st.text(max_size=300))
 def test_close_reasons_fit_a_close_frame(reason: str) -> None:
     cut = close_reason(reason)
-    assert len(cut.encode()) <= 123 and reason.startswith(cut)
+    assert len(cut.encode()) <= 123
+    assert cut == reason or (cut.endswith("...") and reason.startswith(cut[:-3]))
 
 
 # -- placement, membership, tokens, configuration ---------------------------------------------

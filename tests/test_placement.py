@@ -579,6 +579,10 @@ BASE: dict[str, Any] = {"doc_id": "n", "home": "eu-west", "born": [1, "a"]}
         ("policy", MISSING),
         ("policy", "everywhere"),
         ("policy", None),
+        ("policy", []),  # unhashable: was a TypeError, which a peer link did not catch
+        ("policy", {}),
+        ("moved", ["eu-west"]),
+        ("moved", [["eu-west"], [1, "n"]]),
         ("regions", "eu-west"),
         ("regions", []),
         ("regions", [1]),

@@ -252,7 +252,8 @@ class PlacementRecord:
         _need(_name(self.home, _REGION_NAME), "home must be a region name", self.home)
         _need(isinstance(self.born, Stamp), "born must be a Stamp", self.born)
         _need(isinstance(self.changed, Stamp), "changed must be a Stamp", self.changed)
-        _need(self.policy in _SHAPES, f"policy must be one of {', '.join(_SHAPES)}", self.policy)
+        known = isinstance(self.policy, str) and self.policy in _SHAPES
+        _need(known, f"policy must be one of {', '.join(_SHAPES)}", self.policy)
         _need(isinstance(self.pinned, bool), "pinned must be true or false", self.pinned)
         _need(_is_int(self.count), "count must be an integer", self.count)
         names = isinstance(self.regions, tuple) and len(self.regions) <= MAX_REGIONS
