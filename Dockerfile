@@ -21,16 +21,8 @@ RUN /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # -- final: the base system, the venv, a non-root user, a data volume --------------------------
-# The base system is copied onto scratch rather than used with FROM: the offline VMs' local
-# python:3.11-slim (a debootstrap import by shared/tools/local-docker) has a 0700 root
-# directory, which locks every non-root user out of the whole file system, and a layer cannot
-# change the mode of "/" (RUN chmod 755 / is not kept). Copied, "/" is scratch's 0755. On the
-# Docker Hub image this costs nothing but the base's ENV, set again below.
-FROM python:3.11-slim AS base
-
-FROM scratch
-COPY --from=base / /
-ENV PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+FROM python:3.11-slim
+ENV PATH=/opt/venv/bin:$PATH \
     LANG=C.UTF-8 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
