@@ -141,8 +141,12 @@ class Handoff:
                 last_scan = time.monotonic()
                 await self._scan()
             self._due |= self._store.hints()
-            await self._drop_idle_followers()
-            await self._move_cold_homes()
+            for step in (self._drop_idle_followers, self._move_cold_homes):
+                try:
+                    await step()
+                except Exception:  # a failed commit of a record change: the next pass retries
+                    log.exception("placement pass %s failed", step.__name__)
+                    self.failures += 1
             due, self._due = self._due, set()
             pulls = list(self._pulls)
             await asyncio.gather(
