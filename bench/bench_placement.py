@@ -449,8 +449,8 @@ def in_region(cluster: PlacementCluster, reads: Sequence[Read]) -> float:
     return sum(cluster.region_of.get(r.served_by) == r.region for r in ok) / max(len(ok), 1)
 
 
-async def follower_regions(cluster: PlacementCluster, work: Workload) -> list[set[str]]:
-    """Each document's follower regions, from its placement record at us-east-1."""
+async def placement_records(cluster: PlacementCluster, work: Workload) -> list[dict[str, Any]]:
+    """Each document's placement (``GET /v1/docs/{id}/placement``) as us-east-1 sees it."""
     port = cluster.ports[cluster.first(REGIONS[0])]
     connection = await single.HttpConnection.open(port)
     try:
@@ -459,27 +459,15 @@ async def follower_regions(cluster: PlacementCluster, work: Workload) -> list[se
             status, body = await connection.send(single.get_request(f"/v1/docs/{doc_id}/placement"))
             if status != 200:
                 raise RuntimeError(f"GET /v1/docs/{doc_id}/placement: {status} {body[:200]!r}")
-            nodes = json.loads(body)["followers"]
-            out.append({cluster.region_of[n] for n in nodes})
+            out.append(json.loads(body))
         return out
     finally:
         await connection.close()
 
 
-async def homes_of(cluster: PlacementCluster, work: Workload) -> list[str]:
-    """Each document's home region now, from its placement record at us-east-1."""
-    port = cluster.ports[cluster.first(REGIONS[0])]
-    connection = await single.HttpConnection.open(port)
-    try:
-        out = []
-        for doc_id in work.ids:
-            status, body = await connection.send(single.get_request(f"/v1/docs/{doc_id}/placement"))
-            if status != 200:
-                raise RuntimeError(f"GET /v1/docs/{doc_id}/placement: {status} {body[:200]!r}")
-            out.append(json.loads(body)["home"])
-        return out
-    finally:
-        await connection.close()
+def follower_regions(cluster: PlacementCluster, records: list[dict[str, Any]]) -> list[set[str]]:
+    """Each document's follower regions, from its placement."""
+    return [{cluster.region_of[n] for n in record["followers"]} for record in records]
 
 
 async def warm_up(
@@ -499,7 +487,8 @@ async def warm_up(
     while True:
         plans = {region: work.plan(region, count, rng) for region in REGIONS}
         share = in_region(cluster, await read_phase(cluster, work, plans, sizes))
-        followers = sum(map(len, await follower_regions(cluster, work))) if follows else 0
+        records = await placement_records(cluster, work) if follows else []
+        followers = sum(map(len, follower_regions(cluster, records)))
         copies = await copies_held(cluster) if follows else {}
         seen.append((share, followers, copies))
         now = time.perf_counter()
@@ -624,8 +613,9 @@ async def bench_config(
         with progress.step(f"  ({key}) counting copies and stored bytes"):
             held = await copies_held(cluster)
             stored = await stored_bytes_after(cluster, ended)
-        followers = await follower_regions(cluster, work) if key in FOLLOWING else []
-        homes = await homes_of(cluster, work) if key == "d" else []
+        records = await placement_records(cluster, work) if key in FOLLOWING else []
+        followers = follower_regions(cluster, records)
+        homes = [record["home"] for record in records]
     ok = [r for r in reads if r.status == 200]
     errors = Counter(r.status for r in reads if r.status != 200)
     local = in_region(cluster, reads)

@@ -86,6 +86,15 @@ def test_a_home_is_cold_when_its_region_barely_uses_it() -> None:
 
 
 LAYOUT = {"us-east": 1, "eu-west": 1, "ap-south": 1}
+#: One region per document, followers after 5 reads, homes that move within seconds.
+REHOME = {
+    "replicas": 1,
+    "follow_reads": 5,
+    "follow_half_life": 30.0,
+    "follow_idle": 600.0,
+    "rehome_reads": 2,
+    "rehome_after": 2.0,
+}
 
 
 @pytest.fixture
@@ -186,15 +195,7 @@ def test_a_home_moves_to_the_region_that_uses_it(tmp_path: Path) -> None:
     """A document written once in eu-west, then read and written only from ap-south: ap-south
     gains a follower copy, the cold home moves there, eu-west's copy is handed off and
     dropped, ap-south serves every request locally, and nothing acknowledged is lost."""
-    placement = {
-        "replicas": 1,
-        "follow_reads": 5,
-        "follow_half_life": 30.0,
-        "follow_idle": 600.0,
-        "rehome_reads": 2,
-        "rehome_after": 2.0,
-    }
-    cluster = Cluster(tmp_path, LAYOUT, latency_ms=5, placement=placement, seed=SEED).start()
+    cluster = Cluster(tmp_path, LAYOUT, latency_ms=5, placement=REHOME, seed=SEED).start()
     try:
         cluster.wait_links_up()
         _home_moves(cluster)
@@ -249,15 +250,7 @@ def _home_moves(cluster: Cluster) -> None:
 def test_no_home_moves_while_a_node_speaks_an_earlier_protocol(tmp_path: Path) -> None:
     """A node held at peer protocol 3 would refuse a record with a moved home: while it is
     linked (or down), homes stay where they are; once it runs version 4, the home moves."""
-    placement = {
-        "replicas": 1,
-        "follow_reads": 5,
-        "follow_half_life": 30.0,
-        "follow_idle": 600.0,
-        "rehome_reads": 2,
-        "rehome_after": 2.0,
-    }
-    cluster = Cluster(tmp_path, LAYOUT, latency_ms=5, placement=placement, seed=SEED)
+    cluster = Cluster(tmp_path, LAYOUT, latency_ms=5, placement=REHOME, seed=SEED)
     cluster.node_args["us-east-1"] = ["--max-protocol-version", "3"]
     cluster.start()
     try:

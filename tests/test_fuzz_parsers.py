@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.auth import TokenError, create_token, verify_token
+from app.cluster import placement
 from app.cluster.catalog import decode_record, encode_record
 from app.cluster.membership import MemberEntry, Membership
 from app.cluster.placement import (
@@ -262,21 +263,7 @@ _RECORD = with_home(
     | st.builds(
         lambda extra: json.dumps({**_RECORD.to_json(), **extra}).encode(),
         st.dictionaries(
-            st.sampled_from(
-                [
-                    "home",
-                    "born",
-                    "policy",
-                    "regions",
-                    "count",
-                    "pinned",
-                    "changed",
-                    "followers",
-                    "moved",
-                    "doc_id",
-                    "other",
-                ]
-            ),
+            st.sampled_from([*placement._RECORD_KEYS, "other"]),
             json_values,
             max_size=3,
         ),
