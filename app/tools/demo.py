@@ -210,6 +210,9 @@ class Tour:
         outside = [n for n in self.nodes if n.region != region]
         say(f"\n== 5. Partition: {region} is cut off from the other regions (WAN links blackholed)")
         await self.cluster.isolate(region)
+        # Both sides notice first: until then a write for a document held across the cut is
+        # forwarded into the blackhole and waits for placement.forward_timeout.
+        await self.watch_link(outside[0], inside[0])
         watch = max(1.0, 3 * max(self.cluster.config.latencies_ms.values(), default=0) / 1000)
         for node in (inside[0], outside[0]):
             marker = f"{node.node_id} partition card {self.run}"
@@ -223,7 +226,6 @@ class Tour:
         )
         say(f"{node.node_id:<12}PATCH /v1/docs/board?durability=all&timeout=1 {_answer(answer)}")
         say(f"{'':12}(the write stays: a CRDT is not undone; the answer says how far it got)")
-        await self.watch_link(outside[0], inside[0])
 
     async def watch_link(self, a: DemoNode, b: DemoNode) -> None:
         """Prints both ends' /v1/cluster view of the a-b link each second until both say it is
