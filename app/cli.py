@@ -1,13 +1,16 @@
 """The ``meridian`` command.
 
     meridian serve --region R --listen HOST:PORT --data DIR [--config regions.toml] [--node-id ID]
-                   [--insecure] [--log-format text|json]
+                   [--join [HOST:PORT,...]] [--advertise HOST:PORT] [--insecure]
+                   [--log-format text|json]
     meridian status [--config regions.toml | --url URL ...] [--token T] [--check] [--json]
                     [--progress] [--timeout SECONDS] [--concurrency N]
     meridian demo  [--config regions.toml] [--data DIR] [--exit]
     meridian demo --attach --wan-control HOST:PORT [--config regions.toml] [--node ID=URL ...]
     meridian token create (--prefix P | --doc ID ...) [--read-only] [--ttl SECONDS]
                           [--subject S] [--config regions.toml]
+    meridian node leave --url URL [--timeout SECONDS]
+    meridian node remove NODE --url URL
     meridian backup --data DIR --out FILE
     meridian restore --from FILE --data DIR
 
@@ -61,17 +64,35 @@ def _fail(message: str, status: int = 1) -> int:
     return status
 
 
-def _node_id(args: argparse.Namespace, cluster: ClusterConfig, data_dir: Path) -> tuple[str, bool]:
-    """(node id, standalone): ``--node-id``; else the listed node whose address is
-    ``--listen``; else the data directory's name, for a standalone node that replicates
-    with nobody."""
+#: The file in a data directory that keeps the id of a node that joined (not listed).
+NODE_ID_FILE = "node-id"
+
+
+def _node_id(
+    args: argparse.Namespace, cluster: ClusterConfig, data_dir: Path
+) -> tuple[str, bool, bool]:
+    """(node id, standalone, joins): ``--node-id``; else the listed node whose address is
+    ``--listen``; else, for a node that joins (``--join``, or one that joined before), the id
+    kept in its data directory or a new ``<region>-<6 hex digits>`` kept there; else the data
+    directory's name, for a standalone node that replicates with nobody."""
+    listed = {member.node_id for member in cluster.members()}
+    kept = data_dir / NODE_ID_FILE
+    joins = args.join is not None or kept.exists()
     if args.node_id:
-        return str(args.node_id), False
+        node_id = str(args.node_id)
+        return node_id, False, joins and node_id not in listed
     for member in cluster.members():
         if member.address == args.listen:
-            return member.node_id, False
+            return member.node_id, False, False
+    if joins:
+        if kept.exists():
+            return kept.read_text(encoding="utf-8").strip(), False, True
+        node_id = f"{args.region}-{os.urandom(3).hex()}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        kept.write_text(node_id + "\n", encoding="utf-8")
+        return node_id, False, True
     name = data_dir.resolve().name
-    return (name if name else f"{args.region}-1"), True
+    return (name if name else f"{args.region}-1"), True, False
 
 
 def _max_protocol_version(value: int | None) -> int | None:
@@ -117,7 +138,15 @@ def serve(args: argparse.Namespace) -> int:
         )
     data_dir = Path(args.data)
     secret = os.environ.get(cluster.secret_env)
-    node_id, standalone = _node_id(args, cluster, data_dir)
+    try:
+        node_id, standalone, joins = _node_id(args, cluster, data_dir)
+        seeds = tuple(args.join.split(",")) if args.join else ()
+        for seed in seeds:
+            parse_listen(seed)
+        if args.advertise is not None:
+            parse_listen(args.advertise)
+    except (ConfigError, OSError) as exc:
+        return _fail(str(exc), 2)
     try:
         cluster = _auth_from_environment(cluster)
         auth_required = _auth_required(cluster, host, insecure=args.insecure)
@@ -133,9 +162,18 @@ def serve(args: argparse.Namespace) -> int:
             peer_addresses=_peer_addresses(args.peer),
             max_protocol_version=_max_protocol_version(args.max_protocol_version),
             auth_required=auth_required,
+            join=seeds,
+            joins=joins,
+            advertise=args.advertise,
         )
     except ConfigError as exc:
         return _fail(str(exc), 2)
+    if joins and not settings.secret:
+        return _fail(
+            f"node {settings.node_id} joins a cluster: set the cluster secret in the "
+            f"environment variable {cluster.secret_env}",
+            2,
+        )
     # From here on every log line names this node, and never shows the secret.
     bind_node(settings.node_id, settings.region, [secret] if secret else [])
     member = settings.member()
@@ -156,6 +194,7 @@ def serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         return _fail(f"cannot listen on {args.listen}: {exc.strerror}")
     bound_port = sock.getsockname()[1]
+    settings = dataclasses.replace(settings, port=bound_port)
     return run_server(settings, sock, bound_port, log_level=args.log_level)
 
 
@@ -269,6 +308,13 @@ def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_le
             f"meridian: node {node.node_id} (region {node.region}) serving http://{host}:{port}",
             flush=True,
         )
+        if node.handoff is not None:
+            node.handoff.on_removed.append(stop_when_removed)
+
+    def stop_when_removed() -> None:
+        # A node that left has handed off every copy: it stops, as a SIGTERM would.
+        print(f"meridian: node {settings.node_id} left the cluster", flush=True)
+        server.should_exit = True
 
     app = create_app(settings, on_ready=on_ready, on_startup_error=startup_errors.append)
     config = uvicorn.Config(
@@ -300,6 +346,19 @@ def run_server(settings: NodeSettings, sock: socket.socket, port: int, *, log_le
         return _fail("the node did not start")
     print(f"meridian: node {settings.node_id} stopped", flush=True)
     return 0
+
+
+def node_command(args: argparse.Namespace) -> int:
+    """``meridian node leave|remove`` (app.tools.nodes)."""
+    from .tools import nodes
+
+    try:
+        cluster = _load_cluster(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc), 2)
+    if args.node_command == "leave":
+        return nodes.leave(cluster, args.url, timeout=args.timeout, out=sys.stdout)
+    return nodes.remove(cluster, args.url, args.node, out=sys.stdout)
 
 
 def token_create(args: argparse.Namespace) -> int:
@@ -452,6 +511,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NODE=HOST:PORT",
         help="dial NODE at this address instead of the listed one (e.g. through a WAN "
         "emulator); repeatable",
+    )
+    p.add_argument(
+        "--join",
+        nargs="?",
+        const="",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="join the running cluster through these nodes (no value: the nodes regions.toml "
+        "lists), unless this data directory's node is a member already",
+    )
+    p.add_argument(
+        "--advertise",
+        metavar="HOST:PORT",
+        help="the address other nodes reach this node at (default: --listen's host and port)",
     )
     p.add_argument(
         "--max-protocol-version",
@@ -622,6 +694,26 @@ def build_parser() -> argparse.ArgumentParser:
         "secret's environment variable (cluster.secret_env)",
     )
     p.set_defaults(func=token_create)
+
+    p = commands.add_parser("node", help="membership changes: a node leaves, a node is removed")
+    changes = p.add_subparsers(dest="node_command", required=True)
+    p = changes.add_parser(
+        "leave",
+        help="the node at --url hands its documents to their next holders, is removed and stops",
+    )
+    p.add_argument("--url", required=True, help="the leaving node, http://host:port")
+    p.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for it (default 600)"
+    )
+    p.add_argument("--config", help="topology file (names the secret's environment variable)")
+    p.set_defaults(func=node_command, log_level="warning")
+    p = changes.add_parser(
+        "remove", help="remove a dead node for good; its documents move to their next holders"
+    )
+    p.add_argument("node", help="the node id to remove")
+    p.add_argument("--url", required=True, help="any live node, http://host:port")
+    p.add_argument("--config", help="topology file (names the secret's environment variable)")
+    p.set_defaults(func=node_command, log_level="warning")
 
     p = commands.add_parser(
         "backup", help="copy a stopped node's storage file to a backup file (never overwrites)"

@@ -180,6 +180,14 @@ class NodeSettings:
     #: Speak at most this peer protocol version (None: the newest this code speaks); set by
     #: ``meridian serve --max-protocol-version`` to hold a new version back during an upgrade.
     max_protocol_version: int | None = None
+    #: Join a running cluster through these nodes (``host:port``; ``meridian serve --join``)
+    #: unless this node is already a member. Empty: the nodes regions.toml lists are the seeds
+    #: when ``joins`` is set.
+    join: tuple[str, ...] = ()
+    #: This node is not listed in regions.toml and joins (or has joined) the cluster.
+    joins: bool = False
+    #: The address peers reach this node at (``--advertise``; default: host and bound port).
+    advertise: str | None = None
 
     def __post_init__(self) -> None:
         if self.auth_required and not self.secret:
@@ -197,6 +205,19 @@ class NodeSettings:
             if member.node_id == self.node_id:
                 return member
         return None
+
+    @property
+    def address(self) -> str:
+        """Where peers reach this node: ``--advertise``, else the listen address."""
+        if self.advertise:
+            return self.advertise
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    def seeds(self) -> tuple[str, ...]:
+        """The addresses a joining node asks to join through: ``--join``'s, else every node
+        regions.toml lists."""
+        return self.join or tuple(m.address for m in self.cluster.members())
 
     def peers(self) -> list[Member]:
         """The nodes this node replicates with: every other listed node (when it is listed)."""

@@ -24,6 +24,9 @@ from crdt import DocumentStore, StorageLocked, open_store
 from .cluster.catalog import PlacementCatalog, topology_of
 from .cluster.followers import FollowSettings, ReadTracker
 from .cluster.handoff import Handoff, open_handoff
+from .cluster.joining import join_cluster
+from .cluster.members import MEMBERS_FILE, MemberList, listed_entries
+from .cluster.placement import Topology
 from .config import ConfigError, NodeSettings
 from .replication import Replicator, open_replicator
 from .sync import Hub
@@ -49,6 +52,8 @@ class Node:
     handoff: Handoff | None = None
     #: Reads forwarded and follower copies' accesses: copies follow readers.
     reads: ReadTracker = field(default_factory=lambda: ReadTracker(FollowSettings()))
+    #: The member list; None for a standalone node.
+    members: MemberList | None = None
 
     @property
     def node_id(self) -> str:
@@ -84,27 +89,66 @@ def lock_data_dir(data_dir: Path) -> Iterator[IO[str]]:
         handle.close()
 
 
+def _base_topology(settings: NodeSettings) -> Topology:
+    """Regions, latencies, replicas and nodes per region of ``regions.toml`` (members come
+    from the member list)."""
+    cluster = settings.cluster
+    return Topology(
+        regions=tuple(sorted({*cluster.regions, settings.region})),
+        latency_ms=dict(cluster.latencies_ms),
+        replicas=cluster.replicas,
+        nodes_per_region=cluster.nodes_per_region,
+    )
+
+
+def _member_list(settings: NodeSettings) -> MemberList | None:
+    """The node's member list: for a listed node, a joining one, or one that joined before
+    (its data directory keeps the list); None for a standalone node."""
+    path = settings.data_dir / MEMBERS_FILE
+    if settings.member() is None and not settings.joins and not path.exists():
+        return None
+    listed = listed_entries([(m.node_id, m.region, m.address) for m in settings.cluster.members()])
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return MemberList(_base_topology(settings), node_id=settings.node_id, listed=listed, path=path)
+
+
 @contextlib.asynccontextmanager
 async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
     """Builds the node's parts in order and closes them in reverse on exit; raises
-    StorageError subclasses, and ConfigError when the node has peers but no cluster secret."""
-    if settings.peers() and not settings.secret:
+    StorageError subclasses, ConfigError when the node has peers but no cluster secret or
+    its data directory belongs to a removed member, and JoinError when it cannot join."""
+    if (settings.peers() or settings.joins) and not settings.secret:
         raise ConfigError(
-            f"node {settings.node_id} replicates with {len(settings.peers())} other nodes but "
-            f"the cluster secret is not set: export {settings.cluster.secret_env}"
+            f"node {settings.node_id} replicates with other nodes but the cluster secret is "
+            f"not set: export {settings.cluster.secret_env}"
         )
     with lock_data_dir(settings.data_dir):
         async with contextlib.AsyncExitStack() as stack:
+            members = _member_list(settings)
+            me = members.me if members is not None else None
+            if me is not None and not me.live:
+                raise ConfigError(
+                    f"node {settings.node_id} was removed from the cluster (incarnation "
+                    f"{me.incarnation}): its data directory {settings.data_dir} cannot serve "
+                    "again; start a new node with an empty data directory"
+                )
+            if members is not None and me is None:
+                await join_cluster(settings, members)
             store = await stack.enter_async_context(
                 open_store(settings.data_dir, settings.cluster.limits)
             )
+            topology = members.topology if members is not None else topology_of(settings)
             catalog = PlacementCatalog(
-                store, topology_of(settings), node_id=settings.node_id, region=settings.region
+                store, topology, node_id=settings.node_id, region=settings.region
             )
             replicator = None
-            if settings.peers():
+            if members is not None:
+                catalog.incoming = members.incoming()
                 replicator = await stack.enter_async_context(
-                    open_replicator(store, settings, catalog)
+                    open_replicator(store, settings, catalog, members)
+                )
+                members.on_change.append(
+                    lambda _: catalog.set_topology(members.topology, members.incoming())
                 )
             hub = Hub(store, node=settings.node_id, region=settings.region)
             stack.push_async_callback(hub.aclose)
@@ -125,10 +169,12 @@ async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
                 _connect(hub, replicator)
                 if replicator.catalog is not None:
                     handoff = await stack.enter_async_context(
-                        open_handoff(store, catalog, replicator, hub, reads)
+                        open_handoff(store, catalog, replicator, hub, reads, members)
                     )
                     replicator.on_stray = handoff.note
-            node = Node(settings, store, time.time(), catalog, hub, replicator, handoff, reads)
+            node = Node(
+                settings, store, time.time(), catalog, hub, replicator, handoff, reads, members
+            )
             log.info(
                 "node %s (region %s) ready, data in %s",
                 settings.node_id,

@@ -90,6 +90,12 @@ class PlacementCatalog:
         self._store = store
         #: Regions, latencies and members: what placement computes holders from.
         self.topology = topology
+        #: The topology once the members joining now are active (None: nobody is joining).
+        #: They already keep copies of what they will hold, and are sent its changes.
+        self.incoming: Topology | None = None
+        #: Called with (documents this node now keeps, documents it no longer keeps by
+        #: placement) after a change of the topology (a member joined, left or was removed).
+        self.on_topology: list[Callable[[list[str], list[str]], None]] = []
         self.node_id = node_id
         self.region = region
         #: Stamps for records made here: later than every stamp seen from a peer.
@@ -153,8 +159,12 @@ class PlacementCatalog:
         return followers(record, self.topology)
 
     def copies(self, record: PlacementRecord) -> tuple[str, ...]:
-        """Every node that keeps a copy by the record: holders, then follower copies."""
-        return holders(record, self.topology) + followers(record, self.topology)
+        """Every node that keeps a copy by the record: holders, then follower copies, then the
+        joining members that will hold it (they take their share before they serve it)."""
+        copies = holders(record, self.topology) + followers(record, self.topology)
+        if self.incoming is None:
+            return copies
+        return copies + tuple(n for n in holders(record, self.incoming) if n not in copies)
 
     def holds(self, record: PlacementRecord, node: str | None = None) -> bool:
         """Whether ``node`` (this node by default) keeps a copy: a holder or a follower."""
@@ -166,6 +176,28 @@ class PlacementCatalog:
 
     def region_of(self, node: str) -> str | None:
         return self.topology.region_of(node)
+
+    def set_topology(self, topology: Topology, incoming: Topology | None = None) -> None:
+        """Places every document by ``topology`` from now on (``incoming``: the one where the
+        joining members are active), and tells the ``on_topology`` listeners which documents
+        this node keeps or gives up because of the change."""
+        before = {doc_id for doc_id in self if self._keeps(doc_id)}
+        self.topology, self.incoming = topology, incoming
+        after = {doc_id for doc_id in self if self._keeps(doc_id)}
+        for doc_id in self:
+            record = self.get(doc_id)
+            if record is not None:
+                self._note_following(record)
+        gained, lost = sorted(after - before), sorted(before - after)
+        for listener in self.on_topology:
+            try:
+                listener(gained, lost)
+            except Exception:
+                log.exception("a topology listener failed")
+
+    def _keeps(self, doc_id: str) -> bool:
+        record = self.get(doc_id)
+        return record is not None and self.holds(record)
 
     # -- changing --------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,8 @@ from ..replication.protocol import REHOME_VERSION
 from ..sync import Hub
 from .catalog import PlacementCatalog
 from .followers import ReadTracker
+from .members import MemberList
+from .membership import activate, remove
 from .placement import PlacementRecord, move_target
 
 __all__ = ["Handoff", "HandoffStatistics", "open_handoff"]
@@ -82,8 +84,10 @@ class Handoff:
         replicator: Replicator,
         hub: Hub,
         reads: ReadTracker,
+        members: MemberList | None = None,
     ) -> None:
         self._store = store
+        self._members = members
         self._reads = reads
         self._catalog = catalog
         self._replicator = replicator
@@ -102,7 +106,10 @@ class Handoff:
         self.pulled = 0
         self.homes_moved = 0
         self.failures = 0
+        #: Called once this node, leaving, has handed off every copy and is removed.
+        self.on_removed: list[Callable[[], None]] = []
         catalog.on_change.append(self._record_changed)
+        catalog.on_topology.append(self._topology_changed)
 
     def statistics(self) -> HandoffStatistics:
         return HandoffStatistics(
@@ -128,6 +135,54 @@ class Handoff:
             self._due.add(record.doc_id)
         self._wake.set()
 
+    def _topology_changed(self, gained: list[str], lost: list[str]) -> None:
+        """A member joined, left or was removed: pull what this node now keeps, hand off what
+        it no longer does."""
+        peers = self._replicator.peers
+        for doc_id in gained:
+            self._pulls.setdefault(doc_id, set()).update(peers)
+        for doc_id in lost:
+            self._pulls.pop(doc_id, None)
+            self._due.add(doc_id)
+        if gained or lost:
+            log.info(
+                "the member list changed: %d documents to take, %d to hand off",
+                len(gained),
+                len(lost),
+            )
+        self._wake.set()
+
+    async def _step_membership(self) -> None:
+        """A joining node becomes active once it has its share; a leaving one is removed
+        once it has handed off every copy."""
+        members = self._members
+        me = members.me if members is not None else None
+        if members is None or me is None:
+            return
+        if me.state == "joining" and not self._pulls and self._caught_up():
+            log.info("took this node's share of the documents: now active")
+            members.apply(activate(me, members.clock.now()))
+        elif me.state == "leaving" and not self._due and not self._store.hints():
+            live, _ = await self._store.storage.count_documents()
+            if live == 0:
+                log.info("every copy handed off: this node leaves the cluster")
+                members.apply(remove(me, members.clock.now()))
+                for listener in self.on_removed:
+                    listener()
+
+    def _caught_up(self) -> bool:
+        """Whether every live member is linked and has served one anti-entropy round (its
+        placement records and changes) since its link opened."""
+        for peer in self._replicator.peers.values():
+            entry = self._members.get(peer.node_id) if self._members is not None else None
+            if entry is None or not entry.live:
+                continue
+            if peer.state != "up" or peer.up_since is None:
+                return False
+            if peer.ae.last_at is None or peer.ae.last_at < peer.up_since:
+                return False
+        return True
+
     async def run(self) -> None:
         """Rounds until cancelled: the due documents and pulls at once, the hints and idle
         follower copies every :data:`PASS_INTERVAL` seconds, every copy this node should not
@@ -141,7 +196,11 @@ class Handoff:
                 last_scan = time.monotonic()
                 await self._scan()
             self._due |= self._store.hints()
-            for step in (self._drop_idle_followers, self._move_cold_homes):
+            for step in (
+                self._drop_idle_followers,
+                self._move_cold_homes,
+                self._step_membership,
+            ):
                 try:
                     await step()
                 except Exception:  # a failed commit of a record change: the next pass retries
@@ -317,9 +376,10 @@ async def open_handoff(
     replicator: Replicator,
     hub: Hub,
     reads: ReadTracker,
+    members: MemberList | None = None,
 ) -> AsyncIterator[Handoff]:
     """Runs a :class:`Handoff` until exit (its task is cancelled then)."""
-    handoff = Handoff(store, catalog, replicator, hub, reads)
+    handoff = Handoff(store, catalog, replicator, hub, reads, members)
     task = asyncio.create_task(handoff.run(), name="handoff")
     try:
         yield handoff

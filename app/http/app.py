@@ -11,7 +11,7 @@ from fastapi_offline import FastAPIOffline
 from ..auth import Authorizer
 from ..config import NodeSettings
 from ..node import VERSION, Node, open_node
-from . import cluster, dashboard, documents, metrics, placement, streams
+from . import cluster, dashboard, documents, members, metrics, placement, streams
 from .errors import install_error_handlers
 from .forward import open_forwarder
 from .routing import Forwarding, ServedBy
@@ -83,6 +83,7 @@ def create_app(
     app.include_router(documents.router)
     app.include_router(placement.router)
     app.include_router(cluster.router)
+    app.include_router(members.router)
     app.include_router(streams.router)
     app.include_router(metrics.router)
     app.include_router(dashboard.router)

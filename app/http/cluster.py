@@ -24,7 +24,7 @@ from ..auth import Authorizer, bearer_token
 from ..node import Node
 from ..replication import PROTOCOL_VERSIONS, Peer
 
-__all__ = ["FETCH_TIMEOUT", "router"]
+__all__ = ["FETCH_TIMEOUT", "authorize_any", "member_views", "router"]
 
 #: Seconds to wait for each peer's view.
 FETCH_TIMEOUT = 2.0
@@ -32,7 +32,7 @@ FETCH_TIMEOUT = 2.0
 router = APIRouter()
 
 
-def _authorize(request: Request) -> str | None:
+def authorize_any(request: Request) -> str | None:
     """Any valid token (when the node requires tokens): returns it, verified (None when the
     node requires none); raises TokenError (401)."""
     authorizer: Authorizer = request.app.state.authorizer
@@ -72,7 +72,7 @@ def _placement(node: Node) -> dict[str, Any]:
 @router.get("/v1/cluster", tags=["node"])
 async def cluster(request: Request) -> dict[str, Any]:
     """Regions, nodes and their state, peer links, placement summary (this node's view)."""
-    _authorize(request)
+    authorize_any(request)
     node: Node = request.app.state.node
     config = node.settings.cluster
     live, tombstones = await node.store.storage.count_documents()
@@ -92,6 +92,7 @@ async def cluster(request: Request) -> dict[str, Any]:
         ]
         or [{"name": node.region, "nodes": []}],
         "nodes": _nodes(node),
+        "members": member_views(node),
         "peers": replication["peers"],
         "refused_links": replication["refused_links"],
         "clients": node.hub.statistics(),
@@ -113,6 +114,26 @@ async def cluster(request: Request) -> dict[str, Any]:
             "compactions": storage.compactions,
         },
     }
+
+
+def member_views(node: Node) -> list[dict[str, Any]]:
+    """Every member (tombstones included) with its liveness as this node sees it: ``self``,
+    ``up`` (linked), ``down`` (not linked) or ``removed``."""
+    members = node.members
+    if members is None:
+        return []
+    peers = node.replicator.peers if node.replicator is not None else {}
+    views = []
+    for entry in members.membership.entries():
+        if entry.node == node.node_id:
+            liveness = "self"
+        elif not entry.live:
+            liveness = "removed"
+        else:
+            peer = peers.get(entry.node)
+            liveness = "up" if peer is not None and peer.state == "up" else "down"
+        views.append({**entry.to_json(), "liveness": liveness})
+    return views
 
 
 def _nodes(node: Node) -> list[dict[str, Any]]:
@@ -182,7 +203,7 @@ async def overview(request: Request) -> dict[str, Any]:
     """Every node's links (state, RTT, lag), documents held and hints: this node's own, and each
     peer's as it answers ``GET /v1/cluster`` (``reachable: false`` with ``error`` when it
     does not within 2 s)."""
-    token = _authorize(request)
+    token = authorize_any(request)
     node: Node = request.app.state.node
     live, _ = await node.store.storage.count_documents()
     replicator = node.replicator

@@ -25,6 +25,10 @@ Protocol version 3 adds placement (records are opaque bytes here, JSON made by
 
     50 Placements (records changed at the sender)
     51 CatalogRequest  52 CatalogPage (the sender's catalog feed, for anti-entropy)
+
+Protocol version 5 adds membership (the list is JSON made by :mod:`app.cluster.membership`)::
+
+    60 Members (the sender's whole member list, on link open and after each change)
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
     "ChangesRequest",
     "Failure",
     "Hello",
+    "Members",
     "Message",
     "Ping",
     "Placements",
@@ -78,6 +83,8 @@ MAX_REACHED = 64
 #: Largest placement record in bytes (crdt.catalog.MAX_RECORD_BYTES), and most per message.
 MAX_RECORD = 64 * 1024
 MAX_RECORDS = 1000
+#: Largest member list in bytes (4,096 entries of about 200 bytes, with room to spare).
+MAX_MEMBERS_BYTES = 2 * 1024 * 1024
 
 
 class ProtocolError(ValueError):
@@ -109,7 +116,8 @@ class ChangeEntry:
     _UINTS,
     _ENTRIES,
     _RECORDS,
-) = range(12)
+    _MEMBERS,
+) = range(13)
 
 
 class Message:
@@ -346,6 +354,15 @@ class CatalogPage(Message):
     more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Members(Message):
+    """The sender's member list (protocol version 5 and later)."""
+
+    TYPE = 60
+    FIELDS = (_MEMBERS,)
+    members: bytes
+
+
 MESSAGES: dict[int, type[Message]] = {
     cls.TYPE: cls
     for cls in (
@@ -370,6 +387,7 @@ MESSAGES: dict[int, type[Message]] = {
         Placements,
         CatalogRequest,
         CatalogPage,
+        Members,
     )
 }
 
@@ -409,7 +427,7 @@ def _write(enc: Encoder, kind: int, value: Any) -> None:
         enc.write_uint8(1 if value else 0)
     elif kind in (_NAME, _REASON, _DOC):
         enc.write_var_string(value)
-    elif kind in (_BYTES, _NONCE, _PROOF):
+    elif kind in (_BYTES, _NONCE, _PROOF, _MEMBERS):
         enc.write_var_bytes(value)
     elif kind == _NAMES:
         enc.write_var_uint(len(value))
@@ -448,6 +466,11 @@ def _read(dec: Decoder, kind: int) -> Any:
         return _doc_id(dec)
     if kind == _BYTES:
         return dec.read_var_bytes()
+    if kind == _MEMBERS:
+        value = dec.read_var_bytes()
+        if len(value) > MAX_MEMBERS_BYTES:
+            raise DecodeError(f"a member list of {len(value)} bytes, at most {MAX_MEMBERS_BYTES}")
+        return value
     if kind in (_NONCE, _PROOF):
         value = dec.read_var_bytes()
         if len(value) != NONCE_BYTES:

@@ -35,6 +35,7 @@ from typing import Literal
 from . import messages as m
 
 __all__ = [
+    "MEMBERS_VERSION",
     "PLACEMENT_VERSION",
     "PROTOCOL_VERSIONS",
     "Closed",
@@ -50,13 +51,16 @@ __all__ = [
 
 #: The protocol versions this code speaks (lowest, highest). Version 2 adds Awareness;
 #: version 3 adds placement (records, the catalog feed; a node holds only its documents);
-#: version 4 lets a placement record carry a moved home (homes follow readers).
-PROTOCOL_VERSIONS = (1, 4)
+#: version 4 lets a placement record carry a moved home (homes follow readers); version 5
+#: gossips the member list (Members).
+PROTOCOL_VERSIONS = (1, 5)
 #: The first version with placement: a peer below it holds every document.
 PLACEMENT_VERSION = 3
 #: The first version whose nodes read a record's moved home (a version-3 node refuses such a
 #: record): no home moves while any peer may be below it.
 REHOME_VERSION = 4
+#: The first version that gossips the member list: a peer below it is sent none.
+MEMBERS_VERSION = 5
 
 Role = Literal["dialer", "acceptor"]
 

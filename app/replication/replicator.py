@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import random
 import time
@@ -30,18 +31,26 @@ from starlette.websockets import WebSocket
 from crdt import Change, DocumentStore, covers
 
 from ..cluster.catalog import decode_record, encode_record
+from ..cluster.membership import Membership, MembershipError
 from ..cluster.placement import PlacementError, PlacementRecord
-from ..config import NodeSettings
+from ..config import Member, NodeSettings
 from . import messages as m
 from .durability import LEVELS, Tracker, levels_met
 from .link import LinkClosed, LinkRefused, PeerLink, ServerTransport, dial
 from .outbox import Delta, Outbox
 from .peers import Peer
-from .protocol import PLACEMENT_VERSION, PROTOCOL_VERSIONS, Identity, PeerProtocol
+from .protocol import (
+    MEMBERS_VERSION,
+    PLACEMENT_VERSION,
+    PROTOCOL_VERSIONS,
+    Identity,
+    PeerProtocol,
+)
 from .session import PeerOrigin, PeerSession
 
 if TYPE_CHECKING:
     from ..cluster.catalog import PlacementCatalog
+    from ..cluster.members import MemberList
 
 __all__ = ["Replicator", "open_replicator"]
 
@@ -49,6 +58,9 @@ log = logging.getLogger("meridian.peer")
 
 #: Seconds between dial attempts to a peer that refused the link.
 REFUSED_RETRY_SECONDS = 5.0
+#: Seconds between dial attempts to a peer that does not know this node yet (the member list
+#: is still spreading after a join).
+JOIN_RETRY_SECONDS = 1.0
 #: Refusal codes after which redialling is slow (a configuration problem, not a network one).
 _REFUSALS = {"authentication_failed", "incompatible_version", "wrong_cluster", "unknown_node"}
 
@@ -61,8 +73,11 @@ class Replicator:
         store: DocumentStore,
         settings: NodeSettings,
         catalog: PlacementCatalog | None = None,
+        members: MemberList | None = None,
     ) -> None:
         self.store = store
+        #: The member list: whom this node links with (None: the nodes regions.toml lists).
+        self.members = members
         self.settings = settings
         self.config = settings.cluster.replication
         self.node_id = settings.node_id
@@ -87,22 +102,22 @@ class Replicator:
             store.storage.storage_id,
             settings.secret or b"",
         )
-        self.peers: dict[str, Peer] = {
-            member.node_id: Peer(
-                member,
-                settings.peer_addresses.get(member.node_id, member.address),
-                dialer=settings.node_id < member.node_id,
-                outbox=Outbox(
-                    max_bytes=self.config.max_outbox_bytes,
-                    max_in_flight=self.config.max_in_flight,
-                ),
-            )
-            for member in settings.peers()
-        }
+        self.peers: dict[str, Peer] = {}
         self._regions = {m.node_id: m.region for m in settings.cluster.members()}
         self._regions[self.node_id] = settings.region
         # Dial loops; cancelled at close.
         self._tasks: set[asyncio.Task[Any]] = set()
+        # The dial loop of each peer this node dials, by node id (stopped when it is removed).
+        self._dialers: dict[str, asyncio.Task[Any]] = {}
+        self._started = False
+        #: Member lists from peers that were malformed, since start.
+        self.members_refused = 0
+        if members is None:
+            for member in settings.peers():
+                self._add_peer(member)
+        else:
+            self._sync_peers(members.membership)
+            members.on_change.append(self._members_changed)
         # Readers waiting (after=) for a document to change here.
         self._waiters: dict[str, set[asyncio.Event]] = collections.defaultdict(set)
         #: Live clients' awareness receiver (the hub's apply_awareness), when there is one.
@@ -120,11 +135,102 @@ class Replicator:
     # -- links ----------------------------------------------------------------------------
 
     def start(self) -> None:
+        self._started = True
         for peer in self.peers.values():
-            if peer.dialer:
-                task = asyncio.ensure_future(self._dial_loop(peer))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+            self._start_dialing(peer)
+
+    def _start_dialing(self, peer: Peer) -> None:
+        if not (self._started and peer.dialer) or peer.node_id in self._dialers:
+            return
+        task = asyncio.ensure_future(self._dial_loop(peer))
+        self._tasks.add(task)
+        self._dialers[peer.node_id] = task
+
+        def done(task: asyncio.Task[Any]) -> None:
+            self._tasks.discard(task)
+            if self._dialers.get(peer.node_id) is task:
+                del self._dialers[peer.node_id]
+
+        task.add_done_callback(done)
+
+    def _add_peer(self, member: Member) -> Peer:
+        peer = Peer(
+            member,
+            self.settings.peer_addresses.get(member.node_id, member.address),
+            dialer=self.node_id < member.node_id,
+            outbox=Outbox(
+                max_bytes=self.config.max_outbox_bytes, max_in_flight=self.config.max_in_flight
+            ),
+        )
+        self.peers[member.node_id] = peer
+        self._regions[member.node_id] = member.region
+        self._start_dialing(peer)
+        return peer
+
+    # -- membership -----------------------------------------------------------------------
+
+    def _sync_peers(self, membership: Membership) -> None:
+        """Links with every live member but this node, and with no other node: a member
+        that appeared gets a peer (dialled, or awaited); a removed one loses its link."""
+        live = {e.node: e for e in membership.live() if e.node != self.node_id}
+        for node_id, entry in live.items():
+            peer = self.peers.get(node_id)
+            member = Member(entry.node, entry.region, entry.address)
+            if peer is None:
+                self._add_peer(member)
+            elif peer.member != member:
+                peer.member = member
+                peer.address = self.settings.peer_addresses.get(node_id, entry.address)
+        for node_id in [n for n in self.peers if n not in live]:
+            gone = membership.get(node_id)
+            if gone is None or gone.live:
+                continue  # a listed node the list does not know yet stays a peer
+            peer = self.peers.pop(node_id)
+            log.info("member %s removed: its link closes", node_id, extra={"peer": node_id})
+            task = self._dialers.pop(node_id, None)
+            if task is not None:
+                task.cancel()
+            if peer.session is not None:
+                session = peer.session
+                closing = asyncio.ensure_future(
+                    session.link.close("removed", f"{node_id} was removed from the cluster")
+                )
+                self._tasks.add(closing)
+                closing.add_done_callback(self._tasks.discard)
+
+    def _members_changed(self, membership: Membership) -> None:
+        self._sync_peers(membership)
+        self.send_members()
+
+    def send_members(self, peer: Peer | None = None) -> None:
+        """Gossips this node's member list to ``peer`` (every linked peer by default) that
+        speaks protocol 5."""
+        if self.members is None or self.versions[1] < MEMBERS_VERSION:
+            return
+        data = json.dumps(
+            self.members.membership.to_json(), separators=(",", ":"), sort_keys=True
+        ).encode()
+        for target in [peer] if peer is not None else list(self.peers.values()):
+            session = target.session
+            if session is not None and (target.version or 0) >= MEMBERS_VERSION:
+                session.send_nowait(m.Members(data))
+
+    def members_received(self, data: bytes, peer: Peer) -> None:
+        """Merges a peer's member list; a malformed one is logged, counted and ignored."""
+        if self.members is None:
+            return
+        try:
+            incoming = Membership.from_json(json.loads(data))
+        except (ValueError, RecursionError, MembershipError) as exc:
+            self.members_refused += 1
+            log.warning(
+                "< a malformed member list from %s: %s",
+                peer.node_id,
+                str(exc)[:200],
+                extra={"peer": peer.node_id},
+            )
+            return
+        self.members.merge(incoming, source=peer.node_id)
 
     async def aclose(self) -> None:
         self._unsubscribe()
@@ -137,6 +243,12 @@ class Replicator:
 
     def _admit(self, node: str, region: str) -> str | None:
         peer = self.peers.get(node)
+        entry = self.members.get(node) if self.members is not None else None
+        if peer is None and entry is not None and not entry.live:
+            return (
+                f"{node} was removed from {self.identity.cluster} (incarnation "
+                f"{entry.incarnation}); it rejoins only as a new node"
+            )
         if peer is None:
             return f"{node} is not a node of {self.identity.cluster} as {self.node_id} knows it"
         if peer.member.region != region:
@@ -168,7 +280,11 @@ class Replicator:
         except LinkClosed as exc:  # the dialer went away mid-handshake (e.g. restarting)
             log.info("a peer link from %s closed during its handshake: %s", where, exc)
             return
-        await self._run(self.peers[opened.peer.node], link)
+        peer = self.peers.get(opened.peer.node)
+        if peer is None:  # removed while its handshake ran
+            await link.close("unknown_node", f"{opened.peer.node} is no longer a member")
+            return
+        await self._run(peer, link)
 
     async def _dial_loop(self, peer: Peer) -> None:
         url = f"ws://{peer.address}/v1/peer"
@@ -198,8 +314,11 @@ class Replicator:
                         {"to": peer.node_id, "reason": str(exc), "at": time.time()}
                     )
                     self.links_refused += 1
-                    # A configuration problem: retry, but not at network-failure pace.
+                    # A configuration problem: retry, but not at network-failure pace —
+                    # except a node that has not heard of this one yet (it just joined).
                     delay = max(REFUSED_RETRY_SECONDS, config.reconnect_max)
+                    if str(exc).startswith("unknown_node") and "removed" not in str(exc):
+                        delay = max(JOIN_RETRY_SECONDS, config.reconnect_max)
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                 peer.last_error = f"cannot connect to {peer.address}: {exc or type(exc).__name__}"
                 if peer.state != "refused":
@@ -224,6 +343,7 @@ class Replicator:
         peer.last_error = None
         peer.links_opened += 1
         peer.wake.set()
+        self.send_members(peer)
         log.info(
             "link to %s up (protocol %d)",
             peer.node_id,
@@ -503,10 +623,13 @@ class Replicator:
 
 @contextlib.asynccontextmanager
 async def open_replicator(
-    store: DocumentStore, settings: NodeSettings, catalog: PlacementCatalog | None = None
+    store: DocumentStore,
+    settings: NodeSettings,
+    catalog: PlacementCatalog | None = None,
+    members: MemberList | None = None,
 ) -> AsyncIterator[Replicator]:
     """Starts replicating ``store`` with the other nodes (dialling peers); stops on exit."""
-    replicator = Replicator(store, settings, catalog)
+    replicator = Replicator(store, settings, catalog, members)
     replicator.start()
     try:
         yield replicator

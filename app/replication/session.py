@@ -178,6 +178,8 @@ class PeerSession:
             self.replicator.awareness_received(message.doc_id, message.update, peer.node_id)
         elif isinstance(message, m.Placements):
             self._spawn(self.replicator.records_received(message.records, peer))
+        elif isinstance(message, m.Members):
+            self.replicator.members_received(message.members, peer)
 
     async def _apply(self, message: m.Update | m.Tombstone) -> None:
         try:

@@ -1,0 +1,103 @@
+"""``meridian node leave`` and ``meridian node remove``: membership changes an operator makes.
+
+Both send a request signed with the cluster secret (read from the environment variable that
+``regions.toml`` names, as every node does) to a running node:
+
+- ``leave --url URL``: that node hands every copy to the documents' next holders, is then
+  removed from the member list, and stops. The command waits until it is removed (or
+  ``--timeout``) and exits 0 then; 1 when it did not finish in time (it goes on: repeat the
+  command to wait again), 2 for a usage or connection problem.
+- ``remove NODE --url URL``: a dead (or unwanted) node is removed for good; its documents are
+  taken by their next holders from the other copies and hints. Exit 0 once removed.
+
+Both are safe to repeat.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import httpx
+
+from ..cluster.joining import SIGNATURE_HEADER, signed_target
+from ..config import ClusterConfig
+from ..http.forward import sign_forwarded
+
+__all__ = ["leave", "remove"]
+
+#: The signer's name in a membership change an operator makes.
+OPERATOR = "operator"
+
+
+def _post(cluster: ClusterConfig, url: str, path: str, timeout: float) -> httpx.Response:
+    secret = os.environ.get(cluster.secret_env)
+    if not secret:
+        raise ValueError(f"set the cluster secret in the environment variable {cluster.secret_env}")
+    target = signed_target(path, b"")
+    signature = sign_forwarded(secret.encode(), OPERATOR, "POST", target, time.time())
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        return client.post(f"{url.rstrip('/')}{target}", headers={SIGNATURE_HEADER: signature})
+
+
+def _error(answer: httpx.Response) -> str:
+    try:
+        error = answer.json()["error"]
+        return f"{error['code']}: {error['message']}"
+    except (ValueError, KeyError, TypeError):
+        return f"answered {answer.status_code}"
+
+
+def _member(url: str, node: str, timeout: float) -> dict[str, Any] | None:
+    with httpx.Client(timeout=timeout, trust_env=False) as client:
+        answer = client.get(f"{url.rstrip('/')}/v1/cluster/members")
+    answer.raise_for_status()
+    for entry in answer.json()["members"]:
+        if entry["node"] == node:
+            return dict(entry)
+    return None
+
+
+def leave(cluster: ClusterConfig, url: str, *, timeout: float, out: Any) -> int:
+    """Asks the node at ``url`` to leave and waits until it is removed; the exit status."""
+    try:
+        answer = _post(cluster, url, "/v1/cluster/leave", 10.0)
+    except (ValueError, httpx.HTTPError) as exc:
+        print(f"meridian: error: {exc}", file=out)
+        return 2
+    if answer.status_code != 200:
+        print(f"meridian: error: {url}: {_error(answer)}", file=out)
+        return 2
+    entry = answer.json()
+    node = entry["node"]
+    print(f"{node} is {entry['state']}: handing its documents to their next holders", file=out)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            view = _member(url, node, 5.0)
+        except (httpx.HTTPError, ValueError, KeyError):
+            view = {"state": "removed"}  # it stops once removed
+        if view is not None and view.get("state") == "removed":
+            print(f"{node} left the cluster", file=out)
+            return 0
+        time.sleep(0.5)
+    print(f"{node} is still handing off after {timeout:g} s; repeat to wait again", file=out)
+    return 1
+
+
+def remove(cluster: ClusterConfig, url: str, node: str, *, out: Any) -> int:
+    """Asks the node at ``url`` to remove member ``node``; the exit status."""
+    try:
+        answer = _post(cluster, url, f"/v1/cluster/members/{node}/remove", 10.0)
+    except (ValueError, httpx.HTTPError) as exc:
+        print(f"meridian: error: {exc}", file=out)
+        return 2
+    if answer.status_code != 200:
+        print(f"meridian: error: {url}: {_error(answer)}", file=out)
+        return 2
+    entry = answer.json()
+    print(json.dumps(entry, sort_keys=True), file=out)
+    print(f"{node} removed (incarnation {entry['incarnation']})", file=out)
+    return 0
