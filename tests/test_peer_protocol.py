@@ -253,6 +253,7 @@ def test_every_message_round_trips() -> None:
         m.Placements((b'{"doc_id":"d"}', b"")),
         m.CatalogRequest(4, 7, 500),
         m.CatalogPage(4, (b"{}",), 12, False),
+        m.Members(b'{"members":[]}'),
     ]
     assert {type(s) for s in samples} == set(m.MESSAGES.values())
     for sample in samples:

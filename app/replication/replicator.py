@@ -112,10 +112,12 @@ class Replicator:
         self._started = False
         #: Member lists from peers that were malformed, since start.
         self.members_refused = 0
-        if members is None:
-            for member in settings.peers():
+        # The listed nodes first, in the file's order (as /v1/cluster lists them).
+        for member in settings.peers():
+            entry = members.get(member.node_id) if members is not None else None
+            if members is None or entry is None or entry.live:
                 self._add_peer(member)
-        else:
+        if members is not None:
             self._sync_peers(members.membership)
             members.on_change.append(self._members_changed)
         # Readers waiting (after=) for a document to change here.
