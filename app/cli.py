@@ -50,6 +50,7 @@ from .config import (
     load_config,
     parse_listen,
 )
+from .errors import MeridianError
 from .logs import LOG_FORMATS, bind_node, configure_logging
 from .node import VERSION, Node
 from .replication import PROTOCOL_VERSIONS
@@ -279,14 +280,15 @@ _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 class _QuietStartupFailure(logging.Filter):
     """Drops uvicorn's traceback for a startup failure the CLI reports as one line (a data
-    directory in use, a newer storage format: things the user fixes, not bugs)."""
+    directory in use, a newer storage format, a refused join: things the user fixes, not
+    bugs)."""
 
     def __init__(self, errors: list[BaseException]) -> None:
         super().__init__()
         self.errors = errors
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.errors or not isinstance(self.errors[0], CrdtError):
+        if not self.errors or not isinstance(self.errors[0], CrdtError | MeridianError):
             return True
         message = record.getMessage()
         return not (

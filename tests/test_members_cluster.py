@@ -1,0 +1,334 @@
+"""Elastic membership with real node processes: a node joins a running cluster (no restart of
+the others) and takes its share of the documents, leaves and hands them back, a dead node is
+removed; bad joins are refused and change nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from app.cluster.joining import JOIN_PATH, SIGNATURE_HEADER, signed_target
+from app.cluster.placement import PlacementRecord, Stamp, Topology, holders
+from app.cluster.topology import Member as PlacementMember
+from app.http.forward import sign_forwarded
+
+from .cluster import SECRET, Cluster
+from .support import REPO, NodeProcess, wait_for
+
+#: One region holds each document, one node of it: a joiner's share is visible at once.
+PLACEMENT = {"replicas": 1, "nodes_per_region": 1, "followers": "false", "rehome": "false"}
+LAYOUT = {"us-east": 1, "eu-west": 1}
+DOCS = 80
+
+
+def members_of(url: str) -> dict[str, dict[str, Any]]:
+    answer = httpx.get(f"{url}/v1/cluster/members", timeout=10)
+    answer.raise_for_status()
+    return {entry["node"]: entry for entry in answer.json()["members"]}
+
+
+def held(url: str) -> set[str]:
+    """The live documents a node holds a copy of."""
+    out: set[str] = set()
+    cursor = None
+    while True:
+        params: dict[str, Any] = {"limit": 1000}
+        if cursor:
+            params["cursor"] = cursor
+        page = httpx.get(f"{url}/v1/docs", params=params, timeout=10).json()
+        out |= {d["id"] for d in page["documents"]}
+        cursor = page["next_cursor"]
+        if not cursor:
+            return out
+
+
+def append(url: str, doc_id: str, value: str) -> None:
+    ops = {"ops": [{"op": "append", "path": ["items"], "values": [value]}]}
+    answer = httpx.patch(f"{url}/v1/docs/{doc_id}", json=ops, timeout=30)
+    assert answer.status_code == 200, answer.text
+
+
+def items(url: str, doc_id: str) -> list[str]:
+    answer = httpx.get(f"{url}/v1/docs/{doc_id}", timeout=30)
+    assert answer.status_code == 200, (doc_id, answer.text)
+    return list(answer.json()["content"].get("items", []))
+
+
+def joiner(cluster: Cluster, tmp: Path, region: str, seed: str, **kwargs: Any) -> NodeProcess:
+    return NodeProcess(
+        tmp,
+        region=region,
+        config=cluster.config,
+        env={"MERIDIAN_CLUSTER_SECRET": kwargs.pop("secret", SECRET)},
+        extra=["--join", seed, *kwargs.pop("extra", [])],
+        **kwargs,
+    )
+
+
+def expected_share(nodes: list[str], region: str, doc_ids: list[str]) -> set[str]:
+    """The documents rendezvous hashing gives each ``nodes[-1]`` among ``nodes``."""
+    topology = Topology(
+        regions=tuple(sorted(LAYOUT)),
+        latency_ms={("eu-west", "us-east"): 20.0},
+        replicas=1,
+        members=tuple(PlacementMember(n, region) for n in nodes),
+    )
+    return {
+        d
+        for d in doc_ids
+        if holders(PlacementRecord.new(d, region, Stamp(1, nodes[0])), topology) == (nodes[-1],)
+    }
+
+
+class Writer:
+    """Appends to the documents in turn, through one node, until stopped; keeps what was
+    acknowledged."""
+
+    def __init__(self, url: str, doc_ids: list[str]) -> None:
+        self.url, self.doc_ids = url, doc_ids
+        self.acked: dict[str, list[str]] = {d: [] for d in doc_ids}
+        self.stop = threading.Event()
+        self.errors: list[str] = []
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self) -> None:
+        n = 0
+        with httpx.Client(timeout=30) as client:
+            while not self.stop.is_set():
+                doc_id = self.doc_ids[n % len(self.doc_ids)]
+                value = f"w{n}"
+                ops = {"ops": [{"op": "append", "path": ["items"], "values": [value]}]}
+                try:
+                    answer = client.patch(f"{self.url}/v1/docs/{doc_id}", json=ops)
+                except httpx.HTTPError as exc:
+                    self.errors.append(str(exc))
+                    continue
+                if answer.status_code == 200:
+                    self.acked[doc_id].append(value)
+                else:
+                    self.errors.append(f"{answer.status_code} {answer.text[:200]}")
+                n += 1
+
+    def __enter__(self) -> Writer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=60)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    running = Cluster(tmp_path, LAYOUT, latency_ms=10, placement=PLACEMENT).start()
+    try:
+        running.wait_links_up()
+        yield running
+    finally:
+        running.close()
+
+
+def check_every_ack(urls: list[str], acked: dict[str, list[str]]) -> None:
+    for url in urls:
+        for doc_id, values in acked.items():
+            present = items(url, doc_id)
+            for value in values:
+                assert present.count(value) == 1, (url, doc_id, value)
+
+
+def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_path: Path) -> None:
+    east, west = cluster["us-east-1"], cluster["eu-west-1"]
+    doc_ids = [f"doc-{i}" for i in range(DOCS)]
+    for doc_id in doc_ids:
+        append(east.url, doc_id, "first")
+    assert held(east.url) == set(doc_ids)
+
+    new = joiner(cluster, tmp_path / "new", "us-east", f"127.0.0.1:{west.port}")
+    with Writer(west.url, doc_ids[:10]) as writer:
+        process = new.start()
+        try:
+            mine = [n for n, e in members_of(new.url).items() if e["liveness"] == "self"]
+            assert len(mine) == 1
+            node_id = mine[0]
+            # Every node learns of it, and it becomes active once it has its share.
+            for url in (east.url, west.url, new.url):
+                wait_for(
+                    lambda url=url: members_of(url).get(node_id, {}).get("state") == "active",
+                    timeout=30,
+                    what=f"{url} to list {node_id} active",
+                )
+            share = expected_share(["us-east-1", node_id], "us-east", doc_ids)
+            assert 0 < len(share) < DOCS
+            wait_for(lambda: held(new.url) == share, timeout=60, what="the joiner's share")
+            wait_for(
+                lambda: held(east.url) == set(doc_ids) - share,
+                timeout=60,
+                what="us-east-1 to drop the copies it handed over",
+            )
+        finally:
+            writer.stop.set()
+    writer.thread.join(timeout=60)
+    assert sum(map(len, writer.acked.values())) > 0
+    for doc_id in doc_ids:
+        assert items(new.url, doc_id)[0] == "first"
+    check_every_ack([east.url, west.url, new.url], writer.acked)
+
+    # It leaves: hands its documents back and stops, exit status 0.
+    leave = subprocess.run(
+        [sys.executable, "-m", "app", "node", "leave", "--url", new.url, "--timeout", "120"],
+        cwd=REPO,
+        env={"MERIDIAN_CLUSTER_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert leave.returncode == 0, leave.stdout + leave.stderr
+    assert process.process is not None
+    assert process.process.wait(timeout=60) == 0
+    new.close()
+    wait_for(lambda: held(east.url) == set(doc_ids), timeout=60, what="us-east-1 holds all")
+    for url in (east.url, west.url):
+        assert members_of(url)[node_id]["state"] == "removed"
+    check_every_ack([east.url, west.url], writer.acked)
+
+    # A removed node restarted with its data is refused: it never comes back.
+    again = NodeProcess(
+        tmp_path / "new",
+        region="us-east",
+        config=cluster.config,
+        env={"MERIDIAN_CLUSTER_SECRET": SECRET},
+    )
+    with pytest.raises(AssertionError, match="was removed from the cluster"):
+        again.start()
+    again.close()
+    assert members_of(east.url)[node_id]["state"] == "removed"
+
+
+def test_a_dead_node_is_removed_and_its_documents_move(tmp_path: Path) -> None:
+    # Two regions hold each document: the dead node's documents have a copy in eu-west.
+    placement = {**PLACEMENT, "replicas": 2}
+    cluster = Cluster(tmp_path, LAYOUT, latency_ms=10, placement=placement).start()
+    cluster.wait_links_up()
+    east, west = cluster["us-east-1"], cluster["eu-west-1"]
+    new = joiner(cluster, tmp_path / "new", "us-east", f"127.0.0.1:{east.port}").start()
+    try:
+        node_id = next(n for n, e in members_of(new.url).items() if e["liveness"] == "self")
+        wait_for(
+            lambda: members_of(east.url)[node_id]["state"] == "active",
+            timeout=30,
+            what="the joiner active",
+        )
+        doc_ids = [f"d{i}" for i in range(40)]
+        for doc_id in doc_ids:  # home us-east: held by one node there, and by eu-west-1
+            append(east.url, doc_id, "kept")
+        share = expected_share(["us-east-1", node_id], "us-east", doc_ids)
+        wait_for(lambda: held(new.url) >= share, timeout=30, what="the joiner's documents")
+        new.kill()
+        remove = subprocess.run(
+            [sys.executable, "-m", "app", "node", "remove", node_id, "--url", west.url],
+            cwd=REPO,
+            env={"MERIDIAN_CLUSTER_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert remove.returncode == 0, remove.stdout + remove.stderr
+        for url in (east.url, west.url):
+            wait_for(
+                lambda url=url: members_of(url)[node_id]["state"] == "removed",
+                timeout=30,
+                what="the removal everywhere",
+            )
+        # Its documents are served again by us-east-1 (from the other copies and hints).
+        wait_for(lambda: held(east.url) >= set(doc_ids), timeout=60, what="us-east-1 takes them")
+        for doc_id in doc_ids:
+            assert items(east.url, doc_id) == ["kept"]
+        # Removing it again is fine.
+        again = subprocess.run(
+            [sys.executable, "-m", "app", "node", "remove", node_id, "--url", east.url],
+            cwd=REPO,
+            env={"MERIDIAN_CLUSTER_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 0, again.stdout + again.stderr
+    finally:
+        new.close()
+        cluster.close()
+
+
+def test_bad_joins_are_refused_and_change_nothing(cluster: Cluster, tmp_path: Path) -> None:
+    east, west = cluster["us-east-1"], cluster["eu-west-1"]
+    before = members_of(east.url)
+    seed = f"127.0.0.1:{east.port}"
+    wrong_secret = joiner(cluster, tmp_path / "a", "us-east", seed, secret="not-the-secret")
+    with pytest.raises(AssertionError, match="refused this node's join: bad_signature"):
+        wrong_secret.start()
+    wrong_secret.close()
+    taken = joiner(
+        cluster, tmp_path / "b", "us-east", seed, extra=["--advertise", f"127.0.0.1:{west.port}"]
+    )
+    with pytest.raises(AssertionError, match=r"address \S+ is held by member eu-west-1"):
+        taken.start()
+    taken.close()
+    # A listed node's id in another region: the command refuses it before asking anyone.
+    taken_id = joiner(cluster, tmp_path / "c", "us-east", seed, extra=["--node-id", "eu-west-1"])
+    with pytest.raises(AssertionError, match="node eu-west-1 is listed in region eu-west"):
+        taken_id.start()
+    taken_id.close()
+    # Unsigned, forged or malformed requests straight to the route.
+    entry = {
+        "node": "us-east-x",
+        "region": "mars",
+        "address": "127.0.0.1:9",
+        "state": "joining",
+        "incarnation": 1,
+        "weight": 1.0,
+        "stamp": [1, "us-east-x"],
+    }
+    body = json.dumps(entry).encode()
+    answer = httpx.post(f"{east.url}/v1/cluster/join", content=body, timeout=10)
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "signature_required"
+    answer = httpx.post(
+        f"{east.url}/v1/cluster/join",
+        content=body,
+        headers={"x-meridian-signature": "us-east-x;1;00"},
+        timeout=10,
+    )
+    assert answer.status_code == 401
+    answer = httpx.post(f"{east.url}/v1/cluster/members/us-east-1/remove", timeout=10)
+    assert answer.status_code == 401
+    # Signed with the secret, but an unknown region, a removed id's old incarnation or
+    # someone else's id: refused with the reason.
+    assert (
+        signed_join(east.url, entry).json()["error"]["message"].startswith("unknown region 'mars'")
+    )
+    other = {**entry, "node": "eu-west-1", "region": "eu-west"}
+    answer = signed_join(east.url, other)
+    assert answer.status_code == 409
+    assert "already a member" in answer.json()["error"]["message"]
+    answer = signed_join(east.url, {**entry, "state": "active", "region": "us-east"})
+    assert answer.status_code == 409
+    answer = signed_join(east.url, {**entry, "region": "us-east", "weight": "heavy"})
+    assert answer.status_code == 422
+    assert members_of(east.url) == before
+
+
+def signed_join(url: str, entry: dict[str, Any]) -> httpx.Response:
+    body = json.dumps(entry).encode()
+    target = signed_target(JOIN_PATH, body)
+    signature = sign_forwarded(SECRET.encode(), entry["node"], "POST", target, time.time())
+    return httpx.post(
+        f"{url}{target}", content=body, headers={SIGNATURE_HEADER: signature}, timeout=10
+    )
