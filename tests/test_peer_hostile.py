@@ -5,6 +5,7 @@ reason, keeps serving, and nothing stored changes."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -257,3 +258,49 @@ def test_an_oversized_frame_closes_the_link(cluster: Cluster) -> None:
 
     assert asyncio.run(session()) == 1009  # message too big
     still_healthy(cluster, before)
+
+
+def test_forged_and_malformed_member_lists_change_nothing(cluster: Cluster) -> None:
+    """An authenticated peer gossips garbage, an entry of an unknown region, and a member list
+    that tries to revive a removed-looking or rewrite a listed node under a lower state: each is
+    refused or loses the merge, logged and counted; the link stays up and the list is as it was."""
+    before = digests(cluster)
+    members_before = members(cluster)
+    forged = {
+        "node": "ap-south-9",
+        "region": "mars",
+        "address": "127.0.0.1:9",
+        "state": "active",
+        "incarnation": 1,
+        "weight": 1.0,
+        "stamp": [1, "ap-south-9"],
+    }
+    older = {**members_before["us-east-1"], "state": "joining", "address": "127.0.0.1:1"}
+    older.pop("liveness")
+
+    async def session() -> None:
+        async with FakePeer(url(cluster)) as peer:
+            for payload in (
+                b"not json",
+                b'{"members": 3}',
+                b'{"members": [{"node": "x"}]}',
+                json.dumps({"members": [forged]}).encode(),
+                json.dumps({"members": [older]}).encode(),
+                b"[" * 100_000,
+            ):
+                peer.protocol.send(m.Members(payload))
+            peer.protocol.ping()
+            await peer.flush()
+            await peer.expect(m.Pong)
+
+    asyncio.run(session())
+    assert members(cluster) == members_before
+    assert cluster.cluster_view("us-east-1")["members_refused"] >= 5
+    still_healthy(cluster, before)
+
+
+def members(cluster: Cluster) -> dict[str, Any]:
+    with cluster["us-east-1"].client() as client:
+        listed = client.get("/v1/cluster/members").json()["members"]
+    # Liveness aside: the fake peer's link may still be closing.
+    return {entry["node"]: {**entry, "liveness": None} for entry in listed}

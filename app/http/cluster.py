@@ -95,6 +95,7 @@ async def cluster(request: Request) -> dict[str, Any]:
         "members": member_views(node),
         "peers": replication["peers"],
         "refused_links": replication["refused_links"],
+        "members_refused": replication.get("members_refused", 0),
         "clients": node.hub.statistics(),
         "protocol_versions": list(
             node.replicator.versions if node.replicator is not None else PROTOCOL_VERSIONS

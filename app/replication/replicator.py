@@ -620,6 +620,8 @@ class Replicator:
             "peers": [peer.statistics() for peer in self.peers.values()],
             "refused_links": list(self.refusals),
             "links_refused": self.links_refused,
+            "members_refused": self.members_refused
+            + (self.members.refused if self.members is not None else 0),
         }
 
 
