@@ -74,7 +74,7 @@ def _node_id(
 ) -> tuple[str, bool, bool]:
     """(node id, standalone, joins): ``--node-id``; else the listed node whose address is
     ``--listen``; else, for a node that joins (``--join``, or one that joined before), the id
-    kept in its data directory or a new ``<region>-<6 hex digits>`` kept there; else the data
+    kept in its data directory or a new ``<region>-j<6 hex digits>`` kept there; else the data
     directory's name, for a standalone node that replicates with nobody."""
     listed = {member.node_id for member in cluster.members()}
     kept = data_dir / NODE_ID_FILE
@@ -88,7 +88,7 @@ def _node_id(
     if joins:
         if kept.exists():
             return kept.read_text(encoding="utf-8").strip(), False, True
-        node_id = f"{args.region}-{os.urandom(3).hex()}"
+        node_id = f"{args.region}-j{os.urandom(3).hex()}"  # j: joined, never a listed id
         data_dir.mkdir(parents=True, exist_ok=True)
         kept.write_text(node_id + "\n", encoding="utf-8")
         return node_id, False, True

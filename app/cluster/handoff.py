@@ -170,6 +170,10 @@ class Handoff:
                 for listener in self.on_removed:
                     listener()
 
+    def _changing_membership(self) -> bool:
+        me = self._members.me if self._members is not None else None
+        return me is not None and me.state in ("joining", "leaving")
+
     def _caught_up(self) -> bool:
         """Whether every live member is linked and has served one anti-entropy round (its
         placement records and changes) since its link opened."""
@@ -213,7 +217,8 @@ class Handoff:
                 *(self._one(doc_id, True) for doc_id in pulls),
             )
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(PASS_INTERVAL if not self._due else 1.0):
+                busy = self._due or self._pulls or self._changing_membership()
+                async with asyncio.timeout(1.0 if busy else PASS_INTERVAL):
                     await self._wake.wait()
             self._wake.clear()
 
