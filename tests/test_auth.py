@@ -384,6 +384,7 @@ DOC = "team-a:notes"
 ROUTES: list[tuple[str, str, str | None, dict[str, Any]]] = [
     ("GET", "/v1/cluster", None, {}),
     ("GET", "/v1/cluster/overview", None, {}),
+    ("GET", "/v1/cluster/members", None, {}),
     ("GET", "/v1/docs", None, {}),
     ("GET", "/v1/docs/{doc_id}", "read", {}),
     ("GET", "/v1/docs/{doc_id}/update", "read", {}),
@@ -400,6 +401,12 @@ ROUTES: list[tuple[str, str, str | None, dict[str, Any]]] = [
     ("PUT", "/v1/docs/{doc_id}/placement", "write", {"json": {"replicas": 1}}),
 ]
 OPEN = {("GET", "/v1/health")}
+#: Membership changes: signed with the cluster secret, whatever token comes with them.
+SIGNED = {
+    ("POST", "/v1/cluster/join"),
+    ("POST", "/v1/cluster/leave"),
+    ("POST", "/v1/cluster/members/{member}/remove"),
+}
 
 
 def _call(
@@ -442,7 +449,19 @@ def test_every_http_route_is_in_the_table(auth_node: ThreadedNode) -> None:
         for path, operations in auth_node.app.openapi()["paths"].items()
         for method in operations
     }
-    assert served == {(method, path) for method, path, _, _ in ROUTES} | OPEN
+    assert served == {(method, path) for method, path, _, _ in ROUTES} | OPEN | SIGNED
+
+
+@pytest.mark.parametrize("route", sorted(SIGNED))
+def test_a_membership_change_needs_the_cluster_secret_not_a_token(
+    auth_node: ThreadedNode, route: tuple[str, str]
+) -> None:
+    method, path = route
+    with auth_node.client() as client:
+        answer = client.request(
+            method, path.format(member="eu-west-1"), headers=_auth(_token(**ADMIN))
+        )
+    _error(answer, 403, "signature_required")
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=[f"{m} {p}" for m, p, _, _ in ROUTES])

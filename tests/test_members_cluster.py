@@ -298,7 +298,7 @@ def test_bad_joins_are_refused_and_change_nothing(cluster: Cluster, tmp_path: Pa
     }
     body = json.dumps(entry).encode()
     answer = httpx.post(f"{east.url}/v1/cluster/join", content=body, timeout=10)
-    assert answer.status_code == 401
+    assert answer.status_code == 403
     assert answer.json()["error"]["code"] == "signature_required"
     answer = httpx.post(
         f"{east.url}/v1/cluster/join",
@@ -306,9 +306,10 @@ def test_bad_joins_are_refused_and_change_nothing(cluster: Cluster, tmp_path: Pa
         headers={"x-meridian-signature": "us-east-x;1;00"},
         timeout=10,
     )
-    assert answer.status_code == 401
+    assert answer.status_code == 403
+    assert answer.json()["error"]["code"] == "bad_signature"
     answer = httpx.post(f"{east.url}/v1/cluster/members/us-east-1/remove", timeout=10)
-    assert answer.status_code == 401
+    assert answer.status_code == 403
     # Signed with the secret, but an unknown region, a removed id's old incarnation or
     # someone else's id: refused with the reason.
     assert (

@@ -49,23 +49,23 @@ def _members(node: Node) -> MemberList:
 
 async def _signed(request: Request, node: Node) -> tuple[str, bytes]:
     """(the signer's id, the body) of a request signed with the cluster secret; raises
-    ApiError 401 for a missing, forged or stale signature or a body that is not the signed
+    ApiError 403 for a missing, forged or stale signature or a body that is not the signed
     one."""
     value = request.headers.get(SIGNATURE_HEADER)
     if value is None:
         raise ApiError(
-            401, "signature_required", "membership changes are signed with the cluster secret"
+            403, "signature_required", "membership changes are signed with the cluster secret"
         )
     target = request_target(request.scope)
     try:
         signer = verify_forwarded(node.settings.secret, value, request.method, target, time.time())
     except ForgedForward as exc:
         log.warning("a membership change with a bad signature refused: %s", exc)
-        raise ApiError(401, "bad_signature", str(exc)) from None
+        raise ApiError(403, "bad_signature", str(exc)) from None
     body = await read_body(request, MAX_JOIN_BODY)
     digest = request.query_params.get("sha256", "")
     if not hmac.compare_digest(digest, hashlib.sha256(body).hexdigest()):
-        raise ApiError(401, "bad_signature", "the body is not the one the signature covers")
+        raise ApiError(403, "bad_signature", "the body is not the one the signature covers")
     return signer, body
 
 
@@ -90,14 +90,14 @@ async def join_member(request: Request) -> dict[str, Any]:
     ``join_refused`` with the reason (unknown region, an address a live member holds, a
     removed incarnation); the refusal is logged and changes nothing."""
     node: Node = request.app.state.node
-    members = _members(node)
     signer, body = await _signed(request, node)
+    members = _members(node)
     try:
         entry = MemberEntry.from_json(json.loads(body))
     except (ValueError, RecursionError, MembershipError) as exc:
         raise ApiError(422, "invalid_member", str(exc)[:500]) from None
     if entry.node != signer:
-        raise ApiError(401, "bad_signature", f"{signer} signed a join of {entry.node}")
+        raise ApiError(403, "bad_signature", f"{signer} signed a join of {entry.node}")
     reason = members.why_refused(entry)
     if reason is not None:
         log.warning("refused the join of %s: %s", entry.node, reason)
@@ -113,8 +113,8 @@ async def leave_cluster(request: Request) -> dict[str, Any]:
     document's next holders, is then removed, and stops. Safe to repeat; the answer is its
     entry (``leaving``, or ``removed`` once done)."""
     node: Node = request.app.state.node
-    members = _members(node)
     await _signed(request, node)
+    members = _members(node)
     me = members.me
     if me is None:
         raise ApiError(409, "not_a_member", f"{node.node_id} is not a member")
@@ -134,8 +134,8 @@ async def remove_member(member: str, request: Request) -> dict[str, Any]:
     documents are taken by their next holders from the other copies and hints. Safe to
     repeat. 404 for a node that is not a member, 409 for this node itself (it leaves)."""
     node: Node = request.app.state.node
-    members = _members(node)
     await _signed(request, node)
+    members = _members(node)
     entry = members.get(member)
     if entry is None:
         raise ApiError(404, "unknown_member", f"{member[:140]!r} is not a member")
