@@ -178,6 +178,9 @@ def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_pat
             writer.stop.set()
     writer.thread.join(timeout=60)
     assert sum(map(len, writer.acked.values())) > 0
+    metrics = httpx.get(f"{east.url}/metrics", timeout=10).text
+    assert 'meridian_members{state="active"} 3.0' in metrics
+    assert 'meridian_member_transitions_total{state="joining"} 1.0' in metrics
     for doc_id in doc_ids:
         assert items(new.url, doc_id)[0] == "first"
     check_every_ack([east.url, west.url, new.url], writer.acked)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable, Collection
 from pathlib import Path
 
@@ -65,6 +66,9 @@ class MemberList:
         self.on_change: list[Callable[[Membership], None]] = []
         #: Entries received from peers and refused (an unknown region), since start.
         self.refused = 0
+        #: Members seen entering each state (a join, an activation, a leave, a removal)
+        #: since start, by state.
+        self.transitions: Counter[str] = Counter()
         self.membership = listed.merge(self._load())
         self._observe(self.membership)
         #: The topology placement reads: members of every state (only active ones hold).
@@ -135,6 +139,7 @@ class MemberList:
         for entry in merged.entries():
             old = before.get(entry.node)
             if old is None or (old.state, old.incarnation) != (entry.state, entry.incarnation):
+                self.transitions[entry.state] += 1
                 log.info(
                     "member %s (%s, %s) is %s (incarnation %d)",
                     entry.node,

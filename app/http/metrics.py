@@ -20,6 +20,7 @@ task of the lifespan every :attr:`Metrics.refresh_seconds`: a scrape never waits
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -35,6 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crdt import Storage, StorageError
 
+from ..cluster.membership import STATES
 from ..node import VERSION, Node
 
 if TYPE_CHECKING:
@@ -387,7 +389,29 @@ class NodeCollector:
                 "Documents this node newly holds that a peer has not been asked for yet",
                 handoff.pulls_pending,
             )
+        members = node.members
+        if members is not None:
+            states = GaugeMetricFamily(
+                "meridian_members", "Members in the member list, by state", labels=["state"]
+            )
+            counts = collections.Counter(e.state for e in members.membership.entries())
+            for state in STATES:
+                states.add_metric([state], counts[state])
+            yield states
+            transitions = CounterMetricFamily(
+                "meridian_member_transitions",
+                "Members seen entering a state since start (joins, activations, leaves, removals)",
+                labels=["state"],
+            )
+            for state in STATES:
+                transitions.add_metric([state], members.transitions[state])
+            yield transitions
         if node.replicator is not None:
+            yield _counter(
+                "meridian_members_refused",
+                "Member entries and lists from peers that were refused",
+                node.replicator.members_refused + (members.refused if members else 0),
+            )
             yield _counter(
                 "meridian_placement_records_refused",
                 "Malformed placement records received from peers",
