@@ -178,6 +178,17 @@ def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_pat
             writer.stop.set()
     writer.thread.join(timeout=60)
     assert sum(map(len, writer.acked.values())) > 0
+    # meridian status asks the joined node too (regions.toml does not list it), and --check
+    # finds every document on exactly its holders.
+    status = subprocess.run(
+        [sys.executable, "-m", "app", "status", "--url", east.url, "--check"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert node_id in status.stdout and "not asked" not in status.stdout, status.stdout
     metrics = httpx.get(f"{east.url}/metrics", timeout=10).text
     assert 'meridian_members{state="active"} 3.0' in metrics
     assert 'meridian_member_transitions_total{state="joining"} 1.0' in metrics
@@ -201,6 +212,16 @@ def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_pat
     wait_for(lambda: held(east.url) == set(doc_ids), timeout=60, what="us-east-1 holds all")
     for url in (east.url, west.url):
         assert members_of(url)[node_id]["state"] == "removed"
+    status = subprocess.run(
+        [sys.executable, "-m", "app", "status", "--url", east.url],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "members that are not active" in status.stdout
+    assert any(node_id in line and "removed" in line for line in status.stdout.splitlines())
     check_every_ack([east.url, west.url], writer.acked)
 
     # A removed node restarted with its data is refused: it never comes back.

@@ -36,6 +36,7 @@ from typing import Any, Literal, TextIO
 import httpx
 
 from ..config import ClusterConfig
+from .status_members import member_rows, unasked_members
 
 __all__ = [
     "CheckResult",
@@ -654,6 +655,13 @@ def render_status(answers: Sequence[NodeAnswer], *, now: float) -> list[str]:
                 right=(3, 4, 5, 6),
             ),
         ]
+    changing = member_rows(answers)
+    if changing:
+        lines += [
+            "",
+            "members that are not active (joining, leaving, removed):",
+            *_table(["MEMBER", "REGION", "ADDRESS", "STATE", "INCARNATION"], changing, right=(4,)),
+        ]
     problems = [a for a in answers if a.view is None]
     if problems:
         lines.append("")
@@ -837,6 +845,9 @@ def run_status(
 
     async def run() -> tuple[list[NodeAnswer], CheckResult | None]:
         answers = await ask_nodes(targets, token=token, timeout=timeout)
+        joined = unasked_members(answers)
+        if joined:
+            answers += await ask_nodes(joined, token=token, timeout=timeout)
         if not check:
             return answers, None
         try:
