@@ -357,3 +357,42 @@ def signed_join(url: str, entry: dict[str, Any]) -> httpx.Response:
     return httpx.post(
         f"{url}{target}", content=body, headers={SIGNATURE_HEADER: signature}, timeout=10
     )
+
+
+def test_concurrent_joins_at_different_seeds_converge(cluster: Cluster, tmp_path: Path) -> None:
+    east, west = cluster["us-east-1"], cluster["eu-west-1"]
+    doc_ids = [f"c{i}" for i in range(40)]
+    for i, doc_id in enumerate(doc_ids):
+        append((east if i % 2 else west).url, doc_id, "one")
+    a = joiner(cluster, tmp_path / "a", "us-east", f"127.0.0.1:{east.port}")
+    b = joiner(cluster, tmp_path / "b", "eu-west", f"127.0.0.1:{west.port}")
+    started = [threading.Thread(target=node.start) for node in (a, b)]
+    for thread in started:
+        thread.start()
+    for thread in started:
+        thread.join(timeout=60)
+    try:
+        urls = [east.url, west.url, a.url, b.url]
+
+        def agreed() -> bool:
+            lists = [httpx.get(f"{u}/v1/cluster/members", timeout=10).json() for u in urls]
+            states = [{e["node"]: e["state"] for e in x["members"]} for x in lists]
+            digests = {x["digest"] for x in lists}
+            return (
+                len(digests) == 1 and len(states[0]) == 4 and set(states[0].values()) == {"active"}
+            )
+
+        wait_for(agreed, timeout=60, what="one member list, every member active, everywhere")
+        # Every document is on exactly its holders, and reads the same everywhere.
+        for doc_id in doc_ids:
+            for url in urls:
+                assert items(url, doc_id) == ["one"]
+
+        def one_copy_each() -> bool:
+            copies = [held(u) for u in urls]
+            return all(sum(d in docs for docs in copies) == 1 for d in doc_ids)
+
+        wait_for(one_copy_each, timeout=60, what="one copy of each document (replicas = 1)")
+    finally:
+        a.close()
+        b.close()
