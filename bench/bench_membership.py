@@ -83,7 +83,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import bench_single_node as single  # noqa: E402  (this directory)
-from bench_replication import OtherLoad, table  # noqa: E402
+from bench_replication import table  # noqa: E402
 from progress import Progress  # noqa: E402  (this directory)
 
 from app.cluster.placement import Member, PlacementRecord, Stamp, Topology, holders  # noqa: E402
@@ -329,9 +329,7 @@ class PacedWriter:
     rng: random.Random
     writes: list[Write] = field(default_factory=list)
 
-    async def run(
-        self, phase: str, stop: asyncio.Event, count: int | None = None
-    ) -> list[Write]:
+    async def run(self, phase: str, stop: asyncio.Event, count: int | None = None) -> list[Write]:
         """Writes until ``stop`` is set or ``count`` writes were sent; returns them once all
         are answered (or timed out)."""
         tasks: set[asyncio.Task[None]] = set()
@@ -379,10 +377,10 @@ def latency_ms(writes: Sequence[Write], q: float) -> float:
 
 
 def declare(figures: Figures) -> None:
-    F = single.Figure  # noqa: N806
+    figure = single.Figure
 
     def add(key: str, name: str, unit: str, **kw: Any) -> None:
-        figures[key] = F(name, unit, **kw)
+        figures[key] = figure(name, unit, **kw)
 
     add("serving", "join: process start -> 'serving'", "s", digits=2)
     add("listed", "join: every node lists the joiner (membership converged)", "s", digits=2)
@@ -411,6 +409,34 @@ def declare(figures: Figures) -> None:
         target="<= 1.05", check=lambda v: v <= 1.05)  # fmt: skip
     add("failover", "failover: kill -> first 200 write via each survivor (slowest)", "s",
         digits=2, target="<= 3 s", check=lambda v: v <= 3.0)  # fmt: skip
+
+
+class CpuUse:
+    """CPU used from now on by each node (the joiner from its start), by this process (the
+    load generator, the pollers and the WAN proxies) and by the rest of the machine."""
+
+    def __init__(self, cluster: MembershipCluster) -> None:
+        self.cluster = cluster
+        self.started = time.perf_counter()
+        self.nodes = {n: self._node(n) for n in cluster.nodes}
+        self.generator = time.process_time()
+        self.machine = single._machine_busy_seconds()
+
+    def _node(self, node: str) -> float:
+        process = self.cluster.nodes[node].process
+        if process is None:
+            return 0.0
+        return single._cpu_seconds(f"/proc/{process.pid}/stat")
+
+    def report(self) -> str:
+        seconds = time.perf_counter() - self.started
+        used = {n: self._node(n) - self.nodes.get(n, 0.0) for n in self.cluster.nodes}
+        generator = time.process_time() - self.generator
+        rest = single._machine_busy_seconds() - self.machine - generator - sum(used.values())
+        parts = [f"{n} {v / seconds:.0%}" for n, v in used.items()]
+        parts += [f"generator and proxies {generator / seconds:.0%}",
+                  f"rest of machine {max(rest, 0) / seconds:.0%}"]  # fmt: skip
+        return ", ".join(parts)
 
 
 def node_trouble(cluster: MembershipCluster, marks: dict[str, int]) -> tuple[str, str]:
@@ -572,15 +598,16 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
             expected_before = {n: {d for d in ids if before_holder[d] == n} for n in cluster.listed}
 
             async def settled() -> bool:
-                return all(
-                    await listing(watch, url) == expected_before[n]
-                    for n, url in listed_urls.items()
-                )
+                for node, url in listed_urls.items():
+                    if await listing(watch, url) != expected_before[node]:
+                        return False
+                return True
 
             agrees = await poll(settled, time.perf_counter() + 60, LISTING_POLL) is not None
             before = {n: await listing(watch, url) for n, url in listed_urls.items()}
+            sizes = {n: len(s) for n, s in before.items()}
             details.append(
-                f"{len(ids):,} documents created at {rate:,.0f}/s; per node {dict(Counter({n: len(s) for n, s in before.items()}))}, "  # noqa: E501
+                f"{len(ids):,} documents created at {rate:,.0f}/s; per node {sizes}, "
                 f"placement.holders {'agrees' if agrees else 'DIFFERS'}; joiner {joiner_id}"
             )
 
@@ -600,18 +627,29 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
             joiner = cluster.joiner()
             stop = asyncio.Event()
             bytes_before = await peer_bytes(watch, listed_urls)
-            other = OtherLoad(cluster.pids())
+            cpu = CpuUse(cluster)
             move_task = asyncio.create_task(writer.run("join", stop))
             with progress.step(f"  join of {joiner_id} (share {len(share)} documents)"):
                 t0 = time.perf_counter()
                 deadline = t0 + deadline_s
-                start_task = asyncio.create_task(asyncio.to_thread(joiner.start))
+
+                async def start_joiner() -> float:
+                    await asyncio.to_thread(joiner.start)
+                    return time.perf_counter()
+
+                start_task = asyncio.create_task(start_joiner())
+
+                def check_joiner() -> None:
+                    if joiner.process is not None and joiner.process.poll() is not None:
+                        raise RuntimeError(f"the joiner exited: {''.join(joiner.output[-20:])}")
 
                 async def watch_member(url: str) -> tuple[float | None, float | None]:
                     async def lists() -> bool:
+                        check_joiner()
                         return joiner_id in await members(watch, url)
 
                     async def active() -> bool:
+                        check_joiner()
                         entry = (await members(watch, url)).get(joiner_id, {})
                         return entry.get("state") == "active"
 
@@ -621,13 +659,15 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
 
                 async def watch_share() -> tuple[float | None, float | None]:
                     async def holds() -> bool:
+                        check_joiner()
                         return await listing(watch, all_urls[joiner_id]) == share
 
                     async def dropped() -> bool:
                         for node in cluster.listed:
-                            if region_of[node] == JOIN_REGION and await listing(
-                                watch, all_urls[node]
-                            ) & share:
+                            if (
+                                region_of[node] == JOIN_REGION
+                                and await listing(watch, all_urls[node]) & share
+                            ):
                                 return False
                         return True
 
@@ -640,10 +680,9 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
                 )
                 stop.set()
                 moving = await move_task
-                await start_task
-                serving = time.perf_counter() - t0  # upper bound if the watchers ended first
+                serving = await start_task - t0
                 bytes_after = await peer_bytes(watch, all_urls)
-            load_share = other.share()
+            load_share = cpu.report()
             member_times, (held_at, dropped_at) = watched[:-1], watched[-1]
 
             def since(at: float | None) -> float:
@@ -652,7 +691,6 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
             listed_all = max(since(m[0]) for m in member_times)
             active_all = max(since(m[1]) for m in member_times)
             taken = max(since(held_at), since(dropped_at))
-            serving = min(serving, since(start_task_done(joiner, t0)))
             handoff1 = await handoff_counts(watch, all_urls)
             after = {n: await listing(watch, url) for n, url in all_urls.items()}
             extra_added = {n: len(after[n] - before[n]) for n in cluster.listed}
@@ -720,7 +758,7 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
         f"dropped it at {since(dropped_at):.2f} s; hand-off (handed off, pulled) before "
         f"{handoff0}, after {handoff1}; documents whose holder changed to a node other than "
         f"the joiner by placement: {moved_elsewhere}; extra drops (docs a listed node stopped "
-        f"listing outside the share) {extra_dropped}; rest of the machine during the join: "
+        f"listing outside the share) {extra_dropped}; CPU during the join (share of a core): "
         f"{load_share}",
         f"bytes: {sent:,} B sent and {received:,} B received by all nodes in {join_window:.1f} s "
         f"(Σ sent + received {sent + received:,} B); background in the baseline "
@@ -754,13 +792,6 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
         f"{latency_ms(baseline, 99):.1f} -> {latency_ms(moving, 99):.1f} ms, lost {lost}, "
         f"failover {max(took.values()):.2f} s"
     )
-
-
-def start_task_done(process: NodeProcess, t0: float) -> float | None:
-    """When the joiner printed its "serving" line: NodeProcess does not time it, so this is
-    None (the caller keeps the time the start call returned, an upper bound)."""
-    del process, t0
-    return None
 
 
 # -- main ------------------------------------------------------------------------------------------

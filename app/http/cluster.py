@@ -138,10 +138,32 @@ def member_views(node: Node) -> list[dict[str, Any]]:
 
 
 def _nodes(node: Node) -> list[dict[str, Any]]:
-    nodes = [{"id": node.node_id, "region": node.region, "state": "up", "self": True}]
+    """This node and its peers: region, link state, and member state (``joining``,
+    ``active``, ``leaving``; None for a node without a member list)."""
+    members = node.members
+
+    def member(node_id: str) -> str | None:
+        entry = members.get(node_id) if members is not None else None
+        return entry.state if entry is not None else None
+
+    nodes = [
+        {
+            "id": node.node_id,
+            "region": node.region,
+            "state": "up",
+            "self": True,
+            "member": member(node.node_id),
+        }
+    ]
     if node.replicator is not None:
         nodes += [
-            {"id": peer.node_id, "region": peer.member.region, "state": peer.state, "self": False}
+            {
+                "id": peer.node_id,
+                "region": peer.member.region,
+                "state": peer.state,
+                "self": False,
+                "member": member(peer.node_id),
+            }
             for peer in node.replicator.peers.values()
         ]
     return nodes

@@ -280,6 +280,8 @@ function drawMap(cluster, overview) {
       if (typeof hints === "number" && !silent) attributes["data-hints"] = String(hints);
       const item = svg("g", attributes);
       const details = [];
+      // A member joining (taking its share) or leaving (handing it back) says so.
+      if (node.member && node.member !== "active") details.push(node.member);
       if (silent) details.push("no answer");
       else {
         if (typeof count === "number") details.push(plural(count, "document"));
