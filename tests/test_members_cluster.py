@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets.sync.client
 
 from app.cluster.joining import JOIN_PATH, SIGNATURE_HEADER, signed_target
 from app.cluster.placement import PlacementRecord, Stamp, Topology, holders
@@ -196,16 +197,31 @@ def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_pat
         assert items(new.url, doc_id)[0] == "first"
     check_every_ack([east.url, west.url, new.url], writer.acked)
 
-    # It leaves: hands its documents back and stops, exit status 0.
-    leave = subprocess.run(
-        [sys.executable, "-m", "app", "node", "leave", "--url", new.url, "--timeout", "120"],
-        cwd=REPO,
-        env={"MERIDIAN_CLUSTER_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert leave.returncode == 0, leave.stdout + leave.stderr
+    # A live client of the leaving node is sent away (1012: reconnect), so the node's copy
+    # can go; it leaves: hands its documents back and stops, exit status 0.
+    followed = sorted(share)[0]
+    with websockets.sync.client.connect(f"ws://{new.url[7:]}/v1/sync/{followed}") as client:
+        wait_for(
+            lambda: (
+                httpx.get(f"{new.url}/v1/cluster", timeout=10).json()["clients"]["sync_clients"]
+                == 1
+            ),
+            timeout=10,
+            what="the client to be followed on the joined node",
+        )
+        leave = subprocess.run(
+            [sys.executable, "-m", "app", "node", "leave", "--url", new.url, "--timeout", "120"],
+            cwd=REPO,
+            env={"MERIDIAN_CLUSTER_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        assert leave.returncode == 0, leave.stdout + leave.stderr
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                client.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
     assert process.process is not None
     assert process.process.wait(timeout=60) == 0
     new.close()

@@ -301,6 +301,11 @@ class Handoff:
             if doc_id in self._store.hints():
                 await self._store.drop_hint(doc_id)
             return True
+        me = self._members.me if self._members is not None else None
+        if me is not None and me.state == "leaving" and self._hub.followed(doc_id):
+            # This node leaves: its clients reconnect (to it or another node), and a node
+            # that holds nothing forwards them to a holder.
+            self._hub.release(doc_id, "this node is leaving the cluster")
         if state.deleted or self._hub.followed(doc_id):
             return False
         replicator = self._replicator

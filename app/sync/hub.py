@@ -219,6 +219,14 @@ class Hub:
         """Whether a live client here follows ``doc_id`` (its copy must stay)."""
         return bool(self._subscribers.get(doc_id))
 
+    def release(self, doc_id: str, reason: str) -> int:
+        """Closes every live client of ``doc_id`` here with 1012 (service restart: they
+        reconnect, and another node serves them); returns how many."""
+        subscribers = list(self._subscribers.get(doc_id, ()))
+        for subscriber in subscribers:
+            subscriber.close(1012, reason, flush=True)
+        return len(subscribers)
+
     def connections(self) -> int:
         return sum(len(subs) for subs in self._subscribers.values())
 
