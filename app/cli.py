@@ -146,6 +146,8 @@ def serve(args: argparse.Namespace) -> int:
             parse_listen(seed)
         if args.advertise is not None:
             parse_listen(args.advertise)
+        if not 0 < args.weight < 1e6:
+            raise ConfigError(f"--weight must be a positive number below 1e6, not {args.weight}")
     except (ConfigError, OSError) as exc:
         return _fail(str(exc), 2)
     try:
@@ -166,6 +168,7 @@ def serve(args: argparse.Namespace) -> int:
             join=seeds,
             joins=joins,
             advertise=args.advertise,
+            weight=args.weight,
         )
     except ConfigError as exc:
         return _fail(str(exc), 2)
@@ -521,6 +524,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT[,HOST:PORT...]",
         help="join the running cluster through these nodes (no value: the nodes regions.toml "
         "lists), unless this data directory's node is a member already",
+    )
+    p.add_argument(
+        "--weight",
+        type=float,
+        default=1.0,
+        help="with --join: this node's relative share of its region's documents (default 1; "
+        "2 for a machine twice as large)",
     )
     p.add_argument(
         "--advertise",

@@ -188,6 +188,8 @@ class NodeSettings:
     joins: bool = False
     #: The address peers reach this node at (``--advertise``; default: host and bound port).
     advertise: str | None = None
+    #: This node's relative share of its region's documents when it joins (``--weight``).
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
         if self.auth_required and not self.secret:

@@ -381,7 +381,9 @@ def test_concurrent_joins_at_different_seeds_converge(cluster: Cluster, tmp_path
     for i, doc_id in enumerate(doc_ids):
         append((east if i % 2 else west).url, doc_id, "one")
     a = joiner(cluster, tmp_path / "a", "us-east", f"127.0.0.1:{east.port}")
-    b = joiner(cluster, tmp_path / "b", "eu-west", f"127.0.0.1:{west.port}")
+    b = joiner(
+        cluster, tmp_path / "b", "eu-west", f"127.0.0.1:{west.port}", extra=["--weight", "3"]
+    )
     started = [threading.Thread(target=node.start) for node in (a, b)]
     for thread in started:
         thread.start()
@@ -399,6 +401,8 @@ def test_concurrent_joins_at_different_seeds_converge(cluster: Cluster, tmp_path
             )
 
         wait_for(agreed, timeout=60, what="one member list, every member active, everywhere")
+        weights = {e["node"]: e["weight"] for e in members_of(east.url).values()}
+        assert sorted(weights.values()) == [1.0, 1.0, 1.0, 3.0]
         # Every document is on exactly its holders, and reads the same everywhere.
         for doc_id in doc_ids:
             for url in urls:

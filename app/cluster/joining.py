@@ -67,6 +67,7 @@ async def join_cluster(settings: NodeSettings, members: MemberList) -> None:
         settings.address,
         next_incarnation(members.membership, settings.node_id),
         members.clock.now(),
+        settings.weight,
     )
     body = json.dumps(entry.to_json(), separators=(",", ":"), sort_keys=True).encode()
     target = signed_target(JOIN_PATH, body)
