@@ -69,6 +69,9 @@ class ReplicationConfig:
     heartbeat_interval: float = 1.0
     #: A link that received nothing for this long is closed and dialled again.
     link_timeout: float = 5.0
+    #: A peer whose link received nothing for this long (heartbeats included) is suspected:
+    #: requests and writes go to other copies meanwhile; nothing moves (only a removal does).
+    suspect_after: float = 2.5
     #: How long opening a link (TCP, WebSocket upgrade) may take before it is retried.
     connect_timeout: float = 1.0
     #: Reconnection backoff: first delay and cap (doubling, with jitter).
@@ -266,6 +269,7 @@ SCHEMA: dict[str, dict[str, type]] = {
     "replication": {
         "heartbeat_interval": float,
         "link_timeout": float,
+        "suspect_after": float,
         "connect_timeout": float,
         "reconnect_min": float,
         "reconnect_max": float,
@@ -436,6 +440,10 @@ def _replication(values: dict[str, Any], source: str) -> ReplicationConfig:
     if config.link_timeout <= config.heartbeat_interval:
         raise ConfigError(
             f"{source}: replication.link_timeout must be longer than heartbeat_interval"
+        )
+    if config.suspect_after <= config.heartbeat_interval:
+        raise ConfigError(
+            f"{source}: replication.suspect_after must be longer than heartbeat_interval"
         )
     return config
 

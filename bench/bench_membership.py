@@ -62,6 +62,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import platform
@@ -102,6 +103,10 @@ WRITERS = ("us-east-1", "eu-west-1")
 INITIAL = "x"
 LOAD_CONCURRENCY = 32
 WRITE_TIMEOUT = 10.0
+#: Foreground writes in flight at most (each on its own connection).
+MAX_IN_FLIGHT = 256
+#: Seconds an idle keep-alive connection is reused for (the node closes them after 5 s).
+IDLE_SECONDS = 2.0
 FAILOVER_ATTEMPT_TIMEOUT = 5.0
 MEMBER_POLL, LISTING_POLL = 0.1, 0.25
 Figures = dict[str, single.Figure]
@@ -215,6 +220,93 @@ def append_body(value: str) -> dict[str, Any]:
     return {"ops": [{"op": "append", "path": ["items"], "values": [value]}]}
 
 
+def append_request(doc_id: str, value: str) -> bytes:
+    body = json.dumps(append_body(value), separators=(",", ":")).encode()
+    head = (
+        f"PATCH /v1/docs/{doc_id} HTTP/1.1\r\nHost: {HOST}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection (no pipelining): pre-built request bytes in,
+    (status, headers with lower-case names, body) out."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.reusable = True
+        self.idle_since = 0.0
+
+    async def send(self, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        headers = {}
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name:
+                headers[name.strip().lower()] = value.strip()
+        length = int(headers.get(b"content-length", b"0"))
+        body = await self.reader.readexactly(length) if length else b""
+        self.reusable = headers.get(b"connection", b"").lower() != b"close"
+        return int(head[9:12]), headers, body
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(OSError):
+            await self.writer.wait_closed()
+
+
+class Pool:
+    """Keep-alive connections to the nodes, by port: a request takes an idle one or opens a
+    new one. Cheaper than an httpx client under a backlog (its pool re-scans every waiting
+    request whenever one finishes). A connection idle for :data:`IDLE_SECONDS` is closed
+    rather than reused: the node closes idle ones after 5 s, and a write sent into a
+    closing connection is neither known applied nor safe to retry. Nothing is retried."""
+
+    def __init__(self) -> None:
+        self.idle: dict[int, list[Connection]] = {}
+
+    async def request(
+        self, port: int, request: bytes, timeout: float
+    ) -> tuple[int, dict[bytes, bytes], bytes]:
+        idle = self.idle.setdefault(port, [])
+        connection = None
+        while idle and connection is None:
+            candidate = idle.pop()
+            if time.perf_counter() - candidate.idle_since < IDLE_SECONDS:
+                connection = candidate
+            else:
+                await candidate.close()
+        try:
+            async with asyncio.timeout(timeout):
+                if connection is None:
+                    connection = Connection(*await asyncio.open_connection(HOST, port))
+                answer = await connection.send(request)
+        except BaseException:
+            if connection is not None:
+                await connection.close()
+            raise
+        if connection.reusable:
+            connection.idle_since = time.perf_counter()
+            idle.append(connection)
+        else:
+            await connection.close()
+        return answer
+
+    async def __aenter__(self) -> Pool:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        for connections in self.idle.values():
+            for connection in connections:
+                await connection.close()
+        self.idle.clear()
+
+
 async def listing(http: httpx.AsyncClient, url: str) -> set[str]:
     """The ids of the live documents a node holds (``GET /v1/docs``, every page)."""
     ids: set[str] = set()
@@ -319,11 +411,13 @@ class Write:
 
 @dataclass
 class PacedWriter:
-    """Open loop: write j of a phase is due ``j / rate`` seconds after the phase started; each
-    is sent at once on its own (keep-alive pool), so a slow answer delays no other write."""
+    """Open loop: write j of a phase is due ``j / rate`` seconds after the phase started and
+    is sent then on a connection of its own (an idle keep-alive one, else a new one), so a
+    slow answer delays no other write; at most :data:`MAX_IN_FLIGHT` are in flight (a write
+    that waits for one is still timed from when it was due)."""
 
-    http: httpx.AsyncClient
-    urls: dict[str, str]  # node -> url, the nodes written through
+    pool: Pool
+    ports: dict[str, int]  # node -> port, the nodes written through
     ids: Sequence[str]
     rate: float
     rng: random.Random
@@ -333,10 +427,11 @@ class PacedWriter:
         """Writes until ``stop`` is set or ``count`` writes were sent; returns them once all
         are answered (or timed out)."""
         tasks: set[asyncio.Task[None]] = set()
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         mine: list[Write] = []
         clock = time.perf_counter
         start = clock() + 0.02
-        nodes = sorted(self.urls)
+        nodes = sorted(self.ports)
         j = 0
         while count is None or j < count:
             due = start + j / self.rate
@@ -348,7 +443,7 @@ class PacedWriter:
                 break
             write = Write(phase, self.rng.choice(self.ids), f"{phase}-{j}", self.rng.choice(nodes))
             mine.append(write)
-            task = asyncio.create_task(self._send(write, due))
+            task = asyncio.create_task(self._send(write, due, slots))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             j += 1
@@ -356,16 +451,18 @@ class PacedWriter:
         self.writes += mine
         return mine
 
-    async def _send(self, write: Write, due: float) -> None:
-        url = f"{self.urls[write.node]}/v1/docs/{write.doc}"
-        try:
-            answer = await self.http.patch(url, json=append_body(write.value),
-                                           timeout=WRITE_TIMEOUT)  # fmt: skip
-            write.status = answer.status_code
-            if answer.status_code != 200:
-                write.error = answer.text[:200]
-        except httpx.HTTPError as exc:
-            write.error = f"{type(exc).__name__}: {exc}"[:200]
+    async def _send(self, write: Write, due: float, slots: asyncio.Semaphore) -> None:
+        async with slots:
+            request = append_request(write.doc, write.value)
+            try:
+                status, _, body = await self.pool.request(
+                    self.ports[write.node], request, WRITE_TIMEOUT
+                )
+                write.status = status
+                if status != 200:
+                    write.error = body[:200].decode(errors="replace")
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                write.error = f"{type(exc).__name__}: {exc}"[:200]
         write.latency = time.perf_counter() - due
 
 
@@ -461,7 +558,7 @@ def node_trouble(cluster: MembershipCluster, marks: dict[str, int]) -> tuple[str
 
 
 async def load(
-    http: httpx.AsyncClient, cluster: MembershipCluster, ids: Sequence[str]
+    pool: Pool, cluster: MembershipCluster, ids: Sequence[str]
 ) -> tuple[float, list[str]]:
     """Creates every document at its home region's writer node, 32 at a time; returns the
     rate and the failures."""
@@ -470,12 +567,14 @@ async def load(
 
     async def worker() -> None:
         for i, doc_id in queue:
-            url = cluster.url(WRITERS[i % 2])
+            port = cluster.ports[WRITERS[i % 2]]
             try:
-                answer = await http.patch(f"{url}/v1/docs/{doc_id}", json=append_body(INITIAL))
-                if answer.status_code != 200:
-                    failures.append(f"{doc_id}: {answer.status_code} {answer.text[:120]}")
-            except httpx.HTTPError as exc:
+                status, _, body = await pool.request(
+                    port, append_request(doc_id, INITIAL), WRITE_TIMEOUT
+                )
+                if status != 200:
+                    failures.append(f"{doc_id}: {status} {body[:120]!r}")
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 failures.append(f"{doc_id}: {type(exc).__name__}")
 
     started = time.perf_counter()
@@ -484,8 +583,8 @@ async def load(
 
 
 async def read_back(
-    http: httpx.AsyncClient,
-    urls: dict[str, str],
+    pool: Pool,
+    ports: dict[str, int],
     writes: Sequence[Write],
     expected_holder: dict[str, str],
     rng: random.Random,
@@ -499,19 +598,20 @@ async def read_back(
     queue = iter(sorted(by_doc))
     lost = duplicated = wrong_holder = initial = 0
     examples: list[str] = []
-    nodes = sorted(urls)
+    nodes = sorted(ports)
 
     async def worker() -> None:
         nonlocal lost, duplicated, wrong_holder, initial
         for doc_id in queue:
             node = rng.choice(nodes)
-            answer = await http.get(f"{urls[node]}/v1/docs/{doc_id}")
-            if answer.status_code != 200:
+            request = single.get_request(f"/v1/docs/{doc_id}")
+            status, headers, body = await pool.request(ports[node], request, 30.0)
+            if status != 200:
                 lost += sum(w.status == 200 for w in by_doc[doc_id])
-                examples.append(f"{doc_id} via {node}: {answer.status_code}")
+                examples.append(f"{doc_id} via {node}: {status} {body[:100]!r}")
                 continue
-            items = Counter(answer.json()["content"].get("items", []))
-            served = answer.headers.get("x-meridian-served-by", "")
+            items = Counter(json.loads(body)["content"].get("items", []))
+            served = headers.get(b"x-meridian-served-by", b"").decode()
             if served != expected_holder[doc_id]:
                 wrong_holder += 1
                 if len(examples) < 10:
@@ -579,13 +679,13 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
     deadline_s = 60.0 + 0.03 * args.docs
     details: list[str] = []
     with running(work / f"run-{run}", joiner_id) as cluster:
-        async with client() as http, client() as watch:
+        async with Pool() as pool, client() as watch:
             with progress.step("  starting 4 nodes"):
                 await cluster.start()
                 listed_urls = {n: cluster.url(n) for n in cluster.listed}
                 await wait_links_up(watch, list(listed_urls.values()), 60)
             with progress.step(f"  creating {len(ids):,} documents"):
-                rate, failures = await load(http, cluster, ids)
+                rate, failures = await load(pool, cluster, ids)
             if failures:
                 raise RuntimeError(f"{len(failures)} creates failed, e.g. {failures[:3]}")
             region_of = cluster.region_of
@@ -611,7 +711,9 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
                 f"placement.holders {'agrees' if agrees else 'DIFFERS'}; joiner {joiner_id}"
             )
 
-            writer = PacedWriter(http, listed_urls, ids, args.rate, rng)
+            writer = PacedWriter(
+                pool, {n: cluster.ports[n] for n in cluster.listed}, ids, args.rate, rng
+            )
             with progress.step(f"  baseline: {args.rate:g} writes/s for {args.seconds:g} s"):
                 bytes0 = await peer_bytes(watch, listed_urls)
                 count = round(args.rate * args.seconds)
@@ -707,7 +809,7 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
 
             with progress.step("  reading back every written document"):
                 lost, duplicated, wrong, initial, examples = await read_back(
-                    watch, all_urls, writer.writes, after_holder, rng
+                    pool, cluster.ports, writer.writes, after_holder, rng
                 )
             base_ok = [w for w in baseline if w.status == 200]
             move_ok = [w for w in moving if w.status == 200]

@@ -416,3 +416,62 @@ def test_concurrent_joins_at_different_seeds_converge(cluster: Cluster, tmp_path
     finally:
         a.close()
         b.close()
+
+
+def test_a_silent_peer_is_suspected_and_requests_go_elsewhere(tmp_path: Path) -> None:
+    """Liveness apart from membership: a blackholed link (no reset, no close) makes the peer
+    suspected after replication.suspect_after, long before the link times out; a write for a
+    document it holds is then kept as a hint at once instead of waiting on the forward."""
+    replication = {"heartbeat_interval": 0.2, "link_timeout": 8.0, "suspect_after": 0.8}
+    cluster = Cluster(
+        tmp_path, LAYOUT, latency_ms=10, placement=PLACEMENT, replication=replication
+    ).start()
+    try:
+        cluster.wait_links_up()
+        east, west = cluster["us-east-1"], cluster["eu-west-1"]
+        append(west.url, "far", "one")  # home eu-west: held by eu-west-1 alone
+        wait_for(
+            lambda: httpx.get(f"{east.url}/v1/docs/far/placement", timeout=10).status_code == 200,
+            timeout=10,
+            what="the placement record at us-east-1",
+        )
+        cluster.wan.do(lambda: cluster.wan.wan.cut("us-east", "eu-west"))
+        cut_at = time.monotonic()
+
+        def suspected() -> bool:
+            # Past suspect_after since the cut: a suspicion now is the cut's (not a pause of a
+            # loaded machine just before it).
+            peer = cluster.cluster_view("us-east-1")["peers"][0]
+            late = time.monotonic() - cut_at > 1.5
+            return late and bool(peer["suspected"]) and peer["state"] == "up"
+
+        wait_for(suspected, timeout=5, what="eu-west-1 suspected while its link is still up")
+        started = time.monotonic()
+        ops = {"ops": [{"op": "append", "path": ["items"], "values": ["two"]}]}
+        answer = httpx.patch(f"{east.url}/v1/docs/far", json=ops, timeout=30)
+        assert answer.status_code == 200, answer.text
+        assert time.monotonic() - started < 3.0
+        assert answer.headers["x-meridian-served-by"] == "us-east-1", (
+            answer.headers,
+            cluster.cluster_view("us-east-1")["peers"][0],
+        )
+        view = cluster.cluster_view("us-east-1")
+        assert view["placement"]["hints"] == 1, (view["placement"], view["peers"][0])
+        assert view["peers"][0]["suspicions"] >= 1
+        cluster.wan.do(lambda: cluster.wan.wan.heal())
+        # Heard again: no longer suspected, and the hint reaches the holder.
+        wait_for(
+            lambda: (
+                items(west.url, "far") == ["one", "two"]
+                or sorted(items(west.url, "far")) == ["one", "two"]
+            ),
+            timeout=30,
+            what="the hinted write at the holder",
+        )
+        wait_for(
+            lambda: not cluster.cluster_view("us-east-1")["peers"][0]["suspected"],
+            timeout=10,
+            what="the suspicion cleared",
+        )
+    finally:
+        cluster.close()

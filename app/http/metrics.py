@@ -408,6 +408,11 @@ class NodeCollector:
             yield transitions
         if node.replicator is not None:
             yield _counter(
+                "meridian_peer_suspicions",
+                "Times a peer became suspected (silent for replication.suspect_after)",
+                sum(peer.suspicions for peer in node.replicator.peers.values()),
+            )
+            yield _counter(
                 "meridian_members_refused",
                 "Member entries and lists from peers that were refused",
                 node.replicator.members_refused + (members.refused if members else 0),

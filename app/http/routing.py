@@ -146,7 +146,7 @@ async def _plan(
         if node_id == node.node_id:
             return True
         peer = replicator.peers.get(node_id) if replicator is not None else None
-        return peer is not None and peer.state == "up"
+        return peer is not None and peer.state == "up" and not peer.suspected
 
     decision = route(
         record,

@@ -70,6 +70,11 @@ class Peer:
         self.bytes_received = 0
         # (last seq, monotonic time) of the last complete changes-feed listing served to it.
         self.feed_served: tuple[int, float] | None = None
+        #: Nothing received on the link for ``replication.suspect_after``: routing avoids the
+        #: peer until it is heard again (a suspicion moves no data).
+        self.suspected = False
+        #: Times the peer became suspected since start.
+        self.suspicions = 0
         self.ae = AntiEntropyStats()
 
     @property
@@ -96,6 +101,8 @@ class Peer:
             "region": self.member.region,
             "address": self.address,
             "state": self.state,
+            "suspected": self.suspected,
+            "suspicions": self.suspicions,
             "dials": self.dialer,
             "protocol_version": self.version,
             "rtt_ms": round(self.rtt * 1000, 3) if self.rtt is not None else None,

@@ -123,6 +123,7 @@ class PeerSession:
                 if not future.done():
                     future.set_exception(LinkClosed("the link closed"))
             self.peer.outbox.link_lost()
+            self.peer.suspected = False
         return closed or self.link.closed or Closed("connection_lost", "link ended", True)
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -258,6 +259,21 @@ class PeerSession:
                         )
                 await self.link.flush()
 
+    def _suspect(self, silent: bool) -> None:
+        """Suspects the peer after ``suspect_after`` of silence, and clears it when heard."""
+        peer = self.peer
+        if silent and not peer.suspected:
+            peer.suspicions += 1
+            log.info(
+                "link to %s: nothing received for %.1fs, suspected (requests go elsewhere)",
+                peer.node_id,
+                self.config.suspect_after,
+                extra={"peer": peer.node_id},
+            )
+        elif peer.suspected and not silent:
+            log.info("link to %s: heard again", peer.node_id, extra={"peer": peer.node_id})
+        peer.suspected = silent
+
     async def _heartbeat(self) -> None:
         config = self.config
         protocol = self.link.protocol
@@ -265,6 +281,7 @@ class PeerSession:
             await asyncio.sleep(config.heartbeat_interval)
             now = time.monotonic()
             silent = now - protocol.last_received
+            self._suspect(silent > min(config.suspect_after, config.link_timeout))
             if silent > config.link_timeout:
                 log.warning(
                     "link to %s: nothing received for %.1fs, closing",
