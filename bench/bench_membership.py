@@ -4,7 +4,7 @@ write load, takes its rendezvous share of the documents, and a node is then kill
 Run from the repository root with the project's virtualenv (see bench/README.md)::
 
     .venv/bin/python bench/bench_membership.py                      # 10,000 documents, 3 runs
-    .venv/bin/python bench/bench_membership.py --docs 500 --runs 1  # quick check (~1 minute)
+    .venv/bin/python bench/bench_membership.py --docs 500 --runs 1  # quick check (~30 s)
 
 Every node is a real ``python -m app serve`` process on loopback with a generated
 ``regions.toml``: regions us-east and eu-west, 20 ms one way (``[latency]``), two listed nodes
@@ -27,7 +27,9 @@ One run:
    ``app.cluster.placement.holders`` for the four nodes (details: "agrees").
 2. Baseline: a paced, open-loop writer: ``--rate`` appends per second (a unique value each),
    each to a random document through a random one of the four nodes, for ``--seconds``.
-   Latency is from when a write was due to its answer (no coordinated omission).
+   Latency is from when a write was due to its answer (no coordinated omission). Writes go
+   on keep-alive connections of their own (hand-written HTTP/1.1, at most 256 in flight);
+   nothing is retried, a write not answered 200 within 10 s is not acknowledged.
 3. Join, with the same writer running: a fifth node starts in us-east with ``--join``. From
    the process start: the "serving" line; every node (the five) listing it in
    ``GET /v1/cluster/members``; every node listing it ``active``; its share taken: its
@@ -37,7 +39,11 @@ One run:
    0.25 s. The writer stops when the share is taken; its writes since the join started are
    the "during the move" sample. Documents moved: the joiner's listing (its share is the
    optimum: HRW moves only documents whose top node becomes the joiner); extra moves:
-   documents a node other than the joiner lists after the join but did not before. Bytes
+   documents a node other than the joiner lists after the join but did not before (after
+   waiting until no node reports a copy to hand off, a pull pending or a hint, in
+   ``/v1/cluster`` ``placement``); copies made and dropped on the way: the nodes'
+   ``placement.handoff.handed_off`` counters summed over the join, minus the documents
+   moved (only the old holders should hand off, once per document of the share). Bytes
    moved: the peer payload (``/v1/cluster`` ``peers[].bytes_sent``, WebSocket frames) every
    node sent during the join (each byte counted once; Σ sent + received, the two ends of
    each byte, is twice that), with the baseline's background rate (heartbeats, anti-entropy)
@@ -181,10 +187,6 @@ class MembershipCluster:
         extra = ["--join", f"{HOST}:{self.ports[SEED]}", "--node-id", self.joiner_id]
         self.nodes[self.joiner_id] = self._process(self.joiner_id, extra)
         return self.nodes[self.joiner_id]
-
-    def pids(self) -> list[int]:
-        return [p.process.pid for p in self.nodes.values()
-                if p.process is not None and p.process.poll() is None]  # fmt: skip
 
     def close(self) -> None:
         for node in self.nodes.values():
@@ -360,21 +362,41 @@ async def wait_links_up(http: httpx.AsyncClient, urls: Sequence[str], timeout: f
         raise RuntimeError(f"timed out after {timeout:g} s waiting for every peer link up")
 
 
-async def peer_bytes(http: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, tuple[int, int]]:
-    """Per node: (bytes sent to, bytes received from) all its peers, payload frames."""
+async def peer_bytes(
+    http: httpx.AsyncClient, urls: dict[str, str]
+) -> dict[str, tuple[int, int, int]]:
+    """Per node: (bytes sent to, bytes received from all its peers (payload frames), bytes of
+    the anti-entropy rounds it counted on its links)."""
     out = {}
     for node, url in urls.items():
         peers = (await view(http, url))["peers"]
-        out[node] = (sum(p["bytes_sent"] for p in peers), sum(p["bytes_received"] for p in peers))
+        out[node] = (
+            sum(p["bytes_sent"] for p in peers),
+            sum(p["bytes_received"] for p in peers),
+            sum(p["anti_entropy"]["bytes_total"] for p in peers),
+        )
     return out
 
 
-async def handoff_counts(http: httpx.AsyncClient, urls: dict[str, str]) -> dict[str, Any]:
+async def handoff_counts(
+    http: httpx.AsyncClient, urls: dict[str, str]
+) -> dict[str, tuple[int, int]]:
+    """Per node: (copies handed off and dropped, documents pulled) since it started."""
     out = {}
     for node, url in urls.items():
-        handoff = (await view(http, url)).get("handoff") or {}
+        handoff = (await view(http, url)).get("placement", {}).get("handoff") or {}
         out[node] = (handoff.get("handed_off", 0), handoff.get("pulled", 0))
     return out
+
+
+async def handoff_idle(http: httpx.AsyncClient, urls: dict[str, str]) -> bool:
+    """Whether no node has a copy to hand off, a pull pending or a hint."""
+    for url in urls.values():
+        placement = (await view(http, url)).get("placement", {})
+        handoff = placement.get("handoff") or {}
+        if placement.get("hints") or handoff.get("pending") or handoff.get("pulls_pending"):
+            return False
+    return True
 
 
 # -- placement -------------------------------------------------------------------------------------
@@ -404,6 +426,7 @@ class Write:
     doc: str
     value: str
     node: str
+    due: float = 0.0  # perf_counter time
     latency: float = math.nan
     status: int = 0  # 0: no answer (the error says why)
     error: str = ""
@@ -463,6 +486,7 @@ class PacedWriter:
                     write.error = body[:200].decode(errors="replace")
             except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
                 write.error = f"{type(exc).__name__}: {exc}"[:200]
+        write.due = due
         write.latency = time.perf_counter() - due
 
 
@@ -489,6 +513,8 @@ def declare(figures: Figures) -> None:
     add("moved_ratio", "documents moved / optimum", "x", digits=3, target="= 1.000",
         check=lambda v: abs(v - 1) < 1e-9)  # fmt: skip
     add("extra", "extra moves (docs added on a node other than the joiner)", "docs",
+        target="0", check=lambda v: v == 0)  # fmt: skip
+    add("transient", "copies made and dropped beyond the share (Σ handed off - moved)", "docs",
         target="0", check=lambda v: v == 0)  # fmt: skip
     add("bytes", "bytes moved (peer payload sent, all nodes, during the join)", "KB", digits=1)
     add("bytes_per_doc", "bytes moved per document moved", "B", digits=0)
@@ -662,7 +688,7 @@ async def failover(
                     took[node] = time.perf_counter() - killed
                     acked.append((node, doc_id, value))
                     return
-                failures.append(f"{node}: {answer.status_code} {answer.text[:100]}")
+                failures.append(f"{node}: {answer.status_code} {answer.text[:90]}")
             await asyncio.sleep(0.02)  # retry after a refusal, until the deadline
         took[node] = math.inf
 
@@ -720,8 +746,7 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
                 baseline = await writer.run("base", asyncio.Event(), count)
                 bytes1 = await peer_bytes(watch, listed_urls)
             base_seconds = args.seconds
-            background = sum(b[0] - a[0] for a, b in zip(bytes0.values(), bytes1.values(),
-                                                          strict=True)) / base_seconds  # fmt: skip
+            background = sum(bytes1[n][0] - bytes0[n][0] for n in bytes0) / base_seconds
             handoff0 = await handoff_counts(watch, listed_urls)
 
             # -- the join
@@ -784,6 +809,7 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
                 moving = await move_task
                 serving = await start_task - t0
                 bytes_after = await peer_bytes(watch, all_urls)
+                join_window = time.perf_counter() - t0
             load_share = cpu.report()
             member_times, (held_at, dropped_at) = watched[:-1], watched[-1]
 
@@ -793,16 +819,25 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
             listed_all = max(since(m[0]) for m in member_times)
             active_all = max(since(m[1]) for m in member_times)
             taken = max(since(held_at), since(dropped_at))
+            # Copies made on the way (hints, relayed deltas) are handed off within seconds:
+            # wait until no node has one left, then count.
+            idle_at = await poll(
+                lambda: handoff_idle(watch, all_urls), time.perf_counter() + 60, LISTING_POLL
+            )
             handoff1 = await handoff_counts(watch, all_urls)
             after = {n: await listing(watch, url) for n, url in all_urls.items()}
             extra_added = {n: len(after[n] - before[n]) for n in cluster.listed}
             extra_dropped = {n: len((before[n] - after[n]) - share) for n in cluster.listed}
             moved = len(after[joiner_id])
-            sent = sum(after_[0] - bytes_before.get(n, (0, 0))[0]
-                       for n, after_ in bytes_after.items())  # fmt: skip
-            received = sum(after_[1] - bytes_before.get(n, (0, 0))[1]
-                           for n, after_ in bytes_after.items())  # fmt: skip
-            join_window = time.perf_counter() - t0
+            handed = sum(h - handoff0.get(n, (0, 0))[0] for n, (h, _) in handoff1.items())
+            pulled = sum(q - handoff0.get(n, (0, 0))[1] for n, (_, q) in handoff1.items())
+            delta = {
+                n: tuple(b - a for a, b in zip(bytes_before.get(n, (0, 0, 0)), v, strict=True))
+                for n, v in bytes_after.items()
+            }
+            sent = sum(d[0] for d in delta.values())
+            received = sum(d[1] for d in delta.values())
+            anti_entropy = sum(d[2] for d in delta.values())
             east = [n for n in region_of if region_of[n] == JOIN_REGION]
             counts = {n: len(after[n]) for n in east}
             mean = sum(counts.values()) / len(counts)
@@ -838,6 +873,7 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
     f["moved_ratio"].values.append((moved + sum(extra_added.values())) / len(share)
                                    if share else math.nan)  # fmt: skip
     f["extra"].values.append(sum(extra_added.values()))
+    f["transient"].values.append(handed - moved)
     f["bytes"].values.append(sent / 1000)
     f["bytes_per_doc"].values.append(sent / moved if moved else math.nan)
     f["base_p50"].values.append(latency_ms(baseline, 50))
@@ -855,10 +891,19 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
         for n, m in zip(all_urls, member_times, strict=True)
     )
     errors = Counter(w.error.split(":")[0] or str(w.status) for w in unacked)
+    bounds = [("before 'serving'", 0.0, serving), ("until every node lists it active", serving,
+              active_all), ("until the share is taken", active_all, math.inf)]  # fmt: skip
+    windows = "; ".join(
+        f"{label} {len(ok)} (p50 {latency_ms(ok, 50):.1f} ms, p99 {latency_ms(ok, 99):.1f} ms)"
+        for label, low, high in bounds
+        if (ok := [w for w in moving if low <= w.due - t0 < high])
+    )
     details += [
         f"join: {per_node}; joiner held its share at {since(held_at):.2f} s, us-east-1/2 had "
-        f"dropped it at {since(dropped_at):.2f} s; hand-off (handed off, pulled) before "
-        f"{handoff0}, after {handoff1}; documents whose holder changed to a node other than "
+        f"dropped it at {since(dropped_at):.2f} s; no hand-off, pull or hint left anywhere at "
+        f"{since(idle_at):.2f} s; hand-off counters (handed off, pulled) before {handoff0}, "
+        f"after {handoff1}: {handed} copies handed off and dropped, {pulled} pulls; "
+        f"documents whose holder changed to a node other than "
         f"the joiner by placement: {moved_elsewhere}; extra drops (docs a listed node stopped "
         f"listing outside the share) {extra_dropped}; CPU during the join (share of a core): "
         f"{load_share}",
@@ -866,7 +911,10 @@ async def one_run(figures: Figures, work: Path, args: argparse.Namespace, run: i
         f"(Σ sent + received {sent + received:,} B); background in the baseline "
         f"{background:,.0f} B/s, so ~{background * join_window:,.0f} B of the join's are "
         f"background (net {(sent - background * join_window) / max(moved, 1):,.0f} B per "
-        f"document moved)",
+        f"document moved); per node (sent, received): "
+        f"{ {n: (d[0], d[1]) for n, d in delta.items()} }; bytes of anti-entropy rounds "
+        f"(as the nodes count them, Σ) {anti_entropy:,}",
+        f"foreground writes during the join by when they were due: {windows}",
         f"writes: baseline {len(baseline)} ({len(base_ok)} ok, p50 {latency_ms(baseline, 50):.2f}"
         f" ms, p99 {latency_ms(baseline, 99):.2f} ms, max "
         f"{max((w.latency for w in base_ok), default=math.nan) * 1000:.1f} ms); during the join "

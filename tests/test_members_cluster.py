@@ -403,6 +403,11 @@ def test_concurrent_joins_at_different_seeds_converge(cluster: Cluster, tmp_path
         wait_for(agreed, timeout=60, what="one member list, every member active, everywhere")
         weights = {e["node"]: e["weight"] for e in members_of(east.url).values()}
         assert sorted(weights.values()) == [1.0, 1.0, 1.0, 3.0]
+        # Each node says how many documents it holds and how many requests it answers.
+        for url in urls:
+            view = httpx.get(f"{url}/v1/cluster", timeout=10).json()
+            assert view["requests"]["total"] > 0
+            assert isinstance(view["requests"]["per_second"], float)
         # Every document is on exactly its holders, and reads the same everywhere.
         for doc_id in doc_ids:
             for url in urls:

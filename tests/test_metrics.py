@@ -14,6 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from websockets.sync.client import connect
 
+from app.http.metrics import RequestRate
+
 from .cluster import Cluster
 from .support import ThreadedNode, wait_for
 
@@ -266,3 +268,16 @@ def test_peer_series_through_a_partition(tmp_path: Path) -> None:
             assert value(samples, "meridian_peer_links_refused_total") == 0
     finally:
         cluster.close()
+
+
+def test_the_request_rate_counts_the_last_ten_whole_seconds() -> None:
+    now = [100.2]
+    rate = RequestRate(clock=lambda: now[0])
+    for _ in range(30):
+        rate.note()
+    assert rate.per_second() == 0.0  # the current second is not whole yet
+    now[0] = 101.0
+    assert rate.per_second() == 3.0
+    now[0] = 111.5
+    assert rate.per_second() == 0.0  # out of the window
+    assert rate.total == 30

@@ -101,6 +101,7 @@ async def cluster(request: Request) -> dict[str, Any]:
             node.replicator.versions if node.replicator is not None else PROTOCOL_VERSIONS
         ),
         "placement": _placement(node),
+        "requests": _requests(request),
         "documents": {
             "live": live,
             "tombstones": tombstones,
@@ -115,6 +116,14 @@ async def cluster(request: Request) -> dict[str, Any]:
             "compactions": storage.compactions,
         },
     }
+
+
+def _requests(request: Request) -> dict[str, Any]:
+    """HTTP requests this node answered: since start, and per second over the last 10 s."""
+    rate = getattr(request.app.state, "metrics", None)
+    if rate is None:
+        return {"total": 0, "per_second": 0.0}
+    return {"total": rate.requests.total, "per_second": rate.requests.per_second()}
 
 
 def member_views(node: Node) -> list[dict[str, Any]]:
@@ -192,6 +201,7 @@ async def _view_of(
         "error": None,
         "documents": None,
         "hints": None,
+        "requests_per_second": None,
         "links": [],
     }
     try:
@@ -211,6 +221,9 @@ async def _view_of(
             entry["error"] = f"{peer.address} answered as node {str(view['node'])[:64]!r}"
             return entry
         entry.update(documents=int(view["documents"]["live"]), links=links(view["peers"]))
+        requests = view.get("requests")
+        if isinstance(requests, dict) and isinstance(requests.get("per_second"), int | float):
+            entry["requests_per_second"] = requests["per_second"]
         placement = view.get("placement")
         if isinstance(placement, dict) and isinstance(placement.get("hints"), int):
             entry["hints"] = placement["hints"]
@@ -237,6 +250,7 @@ async def overview(request: Request) -> dict[str, Any]:
         "error": None,
         "documents": live,
         "hints": len(node.store.hints()),
+        "requests_per_second": _requests(request)["per_second"],
         "links": links(replicator.statistics()["peers"]) if replicator is not None else [],
     }
     peers = list(replicator.peers.values()) if replicator is not None else []

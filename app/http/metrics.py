@@ -42,7 +42,14 @@ from ..node import VERSION, Node
 if TYPE_CHECKING:
     from .routing import Forwarding
 
-__all__ = ["HttpMetrics", "Metrics", "NodeCollector", "open_node_metrics", "router"]
+__all__ = [
+    "HttpMetrics",
+    "Metrics",
+    "NodeCollector",
+    "RequestRate",
+    "open_node_metrics",
+    "router",
+]
 
 log = logging.getLogger("meridian.metrics")
 
@@ -70,10 +77,44 @@ class StorageScan:
     at: float
 
 
+class RequestRate:
+    """Requests answered over the last :attr:`WINDOW` seconds, in one-second buckets: the
+    request rate ``/v1/cluster`` shows per node (load spread over a region's nodes)."""
+
+    WINDOW = 10
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: collections.deque[list[int]] = collections.deque()
+        #: Requests answered since start.
+        self.total = 0
+
+    def note(self) -> None:
+        second = int(self._clock())
+        self.total += 1
+        if self._buckets and self._buckets[-1][0] == second:
+            self._buckets[-1][1] += 1
+        else:
+            self._buckets.append([second, 1])
+        self._trim(second)
+
+    def per_second(self) -> float:
+        """Requests per second over the last :attr:`WINDOW` whole seconds."""
+        now = int(self._clock())
+        self._trim(now)
+        return sum(n for second, n in self._buckets if second < now) / self.WINDOW
+
+    def _trim(self, now: int) -> None:
+        while self._buckets and self._buckets[0][0] < now - self.WINDOW:
+            self._buckets.popleft()
+
+
 class Metrics:
     """The metrics of one node: its registry and the instruments observed per event."""
 
     def __init__(self) -> None:
+        #: Requests per second, for /v1/cluster.
+        self.requests = RequestRate()
         self.registry = CollectorRegistry()
         registry = self.registry
         self.http_requests = Counter(
@@ -217,6 +258,7 @@ class HttpMetrics:
                 route = _route_template(scope)
                 method = scope["method"] if scope["method"] in METHODS else "other"
                 self.metrics.http_requests.labels(route, method, str(status)).inc()
+                self.metrics.requests.note()
                 self.metrics.http_duration.labels(route, method).observe(
                     time.perf_counter() - started
                 )

@@ -286,6 +286,9 @@ function drawMap(cluster, overview) {
       else {
         if (typeof count === "number") details.push(plural(count, "document"));
         if (typeof hints === "number") details.push(plural(hints, "hint"));
+        const rate = node.self ? cluster.requests && cluster.requests.per_second
+          : view ? view.requests_per_second : null;
+        if (typeof rate === "number" && rate > 0) details.push(`${rate.toFixed(1)} req/s`);
       }
       // The open document's marks, right-aligned: its role here, and "served" on the node
       // that served the page's last read of it.
