@@ -631,7 +631,10 @@ async def read_back(
         for doc_id in queue:
             node = rng.choice(nodes)
             request = single.get_request(f"/v1/docs/{doc_id}")
-            status, headers, body = await pool.request(ports[node], request, 30.0)
+            try:
+                status, headers, body = await pool.request(ports[node], request, 30.0)
+            except (OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+                status, headers, body = 0, {}, f"{type(exc).__name__}: {exc}".encode()
             if status != 200:
                 lost += sum(w.status == 200 for w in by_doc[doc_id])
                 examples.append(f"{doc_id} via {node}: {status} {body[:100]!r}")

@@ -204,6 +204,10 @@ class Replicator:
         self._sync_peers(membership)
         self.send_members()
 
+    def _joining(self) -> bool:
+        me = self.members.me if self.members is not None else None
+        return me is not None and me.state == "joining"
+
     def send_members(self, peer: Peer | None = None) -> None:
         """Gossips this node's member list to ``peer`` (every linked peer by default) that
         speaks protocol 5."""
@@ -474,6 +478,10 @@ class Replicator:
         and the nodes the origin says were sent it already."""
         skip: set[str] = set()
         if isinstance(origin, PeerOrigin):
+            if self._joining():
+                # A joining node relays nothing: it may not have the document's record yet
+                # (it would send the delta to every peer), and the sender reached the holders.
+                return
             skip = {origin.node, *origin.reached}
         targets = [peer for peer in self.targets(doc_id) if peer.node_id not in skip]
         reached = skip | {self.node_id}
