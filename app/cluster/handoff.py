@@ -175,15 +175,17 @@ class Handoff:
         return me is not None and me.state in ("joining", "leaving")
 
     def _caught_up(self) -> bool:
-        """Whether every live member is linked and has served one anti-entropy round (its
-        placement records and changes) since its link opened."""
+        """Whether every live member is linked and this node has read its whole catalog feed
+        since the link opened: every record it knows is here, so every document this node
+        will hold is among the pulls (each pull asks every peer for its content)."""
         for peer in self._replicator.peers.values():
             entry = self._members.get(peer.node_id) if self._members is not None else None
             if entry is None or not entry.live:
                 continue
             if peer.state != "up" or peer.up_since is None:
                 return False
-            if peer.ae.last_at is None or peer.ae.last_at < peer.up_since:
+            synced = peer.catalog_synced_at
+            if synced is None or synced < peer.up_since:
                 return False
         return True
 

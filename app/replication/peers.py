@@ -75,6 +75,9 @@ class Peer:
         self.suspected = False
         #: Times the peer became suspected since start.
         self.suspicions = 0
+        #: When this node last finished reading the peer's catalog feed (every placement record
+        #: the peer had then is here): a joining node waits for it from every member.
+        self.catalog_synced_at: float | None = None
         self.ae = AntiEntropyStats()
 
     @property

@@ -458,6 +458,7 @@ class PeerSession:
                 await storage.submit(SaveCheckpoint(key, page.last_seq))
                 since = page.last_seq
             if not page.more:
+                peer.catalog_synced_at = time.time()
                 return
 
     async def _sync_entry(self, entry: m.ChangeEntry) -> bool:
