@@ -166,6 +166,11 @@ class PlacementCatalog:
             return copies
         return copies + tuple(n for n in holders(record, self.incoming) if n not in copies)
 
+    def copies_now(self, record: PlacementRecord) -> tuple[str, ...]:
+        """The nodes that serve the record's document now: holders and follower copies (not
+        the joining members that will hold it)."""
+        return holders(record, self.topology) + followers(record, self.topology)
+
     def holds(self, record: PlacementRecord, node: str | None = None) -> bool:
         """Whether ``node`` (this node by default) keeps a copy: a holder or a follower."""
         return (node or self.node_id) in self.copies(record)

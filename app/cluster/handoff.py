@@ -127,9 +127,20 @@ class Handoff:
         self._due.add(doc_id)
         self._wake.set()
 
+    def _sources(self, record: PlacementRecord | None) -> set[str]:
+        """The peers to pull a document this node newly keeps from: every peer — except for
+        a joining node, which asks the document's current copies only (they have every
+        write; a hint or stray copy elsewhere is handed off to every copy, this node
+        included, by the node that has it)."""
+        peers = set(self._replicator.peers)
+        me = self._members.me if self._members is not None else None
+        if record is None or me is None or me.state != "joining":
+            return peers
+        return peers & set(self._catalog.copies_now(record))
+
     def _record_changed(self, record: PlacementRecord) -> None:
         if self._catalog.holds(record):
-            self._pulls.setdefault(record.doc_id, set()).update(self._replicator.peers)
+            self._pulls.setdefault(record.doc_id, set()).update(self._sources(record))
         else:
             self._pulls.pop(record.doc_id, None)
             self._due.add(record.doc_id)
@@ -138,9 +149,8 @@ class Handoff:
     def _topology_changed(self, gained: list[str], lost: list[str]) -> None:
         """A member joined, left or was removed: pull what this node now keeps, hand off what
         it no longer does."""
-        peers = self._replicator.peers
         for doc_id in gained:
-            self._pulls.setdefault(doc_id, set()).update(peers)
+            self._pulls.setdefault(doc_id, set()).update(self._sources(self._catalog.get(doc_id)))
         for doc_id in lost:
             self._pulls.pop(doc_id, None)
             self._due.add(doc_id)
