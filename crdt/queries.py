@@ -19,6 +19,7 @@ __all__ = [
     "checkpoint",
     "checkpoints",
     "count_documents",
+    "document_ids",
     "hints",
     "last_seq",
     "list_documents",
@@ -93,6 +94,11 @@ def load(cursor: Any, doc_id: str) -> LoadedDocument | None:
     updates = ([bytes(snapshot[0])] if snapshot else []) + [bytes(r[0]) for r in tail]
     last_seq = tail[-1][1] if tail else (snapshot[1] if snapshot else 0)
     return LoadedDocument(record, updates, len(tail), len(snapshot[0]) if snapshot else 0, last_seq)
+
+
+def document_ids(cursor: Any) -> set[str]:
+    """Every id with a row in ``documents`` (tombstones included)."""
+    return {str(row[0]) for row in cursor.execute("SELECT id FROM documents").fetchall()}
 
 
 def list_documents(cursor: Any, prefix: str, after: str | None, limit: int) -> list[DocumentRecord]:

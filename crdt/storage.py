@@ -156,6 +156,10 @@ class StorageStatistics:
     compactions: int
     queue_depth: int
     commit_seconds_total: float
+    #: Documents loaded from the file (reads of ids never written here are not made).
+    loads: int = 0
+    #: Loads answered without a read: the id has no row in the file.
+    loads_skipped: int = 0
 
 
 @dataclass(slots=True)
@@ -167,6 +171,8 @@ class _Counters:
     batch_size_max: int = 0
     compactions: int = 0
     commit_seconds_total: float = 0.0
+    loads: int = 0
+    loads_skipped: int = 0
 
 
 _Answer = tuple[_Pending, Any, BaseException | None]
@@ -207,6 +213,12 @@ class Storage:
         #: The id of this file's seq space (uuid4 hex), set by open(); peers key checkpoints
         #: of this node's changes feed by it.
         self.storage_id = ""
+        # Every id with a row in `documents` (tombstones included), loaded at open: a load of
+        # an id never written here answers None without a read (a node that joins, a first
+        # write, a forwarding node's lookup). The writer thread adds an id when it writes the
+        # row (before the commit: a load then only reads, as it would without the set) and
+        # removes a forgotten one after the commit (a failed commit must not hide a document).
+        self._known: set[str] = set()
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -225,6 +237,7 @@ class Storage:
             self.storage_id = schema.prepare(con, self.path)
             self.new_client_id()
             self._next_seq = queries.last_seq(con) + 1
+            self._known = queries.document_ids(con)
         except StorageFormatError:
             self._con.close()
             raise
@@ -337,6 +350,7 @@ class Storage:
             self._answer(batch[0], error=error)
             return
         elapsed = time.perf_counter() - started
+        self._forget_known(batch)
         counters = self._counters
         counters.commits += 1
         counters.jobs_committed += len(batch)
@@ -351,6 +365,17 @@ class Storage:
             except Exception:
                 log.exception("the storage commit observer failed")
         self._answer_all([(p, result, None) for p, result in zip(batch, results, strict=True)])
+
+    def _forget_known(self, batch: list[_Pending]) -> None:
+        """After a commit: the ids whose last job in the batch forgot them have no row now."""
+        present: dict[str, bool] = {}
+        for pending in batch:
+            job = pending.job
+            if isinstance(job, Forget):
+                present[job.doc_id] = False
+            elif isinstance(job, Delete) or (isinstance(job, Append) and job.create):
+                present[job.doc_id] = True
+        self._known.difference_update(doc_id for doc_id, kept in present.items() if not kept)
 
     def _answer(self, pending: _Pending, *, error: BaseException) -> None:
         self._answer_all([(pending, None, error)])
@@ -406,6 +431,7 @@ class Storage:
             if isinstance(job, Append):
                 if job.create:
                     collected.creates[job.doc_id] = job.incarnation
+                    self._known.add(job.doc_id)
                 if job.hint:
                     collected.hints[job.doc_id] = None
                 collected.rows.append((job.doc_id, job.incarnation, self._next_seq, job.data))
@@ -436,6 +462,7 @@ class Storage:
                 results.append(None)
             elif isinstance(job, Delete):
                 self._flush(collected, now)
+                self._known.add(job.doc_id)
                 con.execute(
                     "INSERT INTO documents VALUES (?, ?, true, ?, ?) ON CONFLICT (id) DO UPDATE "
                     "SET incarnation = excluded.incarnation, deleted = true, "
@@ -567,7 +594,12 @@ class Storage:
         return await asyncio.wrap_future(future)
 
     async def load(self, doc_id: str) -> LoadedDocument | None:
-        """The stored document, or None when the id was never written."""
+        """The stored document, or None when the id was never written (known without a read:
+        the file's ids are kept in memory)."""
+        if doc_id not in self._known:
+            self._counters.loads_skipped += 1
+            return None
+        self._counters.loads += 1
         return await self._read(queries.load, doc_id)  # type: ignore[no-any-return]
 
     async def list_documents(
@@ -622,6 +654,8 @@ class Storage:
             compactions=c.compactions,
             queue_depth=self._queue.qsize(),
             commit_seconds_total=c.commit_seconds_total,
+            loads=c.loads,
+            loads_skipped=c.loads_skipped,
         )
 
 

@@ -701,3 +701,33 @@ def test_a_new_file_has_the_format_3_tables(tmp_path: Path) -> None:
         con.close()
     assert {"catalog", "hints"} <= tables
     assert _meta(tmp_path / "meridian.duckdb")["format_version"] == str(FORMAT_VERSION)
+
+
+def test_a_load_of_an_id_never_written_reads_nothing(tmp_path: Path) -> None:
+    """The file's ids are kept in memory: a lookup of an id with no row answers None without a
+    read; a cold document is still read, a forgotten one is not, across a restart too."""
+
+    async def scenario() -> None:
+        limits = StoreLimits(max_hot_documents=1)
+        async with open_store(tmp_path, limits) as store:
+            await store.apply_update("kept", _root_update("m", 1, 11))
+            await store.apply_update("gone", _root_update("m", 2, 12))
+            await store.apply_update("other", _root_update("m", 3, 13))  # evicts the others
+            state = await store.lookup("gone")
+            assert state is not None
+            await store.forget("gone", state.document.reach_vector(), incarnation=1)
+            before = store.storage.statistics()
+            assert await store.lookup("never-written") is None
+            assert await store.lookup("gone") is None
+            after = store.storage.statistics()
+            assert after.loads == before.loads
+            assert after.loads_skipped == before.loads_skipped + 2
+        async with open_store(tmp_path, limits) as store:
+            assert await store.lookup("gone") is None
+            assert await store.lookup("never-written") is None
+            assert store.storage.statistics().loads == 0
+            kept = await store.lookup("kept")
+            assert kept is not None and not kept.deleted
+            assert store.storage.statistics().loads == 1
+
+    run(scenario())
