@@ -64,6 +64,18 @@ def items(url: str, doc_id: str) -> list[str]:
     return list(answer.json()["content"].get("items", []))
 
 
+def meridian(*args: str) -> subprocess.CompletedProcess[str]:
+    """Runs the ``meridian`` command with the cluster secret in its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "app", *args],
+        cwd=REPO,
+        env={"MERIDIAN_CLUSTER_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
 def joiner(cluster: Cluster, tmp: Path, region: str, seed: str, **kwargs: Any) -> NodeProcess:
     return NodeProcess(
         tmp,
@@ -181,13 +193,7 @@ def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_pat
     assert sum(map(len, writer.acked.values())) > 0
     # meridian status asks the joined node too (regions.toml does not list it), and --check
     # finds every document on exactly its holders.
-    status = subprocess.run(
-        [sys.executable, "-m", "app", "status", "--url", east.url, "--check"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    status = meridian("status", "--url", east.url, "--check")
     assert status.returncode == 0, status.stdout + status.stderr
     assert node_id in status.stdout and "not asked" not in status.stdout, status.stdout
     metrics = httpx.get(f"{east.url}/metrics", timeout=10).text
@@ -209,14 +215,7 @@ def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_pat
             timeout=10,
             what="the client to be followed on the joined node",
         )
-        leave = subprocess.run(
-            [sys.executable, "-m", "app", "node", "leave", "--url", new.url, "--timeout", "120"],
-            cwd=REPO,
-            env={"MERIDIAN_CLUSTER_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
+        leave = meridian("node", "leave", "--url", new.url, "--timeout", "120")
         assert leave.returncode == 0, leave.stdout + leave.stderr
         with pytest.raises(websockets.ConnectionClosed) as closed:
             while True:
@@ -228,13 +227,7 @@ def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_pat
     wait_for(lambda: held(east.url) == set(doc_ids), timeout=60, what="us-east-1 holds all")
     for url in (east.url, west.url):
         assert members_of(url)[node_id]["state"] == "removed"
-    status = subprocess.run(
-        [sys.executable, "-m", "app", "status", "--url", east.url],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    status = meridian("status", "--url", east.url)
     assert status.returncode == 0, status.stdout + status.stderr
     assert "members that are not active" in status.stdout
     assert any(node_id in line and "removed" in line for line in status.stdout.splitlines())
@@ -273,14 +266,7 @@ def test_a_dead_node_is_removed_and_its_documents_move(tmp_path: Path) -> None:
         share = expected_share(["us-east-1", node_id], "us-east", doc_ids)
         wait_for(lambda: held(new.url) >= share, timeout=30, what="the joiner's documents")
         new.kill()
-        remove = subprocess.run(
-            [sys.executable, "-m", "app", "node", "remove", node_id, "--url", west.url],
-            cwd=REPO,
-            env={"MERIDIAN_CLUSTER_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        remove = meridian("node", "remove", node_id, "--url", west.url)
         assert remove.returncode == 0, remove.stdout + remove.stderr
         for url in (east.url, west.url):
             wait_for(
@@ -293,14 +279,7 @@ def test_a_dead_node_is_removed_and_its_documents_move(tmp_path: Path) -> None:
         for doc_id in doc_ids:
             assert items(east.url, doc_id) == ["kept"]
         # Removing it again is fine.
-        again = subprocess.run(
-            [sys.executable, "-m", "app", "node", "remove", node_id, "--url", east.url],
-            cwd=REPO,
-            env={"MERIDIAN_CLUSTER_SECRET": SECRET, "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        again = meridian("node", "remove", node_id, "--url", east.url)
         assert again.returncode == 0, again.stdout + again.stderr
     finally:
         new.close()

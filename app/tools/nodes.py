@@ -50,13 +50,23 @@ def _error(answer: httpx.Response) -> str:
         return f"answered {answer.status_code}"
 
 
-def _member(url: str, node: str, timeout: float) -> dict[str, Any] | None:
+def _members(url: str, timeout: float) -> dict[str, dict[str, Any]]:
+    """The member list as the node at ``url`` sees it; raises httpx.HTTPError, ValueError or
+    KeyError when it does not answer with one."""
     with httpx.Client(timeout=timeout, trust_env=False) as client:
         answer = client.get(f"{url.rstrip('/')}/v1/cluster/members")
     answer.raise_for_status()
-    for entry in answer.json()["members"]:
-        if entry["node"] == node:
-            return dict(entry)
+    return {str(entry["node"]): dict(entry) for entry in answer.json()["members"]}
+
+
+def _state(urls: list[str], node: str) -> str | None:
+    """``node``'s state as the first of ``urls`` that answers sees it (None: none answered)."""
+    for url in urls:
+        try:
+            entry = _members(url, 5.0).get(node)
+        except (httpx.HTTPError, ValueError, KeyError):
+            continue
+        return str(entry["state"]) if entry is not None else None
     return None
 
 
@@ -73,13 +83,18 @@ def leave(cluster: ClusterConfig, url: str, *, timeout: float, out: Any) -> int:
     entry = answer.json()
     node = entry["node"]
     print(f"{node} is {entry['state']}: handing its documents to their next holders", file=out)
+    # The node stops once it is removed: then the others say so.
+    try:
+        others = [
+            f"http://{entry['address']}"
+            for name, entry in sorted(_members(url, 5.0).items())
+            if name != node and entry["state"] != "removed"
+        ]
+    except (httpx.HTTPError, ValueError, KeyError):
+        others = []
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            view = _member(url, node, 5.0)
-        except (httpx.HTTPError, ValueError, KeyError):
-            view = {"state": "removed"}  # it stops once removed
-        if view is not None and view.get("state") == "removed":
+        if _state([url, *others], node) == "removed":
             print(f"{node} left the cluster", file=out)
             return 0
         time.sleep(0.5)
