@@ -103,8 +103,11 @@ def _base_topology(settings: NodeSettings) -> Topology:
 
 def _member_list(settings: NodeSettings) -> MemberList | None:
     """The node's member list: for a listed node, a joining one, or one that joined before
-    (its data directory keeps the list); None for a standalone node."""
+    (its data directory keeps the list); None for a standalone node, and for a node without
+    the cluster secret (alone in regions.toml: nobody could join it)."""
     path = settings.data_dir / MEMBERS_FILE
+    if not settings.secret:
+        return None
     if settings.member() is None and not settings.joins and not path.exists():
         return None
     listed = listed_entries([(m.node_id, m.region, m.address) for m in settings.cluster.members()])
