@@ -206,6 +206,10 @@ def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_pat
     # A live client of the leaving node is sent away (1012: reconnect), so the node's copy
     # can go; it leaves: hands its documents back and stops, exit status 0.
     followed = sorted(share)[0]
+    # A delete made at the leaving node reaches the others before it goes (its tombstone
+    # stays there, and does not hold the leave up).
+    deleted = sorted(share)[1]
+    assert httpx.delete(f"{new.url}/v1/docs/{deleted}", timeout=30).status_code == 200
     with websockets.sync.client.connect(f"ws://{new.url[7:]}/v1/sync/{followed}") as client:
         wait_for(
             lambda: (
@@ -224,7 +228,13 @@ def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_pat
     assert process.process is not None
     assert process.process.wait(timeout=60) == 0
     new.close()
-    wait_for(lambda: held(east.url) == set(doc_ids), timeout=60, what="us-east-1 holds all")
+    wait_for(
+        lambda: held(east.url) == set(doc_ids) - {deleted},
+        timeout=60,
+        what="us-east-1 holds all but the deleted one",
+    )
+    assert httpx.get(f"{east.url}/v1/docs/{deleted}", timeout=10).status_code == 404
+    writer.acked.pop(deleted, None)
     for url in (east.url, west.url):
         assert members_of(url)[node_id]["state"] == "removed"
     status = meridian("status", "--url", east.url)

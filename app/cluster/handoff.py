@@ -172,13 +172,31 @@ class Handoff:
         if me.state == "joining" and not self._pulls and self._caught_up():
             log.info("took this node's share of the documents: now active")
             members.apply(activate(me, members.clock.now()))
-        elif me.state == "leaving" and not self._due and not self._store.hints():
-            live, _ = await self._store.storage.count_documents()
-            if live == 0:
-                log.info("every copy handed off: this node leaves the cluster")
-                members.apply(remove(me, members.clock.now()))
-                for listener in self.on_removed:
-                    listener()
+        elif me.state == "leaving" and await self._handed_everything():
+            log.info("every copy handed off: this node leaves the cluster")
+            members.apply(remove(me, members.clock.now()))
+            for listener in self.on_removed:
+                listener()
+
+    async def _handed_everything(self) -> bool:
+        """Whether a leaving node is done: it holds no live document (tombstones stay, as
+        they do everywhere), and every change it sent — a delete among them — reached the
+        peers it was sent to (nothing queued, in flight, or left to anti-entropy)."""
+        live, _ = await self._store.storage.count_documents()
+        if live:
+            return False
+        for doc_id in self._store.hints():
+            state = await self._store.lookup(doc_id)
+            if state is not None and not state.deleted:
+                return False
+        for peer in self._replicator.peers.values():
+            entry = self._members.get(peer.node_id) if self._members is not None else None
+            if entry is None or not entry.live:
+                continue
+            outbox = peer.outbox.statistics()
+            if outbox.queued or outbox.in_flight or peer.outbox.overflow_since is not None:
+                return False
+        return True
 
     def _changing_membership(self) -> bool:
         me = self._members.me if self._members is not None else None
@@ -187,7 +205,7 @@ class Handoff:
     def _caught_up(self) -> bool:
         """Whether every live member is linked and this node has read its whole catalog feed
         since the link opened: every record it knows is here, so every document this node
-        will hold is among the pulls (each pull asks every peer for its content)."""
+        will hold is among the pulls (each asks the document's current copies)."""
         for peer in self._replicator.peers.values():
             entry = self._members.get(peer.node_id) if self._members is not None else None
             if entry is None or not entry.live:
