@@ -188,11 +188,13 @@ class PlacementCatalog:
         this node keeps or gives up because of the change."""
         before = {doc_id for doc_id in self if self._keeps(doc_id)}
         self.topology, self.incoming = topology, incoming
-        after = {doc_id for doc_id in self if self._keeps(doc_id)}
+        after = set()
         for doc_id in self:
             record = self.get(doc_id)
             if record is not None:
                 self._note_following(record)
+                if self.holds(record):
+                    after.add(doc_id)
         gained, lost = sorted(after - before), sorted(before - after)
         for listener in self.on_topology:
             try:

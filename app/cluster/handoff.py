@@ -133,8 +133,7 @@ class Handoff:
         write; a hint or stray copy elsewhere is handed off to every copy, this node
         included, by the node that has it)."""
         peers = set(self._replicator.peers)
-        me = self._members.me if self._members is not None else None
-        if record is None or me is None or me.state != "joining":
+        if record is None or self._my_state() != "joining":
             return peers
         return peers & set(self._catalog.copies_now(record))
 
@@ -198,9 +197,11 @@ class Handoff:
                 return False
         return True
 
+    def _my_state(self) -> str | None:
+        return self._members.state if self._members is not None else None
+
     def _changing_membership(self) -> bool:
-        me = self._members.me if self._members is not None else None
-        return me is not None and me.state in ("joining", "leaving")
+        return self._my_state() in ("joining", "leaving")
 
     def _caught_up(self) -> bool:
         """Whether every live member is linked and this node has read its whole catalog feed
@@ -331,8 +332,7 @@ class Handoff:
             if doc_id in self._store.hints():
                 await self._store.drop_hint(doc_id)
             return True
-        me = self._members.me if self._members is not None else None
-        if me is not None and me.state == "leaving" and self._hub.followed(doc_id):
+        if self._my_state() == "leaving" and self._hub.followed(doc_id):
             # This node leaves: its clients reconnect (to it or another node), and a node
             # that holds nothing forwards them to a holder.
             self._hub.release(doc_id, "this node is leaving the cluster")

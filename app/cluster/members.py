@@ -20,6 +20,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable, Collection
+from dataclasses import replace
 from pathlib import Path
 
 from .membership import MemberEntry, Membership, MembershipError, check_join, topology
@@ -84,6 +85,12 @@ class MemberList:
         """This node's own entry (None for a node that has not joined)."""
         return self.membership.get(self.node_id)
 
+    @property
+    def state(self) -> str | None:
+        """This node's own state (None for a node that has not joined)."""
+        me = self.me
+        return me.state if me is not None else None
+
     def live(self) -> tuple[MemberEntry, ...]:
         """Every member that is not removed, this node included."""
         return self.membership.live()
@@ -97,11 +104,7 @@ class MemberList:
         if not self.joining():
             return None
         entries = (
-            e
-            if e.state != "joining"
-            else MemberEntry(
-                e.node, e.region, e.address, "active", e.incarnation, e.stamp, e.weight
-            )
+            replace(e, state="active") if e.state == "joining" else e
             for e in self.membership.entries()
         )
         return topology(Membership(entries), self.base)

@@ -205,8 +205,7 @@ class Replicator:
         self.send_members()
 
     def _joining(self) -> bool:
-        me = self.members.me if self.members is not None else None
-        return me is not None and me.state == "joining"
+        return self.members is not None and self.members.state == "joining"
 
     def send_members(self, peer: Peer | None = None) -> None:
         """Gossips this node's member list to ``peer`` (every linked peer by default) that

@@ -42,6 +42,21 @@ def _post(cluster: ClusterConfig, url: str, path: str, timeout: float) -> httpx.
         return client.post(f"{url.rstrip('/')}{target}", headers={SIGNATURE_HEADER: signature})
 
 
+def _change(cluster: ClusterConfig, url: str, path: str, out: Any) -> dict[str, Any] | None:
+    """Sends a signed membership change; the member entry it answers, or None after printing
+    why it failed."""
+    try:
+        answer = _post(cluster, url, path, 10.0)
+    except (ValueError, httpx.HTTPError) as exc:
+        print(f"meridian: error: {exc}", file=out)
+        return None
+    if answer.status_code != 200:
+        print(f"meridian: error: {url}: {_error(answer)}", file=out)
+        return None
+    entry: dict[str, Any] = answer.json()
+    return entry
+
+
 def _error(answer: httpx.Response) -> str:
     try:
         error = answer.json()["error"]
@@ -72,23 +87,17 @@ def _state(urls: list[str], node: str) -> str | None:
 
 def leave(cluster: ClusterConfig, url: str, *, timeout: float, out: Any) -> int:
     """Asks the node at ``url`` to leave and waits until it is removed; the exit status."""
-    try:
-        answer = _post(cluster, url, "/v1/cluster/leave", 10.0)
-    except (ValueError, httpx.HTTPError) as exc:
-        print(f"meridian: error: {exc}", file=out)
+    entry = _change(cluster, url, "/v1/cluster/leave", out)
+    if entry is None:
         return 2
-    if answer.status_code != 200:
-        print(f"meridian: error: {url}: {_error(answer)}", file=out)
-        return 2
-    entry = answer.json()
     node = entry["node"]
     print(f"{node} is {entry['state']}: handing its documents to their next holders", file=out)
     # The node stops once it is removed: then the others say so.
     try:
         others = [
-            f"http://{entry['address']}"
-            for name, entry in sorted(_members(url, 5.0).items())
-            if name != node and entry["state"] != "removed"
+            f"http://{member['address']}"
+            for name, member in sorted(_members(url, 5.0).items())
+            if name != node and member["state"] != "removed"
         ]
     except (httpx.HTTPError, ValueError, KeyError):
         others = []
@@ -104,15 +113,9 @@ def leave(cluster: ClusterConfig, url: str, *, timeout: float, out: Any) -> int:
 
 def remove(cluster: ClusterConfig, url: str, node: str, *, out: Any) -> int:
     """Asks the node at ``url`` to remove member ``node``; the exit status."""
-    try:
-        answer = _post(cluster, url, f"/v1/cluster/members/{node}/remove", 10.0)
-    except (ValueError, httpx.HTTPError) as exc:
-        print(f"meridian: error: {exc}", file=out)
+    entry = _change(cluster, url, f"/v1/cluster/members/{node}/remove", out)
+    if entry is None:
         return 2
-    if answer.status_code != 200:
-        print(f"meridian: error: {url}: {_error(answer)}", file=out)
-        return 2
-    entry = answer.json()
     print(json.dumps(entry, sort_keys=True), file=out)
     print(f"{node} removed (incarnation {entry['incarnation']})", file=out)
     return 0
