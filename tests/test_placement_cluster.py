@@ -524,3 +524,51 @@ def test_forwarded_requests_keep_the_token_and_the_holder_checks_it(tmp_path: Pa
             assert client.get("/v1/docs/team:doc").status_code == 401
     finally:
         cluster.close()
+
+
+def test_a_holder_killed_its_region_takes_the_writes_on_the_next_node(cluster: Cluster) -> None:
+    """A document pinned to us-east whose holder is SIGKILLed stays writable from every region:
+    the next us-east node in rendezvous order takes each write as a hint (the WAN-crossing
+    node outside the pin may not), and hands it to the holder once it is back."""
+    with cluster["eu-west-1"].client() as client:
+        pinned = client.put(
+            "/v1/docs/resident-us/placement", json={"regions": ["us-east"], "pinned": True}
+        )
+        assert pinned.status_code == 200, pinned.text
+        (holder,) = pinned.json()["holders"]
+        assert append(client, "resident-us", "first").status_code == 200
+    spare = next(n for n in ("us-east-1", "us-east-2") if n != holder)
+    cluster.kill(holder)
+    acknowledged = ["first"]
+    for writer in ("eu-west-1", "ap-south-1", spare):
+        with cluster[writer].client() as client:
+
+            def peer_down(client: httpx.Client = client) -> bool:
+                peers = client.get("/v1/cluster").json()["peers"]
+                return any(p["node"] == holder and p["state"] != "up" for p in peers)
+
+            wait_for(peer_down, what=f"{writer} sees {holder} down")
+            for index in range(5):
+                answer = append(client, "resident-us", f"{writer}-{index}")
+                assert answer.status_code == 200, answer.text
+                assert answer.headers["x-meridian-served-by"] == spare
+                acknowledged.append(f"{writer}-{index}")
+    assert "resident-us" in cluster.documents(spare)  # the stand-in's hint
+    for outside in ("eu-west-1", "ap-south-1"):
+        assert "resident-us" not in cluster.documents(outside)
+    cluster.start_node(holder)
+    with cluster[holder].client() as client:
+
+        def complete() -> bool:
+            answer = local(client, "GET", "/v1/docs/resident-us")
+            items = answer.json()["content"].get("items", []) if answer.status_code == 200 else []
+            return sorted(items) == sorted(acknowledged)
+
+        wait_for(complete, timeout=30, what=f"every acknowledged element on {holder}")
+        items = local(client, "GET", "/v1/docs/resident-us").json()["content"]["items"]
+        assert len(items) == len(set(items))
+    wait_for(
+        lambda: "resident-us" not in cluster.documents(spare),
+        timeout=30,
+        what="the stand-in's hint handed off and dropped",
+    )

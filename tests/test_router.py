@@ -99,3 +99,57 @@ def test_a_forwarded_request_is_never_forwarded_again(write: bool) -> None:
     assert decision.action in ("hint", "refuse")
     assert decision.node is None
     assert decide(rec, "eu-west-1", forwarded=True).action == "local"
+
+
+def us_east_order(doc_id: str) -> list[str]:
+    from app.cluster.placement import hrw_order
+
+    return hrw_order(doc_id, "us-east", TOPOLOGY)
+
+
+def test_a_write_goes_to_the_stand_in_of_a_holder_that_is_down() -> None:
+    rec = record("d", home="us-east")  # us-east (one holder of two nodes) + eu-west
+    holder, spare = us_east_order("d")
+    assert holder in decide(rec, "ap-south-1").holders
+    down = lambda n: n != holder  # noqa: E731
+    # the other us-east node keeps the write here, as a hint
+    assert decide(rec, spare, live=down).action == "hint"
+    # from a region nearer to the other holder: to that holder
+    decision = decide(rec, "ap-south-1", live=down)
+    assert (decision.action, decision.node) == ("forward", "eu-west-1")
+    # reads never go to a stand-in (it holds only the writes it took)
+    read = decide(rec, "ap-south-1", live=lambda n: n not in (holder, "eu-west-1"), write=False)
+    assert (read.action, read.code) == ("refuse", "holders_unreachable")
+    # a forwarded write that reaches the stand-in is kept there
+    assert decide(rec, spare, live=down, forwarded=True).action == "hint"
+
+
+def test_a_pinned_document_stays_writable_through_a_stand_in_of_its_region() -> None:
+    rec = with_policy(
+        record("p", home="us-east"), Policy("regions", ("us-east",), 0, True), Stamp(2, "x")
+    )
+    holder, spare = us_east_order("p")
+    down = lambda n: n != holder  # noqa: E731
+    # eu-west may not store it; us-east's other node takes the write in its holder's place
+    decision = decide(rec, "eu-west-1", live=down)
+    assert (decision.action, decision.node) == ("forward", spare)
+    assert decide(rec, spare, live=down, forwarded=True).action == "hint"
+    # both us-east nodes down: the one refusal
+    refused = decide(rec, "eu-west-1", live=lambda n: not n.startswith("us-east"))
+    assert refused.code == "pinned_regions_unreachable"
+    # a stand-in that failed once is skipped: nobody else in us-east, so refused
+    again = decide(rec, "eu-west-1", live=down, exclude=frozenset({spare}))
+    assert again.code == "pinned_regions_unreachable"
+
+
+def test_stand_ins_follow_the_rendezvous_order_of_each_region() -> None:
+    from app.cluster.placement import holders, stand_ins
+
+    for i in range(50):
+        rec = record(f"doc-{i}", home="us-east")
+        holder, spare = us_east_order(rec.doc_id)
+        assert holder in holders(rec, TOPOLOGY)
+        assert stand_ins(rec, TOPOLOGY, everyone) == ()
+        assert stand_ins(rec, TOPOLOGY, lambda n, down=holder: n != down) == (spare,)
+        # a region with no spare node (eu-west has one) has no stand-in
+        assert stand_ins(rec, TOPOLOGY, lambda n: n != "eu-west-1") == ()

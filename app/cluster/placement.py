@@ -66,6 +66,7 @@ __all__ = [
     "resolve_request",  # placement requests
     "MemberState", "Member", "Topology",  # topology
     "nearest_regions", "regions_of", "rendezvous", "hrw_order", "holders", "nearest_holder",
+    "stand_ins",  # writes while a holder is down
     "MAX_REGIONS", "MAX_MILLIS",  # limits
 ]
 # fmt: on
@@ -495,6 +496,24 @@ def holders(record: PlacementRecord, topology: Topology) -> tuple[str, ...]:
         for region in regions_of(record, topology)
         for member in rendezvous(record.doc_id, topology.active_members(region), k)
     )
+
+
+def stand_ins(
+    record: PlacementRecord, topology: Topology, live: Callable[[str], bool]
+) -> tuple[str, ...]:
+    """The nodes that take a write in place of the holders that are down: for each region of
+    :func:`regions_of`, as many of the next live members in rendezvous order (after the
+    region's ``nodes_per_region`` holders) as the region has holders down. A stand-in keeps the
+    write as a hint and hands it to the holders; the first stand-in is also the node that would
+    become the holder if the one that is down were removed."""
+    k = topology.nodes_per_region
+    chosen: list[str] = []
+    for region in regions_of(record, topology):
+        order = hrw_order(record.doc_id, region, topology)
+        down = sum(1 for node in order[:k] if not live(node))
+        if down:
+            chosen.extend([node for node in order[k:] if live(node)][:down])
+    return tuple(chosen)
 
 
 # ---------------------------------------------------------------------------------------------

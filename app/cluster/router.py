@@ -5,10 +5,14 @@
 1. A node that holds the document serves it (a holder, or a node with a follower copy).
 2. Otherwise the request goes to the nearest live holder or follower copy (one hop at most: a
    request that was forwarded already is never forwarded again, which makes loops impossible).
-3. No live holder: a write is committed here as a **hint** and handed off later (Principle 1,
-   always writable) — unless a pin forbids this region to store the document's content, which
-   is the one refusal (503 ``pinned_regions_unreachable``). A read is served from a copy here
-   if there is one, and is otherwise a 503 (``holders_unreachable``).
+   A write also counts the **stand-ins** of the holders that are down (the next live nodes of
+   their regions in rendezvous order, :func:`~app.cluster.placement.stand_ins`): in a region
+   whose holder is down, a write stays in the region, on the node that would hold the document
+   next, as a hint. Reads never go to a stand-in: its copy holds only the writes it took.
+3. No live holder or stand-in: a write is committed here as a **hint** and handed off later
+   (Principle 1, always writable) — unless a pin forbids this region to store the document's
+   content, which is the one refusal (503 ``pinned_regions_unreachable``). A read is served
+   from a copy here if there is one, and is otherwise a 503 (``holders_unreachable``).
 
 A forwarded request that reaches a node that does not hold the document (the two nodes' views
 of placement or liveness differ for a moment) is treated as if no holder were live: a write
@@ -28,6 +32,7 @@ from .placement import (
     followers,
     holders,
     nearest_holder,
+    stand_ins,
 )
 
 __all__ = ["Route", "route"]
@@ -71,10 +76,15 @@ def route(
         return Route("local", owners)
     # A follower copy not fetched yet is served by the others meanwhile.
     copies = tuple(node for node in copies if node != here)
+
+    def reachable(node: str) -> bool:
+        return node not in exclude and live(node)
+
+    standing = stand_ins(record, topology, reachable) if write else ()
+    if here in standing:
+        return Route("hint", owners)
     if not forwarded:
-        target = nearest_holder(
-            region, copies, topology, lambda node: node not in exclude and live(node)
-        )
+        target = nearest_holder(region, copies + standing, topology, reachable)
         if target is not None:
             return Route("forward", owners, node=target)
     if write:
