@@ -72,6 +72,9 @@ class ReplicationConfig:
     #: A peer whose link received nothing for this long (heartbeats included) is suspected:
     #: requests and writes go to other copies meanwhile; nothing moves (only a removal does).
     suspect_after: float = 2.5
+    #: ...and once the silence is that long, the failure detector's phi must also reach this
+    #: (app/replication/detector.py): a link whose heartbeats arrive irregularly waits longer.
+    phi_threshold: float = 8.0
     #: How long opening a link (TCP, WebSocket upgrade) may take before it is retried.
     connect_timeout: float = 1.0
     #: Reconnection backoff: first delay and cap (doubling, with jitter).
@@ -270,6 +273,7 @@ SCHEMA: dict[str, dict[str, type]] = {
         "heartbeat_interval": float,
         "link_timeout": float,
         "suspect_after": float,
+        "phi_threshold": float,
         "connect_timeout": float,
         "reconnect_min": float,
         "reconnect_max": float,

@@ -451,7 +451,8 @@ class NodeCollector:
         if node.replicator is not None:
             yield _counter(
                 "meridian_peer_suspicions",
-                "Times a peer became suspected (silent for replication.suspect_after)",
+                "Times a peer became suspected (silent for replication.suspect_after, "
+                "phi past replication.phi_threshold)",
                 sum(peer.suspicions for peer in node.replicator.peers.values()),
             )
             yield _counter(

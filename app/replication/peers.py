@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..config import Member
+from .detector import PhiAccrual
 from .outbox import Outbox
 from .protocol import PLACEMENT_VERSION
 
@@ -75,6 +76,8 @@ class Peer:
         self.suspected = False
         #: Times the peer became suspected since start.
         self.suspicions = 0
+        #: The failure detector fed with the peer's heartbeats (across its links).
+        self.detector = PhiAccrual()
         #: When this node last finished reading the peer's catalog feed (every placement record
         #: the peer had then is here): a joining node waits for it from every member.
         self.catalog_synced_at: float | None = None
@@ -94,6 +97,14 @@ class Peer:
         if self.feed_served is not None and seq >= self.feed_served[0]:
             self.outbox.caught_up(self.feed_served[1])
 
+    def _phi(self, link: Any, now: float) -> float | None:
+        """The failure detector's φ for the current silence of the open link (JSON has no
+        infinity: a φ past 1000 shows as 1000)."""
+        if link is None or self.state != "up":
+            return None
+        phi = self.detector.phi(max(0.0, now - link.protocol.last_received))
+        return round(min(phi, 1000.0), 2)
+
     def statistics(self) -> dict[str, Any]:
         outbox = self.outbox.statistics()
         now = time.monotonic()
@@ -106,6 +117,10 @@ class Peer:
             "state": self.state,
             "suspected": self.suspected,
             "suspicions": self.suspicions,
+            "phi": self._phi(link, now),
+            "heartbeat_interval_ms": (
+                round(mean * 1000, 1) if (mean := self.detector.mean()) is not None else None
+            ),
             "dials": self.dialer,
             "protocol_version": self.version,
             "rtt_ms": round(self.rtt * 1000, 3) if self.rtt is not None else None,

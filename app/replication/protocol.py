@@ -40,6 +40,7 @@ __all__ = [
     "PROTOCOL_VERSIONS",
     "Closed",
     "Event",
+    "Heartbeat",
     "Identity",
     "Opened",
     "PeerInfo",
@@ -108,6 +109,13 @@ class RoundTrip:
 
 
 @dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """The peer's heartbeat (a Ping) arrived at monotonic time ``at``."""
+
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Closed:
     """The link is over; the transport closes the connection. ``by_peer`` tells whether the
     peer refused or closed it (its reason is then the peer's words)."""
@@ -117,7 +125,7 @@ class Closed:
     by_peer: bool
 
 
-Event = Opened | Received | RoundTrip | Closed
+Event = Opened | Received | RoundTrip | Heartbeat | Closed
 
 # Messages only the handshake may carry.
 _HANDSHAKE = (m.Hello, m.Welcome, m.Auth, m.Ready)
@@ -191,6 +199,7 @@ class PeerProtocol:
             self._fail("protocol_error", f"{type(message).__name__} after the handshake")
         elif isinstance(message, m.Ping):
             self._queue(m.Pong(message.stamp))
+            self._events.append(Heartbeat(self.last_received))
         elif isinstance(message, m.Pong):
             sent = message.stamp / 1e6
             now = self._clock()

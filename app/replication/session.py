@@ -30,7 +30,7 @@ from crdt.storage import SaveCheckpoint
 
 from . import messages as m
 from .link import LinkClosed, PeerLink
-from .protocol import PLACEMENT_VERSION, Closed, Received, RoundTrip
+from .protocol import PLACEMENT_VERSION, Closed, Heartbeat, Received, RoundTrip
 
 if TYPE_CHECKING:
     from .peers import Peer
@@ -104,6 +104,7 @@ class PeerSession:
         self.anti_entropy_now = asyncio.Event()
 
     async def run(self) -> Closed:
+        self.peer.detector.link_opened()
         for loop in (self._sender, self._acker, self._heartbeat, self._anti_entropy_loop):
             self._spawn(loop())
         closed: Closed | None = None
@@ -113,6 +114,8 @@ class PeerSession:
                     await self._dispatch(event.message)
                 elif isinstance(event, RoundTrip):
                     self.peer.rtt = event.seconds
+                elif isinstance(event, Heartbeat):
+                    self.peer.detector.heartbeat(event.at)
                 elif isinstance(event, Closed):
                     closed = event
         finally:
@@ -259,15 +262,24 @@ class PeerSession:
                         )
                 await self.link.flush()
 
-    def _suspect(self, silent: bool) -> None:
-        """Suspects the peer after ``suspect_after`` of silence, and clears it when heard."""
+    def _suspect(self, silence: float) -> None:
+        """Suspects the peer after ``silence`` seconds without a frame when its failure
+        detector says so (:mod:`app.replication.detector`), and clears it when heard."""
         peer = self.peer
+        config = self.config
+        silent = peer.detector.suspects(
+            silence,
+            floor=min(config.suspect_after, config.link_timeout),
+            threshold=config.phi_threshold,
+        )
         if silent and not peer.suspected:
             peer.suspicions += 1
             log.info(
-                "link to %s: nothing received for %.1fs, suspected (requests go elsewhere)",
+                "link to %s: nothing received for %.1fs (phi %.1f), suspected "
+                "(requests go elsewhere)",
                 peer.node_id,
-                self.config.suspect_after,
+                silence,
+                peer.detector.phi(silence),
                 extra={"peer": peer.node_id},
             )
         elif peer.suspected and not silent:
@@ -281,7 +293,7 @@ class PeerSession:
             await asyncio.sleep(config.heartbeat_interval)
             now = time.monotonic()
             silent = now - protocol.last_received
-            self._suspect(silent > min(config.suspect_after, config.link_timeout))
+            self._suspect(silent)
             if silent > config.link_timeout:
                 log.warning(
                     "link to %s: nothing received for %.1fs, closing",
