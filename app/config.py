@@ -128,6 +128,9 @@ class ClusterConfig:
     nodes_per_region: int = 1
     #: Seconds a request forwarded to a holder may take, beyond the waits it asks for.
     forward_timeout: float = 10.0
+    #: Documents per second one node moves (pulls of documents it newly holds, hand-offs of
+    #: copies it no longer does): rebalancing yields to the foreground.
+    move_rate: float = 200.0
     #: Copies follow readers: on, the decayed reads that gain one, their half-life, and the
     #: idle time after which a follower copy is dropped.
     followers: bool = True
@@ -242,6 +245,7 @@ SCHEMA: dict[str, dict[str, type]] = {
         "replicas": int,
         "nodes_per_region": int,
         "forward_timeout": float,
+        "move_rate": float,
         "followers": bool,
         "follow_reads": int,
         "follow_half_life": float,
@@ -319,7 +323,7 @@ def _expect(source: str, key: str, value: Any, kind: type) -> Any:
         raise ConfigError(f"{source}: {key} must be true or false, got {value!r}")
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            what = "a number" if key.endswith("_reads") else "a number of seconds"
+            what = "a number" if key.endswith(("_reads", "_rate")) else "a number of seconds"
             raise ConfigError(f"{source}: {key} must be {what}, got {value!r}")
         value = float(value)
     if kind in (int, float) and value <= 0:
@@ -417,6 +421,7 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> ClusterConfi
         **{
             key: values.get("placement", {})[key]
             for key in (
+                "move_rate",
                 "followers",
                 "follow_reads",
                 "follow_half_life",

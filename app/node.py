@@ -172,9 +172,18 @@ async def open_node(settings: NodeSettings) -> AsyncIterator[Node]:
                 _connect(hub, replicator)
                 if replicator.catalog is not None:
                     handoff = await stack.enter_async_context(
-                        open_handoff(store, catalog, replicator, hub, reads, members)
+                        open_handoff(
+                            store,
+                            catalog,
+                            replicator,
+                            hub,
+                            reads,
+                            members,
+                            settings.cluster.move_rate,
+                        )
                     )
                     replicator.on_stray = handoff.note
+                    replicator.repair_pace = handoff.pace_repair
             node = Node(
                 settings, store, time.time(), catalog, hub, replicator, handoff, reads, members
             )

@@ -731,3 +731,20 @@ def test_a_load_of_an_id_never_written_reads_nothing(tmp_path: Path) -> None:
             assert store.storage.statistics().loads == 1
 
     run(scenario())
+
+
+def test_moves_are_paced_evenly_after_a_burst() -> None:
+    from app.cluster.handoff import Pace
+
+    pace = Pace(100.0, burst=4)  # one move every 10 ms
+    now = 50.0
+    delays = [pace.delay(now) for _ in range(8)]
+    # the first four start at once, the rest one interval apart
+    assert delays[:4] == [0.0, 0.0, 0.0, 0.0]
+    assert delays[4:] == pytest.approx([0.01, 0.02, 0.03, 0.04])
+    # after an idle spell, a burst again (not the backlog of unused slots)
+    later = now + 10.0
+    assert [pace.delay(later) for _ in range(4)] == [0.0, 0.0, 0.0, 0.0]
+    assert pace.delay(later) == pytest.approx(0.01)
+    with pytest.raises(ValueError):
+        Pace(0.0)

@@ -22,7 +22,7 @@ from app.cluster.placement import PlacementRecord, Stamp, Topology, holders
 from app.cluster.topology import Member as PlacementMember
 from app.http.forward import sign_forwarded
 
-from .cluster import SECRET, Cluster
+from .cluster import SECRET, Cluster, free_port
 from .support import REPO, NodeProcess, wait_for
 
 #: One region holds each document, one node of it: a joiner's share is visible at once.
@@ -254,6 +254,62 @@ def test_a_node_joins_takes_its_share_and_leaves_again(cluster: Cluster, tmp_pat
         again.start()
     again.close()
     assert members_of(east.url)[node_id]["state"] == "removed"
+
+
+def test_a_joiner_killed_half_way_resumes_and_serves_only_a_full_share(tmp_path: Path) -> None:
+    """A joining node SIGKILLed while it takes its share starts again on its data: it asks
+    again for every document of the share (not only those whose records are new to it), so
+    when it turns active its copy of each is complete — before any old holder hands off."""
+    # Slow moves (the hand-offs after it turns active too) leave room for the kill and for a
+    # look at its copies before the old holder hands anything over.
+    placement = {**PLACEMENT, "move_rate": 15.0}
+    cluster = Cluster(tmp_path, LAYOUT, latency_ms=10, placement=placement).start()
+    try:
+        cluster.wait_links_up()
+        east = cluster["us-east-1"]
+        doc_ids = [f"r{i}" for i in range(120)]
+        for doc_id in doc_ids:
+            append(east.url, doc_id, "first")
+        port = free_port()
+        seed = f"127.0.0.1:{east.port}"
+        first = joiner(cluster, tmp_path / "new", "us-east", seed, listen=f"127.0.0.1:{port}")
+        first.start()
+        node_id = next(n for n, e in members_of(first.url).items() if e["liveness"] == "self")
+        share = expected_share(["us-east-1", node_id], "us-east", doc_ids)
+
+        def pulled() -> int:
+            view = httpx.get(f"{first.url}/v1/cluster", timeout=10).json()
+            return int(view["placement"]["handoff"]["pulled"])
+
+        wait_for(lambda: pulled() >= 5, timeout=30, what="some documents pulled")
+        assert members_of(east.url)[node_id]["state"] == "joining"
+        first.kill()
+        first.close()
+        again = joiner(cluster, tmp_path / "new", "us-east", seed, listen=f"127.0.0.1:{port}")
+        again.start()
+        try:
+            wait_for(
+                lambda: members_of(again.url)[node_id]["state"] == "active",
+                timeout=60,
+                what="the restarted joiner active",
+            )
+            # At once: every document of its share is here, whole (nothing handed off yet).
+            assert held(again.url) == share
+            for doc_id in sorted(share):
+                answer = httpx.get(
+                    f"{again.url}/v1/docs/{doc_id}", params={"local": "true"}, timeout=10
+                )
+                assert answer.status_code == 200, (doc_id, answer.text)
+                assert answer.json()["content"]["items"] == ["first"]
+            wait_for(
+                lambda: held(east.url) == set(doc_ids) - share,
+                timeout=60,
+                what="us-east-1 to hand the share over",
+            )
+        finally:
+            again.close()
+    finally:
+        cluster.close()
 
 
 def test_a_dead_node_is_removed_and_its_documents_move(tmp_path: Path) -> None:

@@ -202,6 +202,11 @@ class PlacementCatalog:
             except Exception:
                 log.exception("a topology listener failed")
 
+    def kept(self) -> list[str]:
+        """Every document with a record that this node keeps a copy of (joining: that it
+        will hold), in id order."""
+        return sorted(doc_id for doc_id in self if self._keeps(doc_id))
+
     def _keeps(self, doc_id: str) -> bool:
         record = self.get(doc_id)
         return record is not None and self.holds(record)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from .members import MemberList
 from .membership import activate, remove
 from .placement import PlacementRecord, move_target
 
-__all__ = ["Handoff", "HandoffStatistics", "open_handoff"]
+__all__ = ["Handoff", "HandoffStatistics", "Pace", "open_handoff"]
 
 log = logging.getLogger("meridian.handoff")
 
@@ -58,6 +59,27 @@ SCAN_INTERVAL = 60.0
 ACK_TIMEOUT = 10.0
 #: Documents moved at once.
 CONCURRENCY = 8
+#: Moves a pace lets start at once after an idle spell (``placement.move_rate`` spreads the
+#: rest evenly).
+BURST = 16
+
+
+class Pace:
+    """Spreads moves evenly at ``rate`` per second, allowing a burst of :data:`BURST` after
+    an idle spell (a token bucket, without I/O: :meth:`delay` reserves a slot)."""
+
+    def __init__(self, rate: float, burst: int = BURST) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be positive, not {rate}")
+        self.interval = 1.0 / rate
+        self.burst = burst
+        self._next = -math.inf
+
+    def delay(self, now: float) -> float:
+        """Seconds to wait, from ``now``, before the next move may start."""
+        start = max(self._next, now - (self.burst - 1) * self.interval)
+        self._next = start + self.interval
+        return max(0.0, start - now)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +94,9 @@ class HandoffStatistics:
     pulls_pending: int
     #: Documents whose home this node moved toward their readers.
     homes_moved: int
+    #: Bytes of Yjs updates moved: handed off (once per holder) and pulled.
+    bytes_handed_off: int
+    bytes_pulled: int
 
 
 class Handoff:
@@ -85,6 +110,7 @@ class Handoff:
         hub: Hub,
         reads: ReadTracker,
         members: MemberList | None = None,
+        move_rate: float = 200.0,
     ) -> None:
         self._store = store
         self._members = members
@@ -98,12 +124,18 @@ class Handoff:
         self._pulls: dict[str, set[str]] = {}
         # Documents moved at once.
         self._slots = asyncio.Semaphore(CONCURRENCY)
+        # ...and at most placement.move_rate per second.
+        self._pace = Pace(move_rate)
         # Set when something is due; the loop also wakes every PASS_INTERVAL.
         self._wake = asyncio.Event()
         # Copies found not held here in the last pass, for statistics.
         self._surplus = 0
         self.handed_off = 0
         self.pulled = 0
+        #: Bytes of Yjs updates moved: states sent to holders (once per holder) and updates
+        #: received by pulls.
+        self.bytes_handed_off = 0
+        self.bytes_pulled = 0
         self.homes_moved = 0
         self.failures = 0
         #: Called once this node, leaving, has handed off every copy and is removed.
@@ -120,6 +152,8 @@ class Handoff:
             failures=self.failures,
             pulls_pending=len(self._pulls),
             homes_moved=self.homes_moved,
+            bytes_handed_off=self.bytes_handed_off,
+            bytes_pulled=self.bytes_pulled,
         )
 
     def note(self, doc_id: str) -> None:
@@ -225,6 +259,10 @@ class Handoff:
         adopted = await self._catalog.adopt()
         if adopted:
             log.info("placement records made for %d documents held here", adopted)
+        if self._my_state() == "joining":
+            # Restarted while joining (a crash, a kill): ask again for every document of the
+            # share; a pull of one taken already costs a state-vector exchange.
+            self._topology_changed(self._catalog.kept(), [])
         last_scan = 0.0
         while True:
             if time.monotonic() - last_scan >= SCAN_INTERVAL:
@@ -263,6 +301,20 @@ class Handoff:
                 done = False
             if not done and not pull:  # a pull stays pending until every peer answered
                 self._due.add(doc_id)
+
+    def _received(self, size: int) -> None:
+        self.bytes_pulled += size
+
+    async def pace_repair(self) -> None:
+        """The replicator's ``repair_pace``: a joining node's anti-entropy repairs (most of
+        its share comes that way) count among its moves; other nodes' repairs do not wait."""
+        if self._my_state() == "joining":
+            await self._paced()
+
+    async def _paced(self) -> None:
+        """Waits for this move's slot (``placement.move_rate``): only moves that send or ask
+        for something count, not the checks that find nothing to do."""
+        await asyncio.sleep(self._pace.delay(time.monotonic()))
 
     async def _drop_idle_followers(self) -> None:
         """Follower copies here that no client used for ``follow_idle`` are given up (the
@@ -342,12 +394,15 @@ class Handoff:
         holders = [peer for peer in replicator.targets(doc_id) if peer.state == "up"]
         if not holders:
             return False
+        await self._paced()
         document = state.document
         # Changes still waiting for their dependencies are sent too (encode_state carries
         # them), so the holders' acknowledgement covers them as well.
         covered = document.reach_vector()
         tracker = Tracker(replicator.node_id)
-        replicator.deliver(doc_id, state.incarnation, document.encode_state(), tracker=tracker)
+        update = document.encode_state()
+        replicator.deliver(doc_id, state.incarnation, update, tracker=tracker)
+        self.bytes_handed_off += len(update) * len(holders)
         wanted = {peer.node_id for peer in holders}
         try:
             async with asyncio.timeout(ACK_TIMEOUT):
@@ -391,11 +446,13 @@ class Handoff:
         ]
         if not asked:
             return False
+        await self._paced()
         local = await self._store.lookup(doc_id)
         live = local is not None and not local.deleted
         vector = local.document.state_vector() if local is not None and live else None
         results: list[Any] = await asyncio.gather(
-            *(session.pull(doc_id, vector) for _, session in asked), return_exceptions=True
+            *(session.pull(doc_id, vector, self._received) for _, session in asked),
+            return_exceptions=True,
         )
         if any(result is True for result in results):
             self.pulled += 1
@@ -417,9 +474,10 @@ async def open_handoff(
     hub: Hub,
     reads: ReadTracker,
     members: MemberList | None = None,
+    move_rate: float = 200.0,
 ) -> AsyncIterator[Handoff]:
     """Runs a :class:`Handoff` until exit (its task is cancelled then)."""
-    handoff = Handoff(store, catalog, replicator, hub, reads, members)
+    handoff = Handoff(store, catalog, replicator, hub, reads, members, move_rate)
     task = asyncio.create_task(handoff.run(), name="handoff")
     try:
         yield handoff

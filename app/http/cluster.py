@@ -64,6 +64,8 @@ def _placement(node: Node) -> dict[str, Any]:
             "failures": handoff.failures,
             "pulls_pending": handoff.pulls_pending,
             "homes_moved": handoff.homes_moved,
+            "bytes_handed_off": handoff.bytes_handed_off,
+            "bytes_pulled": handoff.bytes_pulled,
         },
         "records_refused": replicator.records_refused if replicator is not None else 0,
     }

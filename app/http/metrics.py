@@ -419,6 +419,12 @@ class NodeCollector:
                 handoff.pulled,
             )
             yield _counter(
+                "meridian_moved_bytes",
+                "Bytes of Yjs updates moved by rebalancing: states handed off (once per "
+                "holder) and updates pulled",
+                handoff.bytes_handed_off + handoff.bytes_pulled,
+            )
+            yield _counter(
                 "meridian_handoff_failures", "Hand-offs that failed (retried)", handoff.failures
             )
             yield _counter(

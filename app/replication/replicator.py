@@ -22,7 +22,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import websockets
@@ -95,6 +95,9 @@ class Replicator:
         #: Told of each document a peer's delta gave this node a copy of although placement
         #: gives it to others (a peer of an earlier release sends everything): hand it off.
         self.on_stray: Callable[[str], None] | None = None
+        #: Awaited before each anti-entropy repair that pulls a document: rebalancing paces
+        #: a joining node's repairs (they bring most of its share) with its other moves.
+        self.repair_pace: Callable[[], Awaitable[None]] | None = None
         self.identity = Identity(
             settings.cluster.name,
             settings.node_id,

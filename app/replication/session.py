@@ -488,6 +488,8 @@ class PeerSession:
         same = local is not None and local.incarnation == entry.incarnation
         if same and local is not None and local.document.summary() == entry.summary:
             return False
+        if self.replicator.repair_pace is not None:
+            await self.replicator.repair_pace()
         return await self.pull(
             entry.doc_id, local.document.state_vector() if same and local else None
         )
@@ -519,11 +521,20 @@ class PeerSession:
                 extra={"peer": self.peer.node_id, "doc": doc_id},
             )
 
-    async def pull(self, doc_id: str, state_vector: bytes | None = None) -> bool:
-        """Yjs sync step 1/2 for one document: asks the peer for what this copy lacks."""
+    async def pull(
+        self,
+        doc_id: str,
+        state_vector: bytes | None = None,
+        received: Callable[[int], None] | None = None,
+    ) -> bool:
+        """Yjs sync step 1/2 for one document: asks the peer for what this copy lacks
+        (``received`` hears the size of the update that came back); True when it changed
+        the copy."""
         reply = await self._request(
             lambda r: m.SyncStep1(r, doc_id, state_vector or EMPTY_STATE_VECTOR)
         )
+        if received is not None and isinstance(reply, m.SyncStep2):
+            received(len(reply.update))
         if isinstance(reply, m.Failure):
             if reply.code != "not_found":
                 log.warning(
