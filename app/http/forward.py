@@ -117,7 +117,12 @@ class HolderUnreachable(ForwardError):
 
 
 class ForwardTimeout(ForwardError):
-    """The request may have reached the holder, but no answer came: its outcome is unknown."""
+    """The request may have reached the holder, but no answer came: its outcome is unknown.
+    ``lost``: the connection ended (a reset, the holder killed) rather than the time ran out."""
+
+    def __init__(self, message: str, *, lost: bool = False) -> None:
+        super().__init__(message)
+        self.lost = lost
 
 
 class AnswerTooLarge(ForwardError):
@@ -290,8 +295,12 @@ class Forwarder:
                 self._counts["unreachable"] += 1
                 raise HolderUnreachable(f"{what}: not sent ({_describe(exc)})") from exc
             self._counts["timeouts"] += 1
+            if isinstance(exc, TimeoutError | httpx.TimeoutException):
+                raise ForwardTimeout(
+                    f"{what}: sent, but no answer came within {limit:g}s ({_describe(exc)})"
+                ) from exc
             raise ForwardTimeout(
-                f"{what}: sent, but no answer came within {limit:g}s ({_describe(exc)})"
+                f"{what}: sent, then the connection was lost ({_describe(exc)})", lost=True
             ) from exc
         log.debug("< forward %s: %d", what, answer.status_code)
         self._counts["relayed"] += 1

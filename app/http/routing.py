@@ -260,11 +260,11 @@ async def dispatch(
             tried |= {target}
             continue
         except ForwardTimeout as exc:
+            what = "the connection to it was lost" if exc.lost else "it did not answer in time"
             raise ApiError(
                 504,
                 "forward_timeout",
-                f"{target} took the request but did not answer in time; its outcome is "
-                f"unknown ({exc})",
+                f"{target} took the request but {what}; its outcome is unknown ({exc})",
             ) from None
         except AnswerTooLarge as exc:
             raise ApiError(502, "answer_too_large", str(exc)) from None
