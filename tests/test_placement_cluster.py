@@ -554,6 +554,12 @@ def test_a_holder_killed_its_region_takes_the_writes_on_the_next_node(cluster: C
                 assert answer.headers["x-meridian-served-by"] == spare
                 acknowledged.append(f"{writer}-{index}")
     assert "resident-us" in cluster.documents(spare)  # the stand-in's hint
+    # No copy is live: a read is served by the stand-in (the writes it took), not a 503.
+    with cluster["eu-west-1"].client() as client:
+        read = client.get("/v1/docs/resident-us")
+        assert read.status_code == 200, read.text
+        assert read.headers["x-meridian-served-by"] == spare
+        assert set(acknowledged[1:]) <= set(read.json()["content"]["items"])
     for outside in ("eu-west-1", "ap-south-1"):
         assert "resident-us" not in cluster.documents(outside)
     cluster.start_node(holder)

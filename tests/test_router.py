@@ -117,8 +117,15 @@ def test_a_write_goes_to_the_stand_in_of_a_holder_that_is_down() -> None:
     # from a region nearer to the other holder: to that holder
     decision = decide(rec, "ap-south-1", live=down)
     assert (decision.action, decision.node) == ("forward", "eu-west-1")
-    # reads never go to a stand-in (it holds only the writes it took)
-    read = decide(rec, "ap-south-1", live=lambda n: n not in (holder, "eu-west-1"), write=False)
+    # reads go to a live holder, not to the stand-in (it holds only the writes it took)...
+    read = decide(rec, "ap-south-1", live=down, write=False)
+    assert (read.action, read.node) == ("forward", "eu-west-1")
+    # ...unless no copy is live: then what the stand-in took beats a 503
+    no_copy = lambda n: n not in (holder, "eu-west-1")  # noqa: E731
+    read = decide(rec, "ap-south-1", live=no_copy, write=False)
+    assert (read.action, read.node) == ("forward", spare)
+    assert decide(rec, "ap-south-1", live=no_copy, write=False, has_copy=True).action == "local"
+    read = decide(rec, "ap-south-1", live=lambda n: n == "ap-south-1", write=False)
     assert (read.action, read.code) == ("refuse", "holders_unreachable")
     # a forwarded write that reaches the stand-in is kept there
     assert decide(rec, spare, live=down, forwarded=True).action == "hint"

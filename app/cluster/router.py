@@ -8,7 +8,8 @@
    A write also counts the **stand-ins** of the holders that are down (the next live nodes of
    their regions in rendezvous order, :func:`~app.cluster.placement.stand_ins`): in a region
    whose holder is down, a write stays in the region, on the node that would hold the document
-   next, as a hint. Reads never go to a stand-in: its copy holds only the writes it took.
+   next, as a hint. A read goes to a stand-in only when no copy is live (here or elsewhere):
+   its copy holds only the writes it took.
 3. No live holder or stand-in: a write is committed here as a **hint** and handed off later
    (Principle 1, always writable) — unless a pin forbids this region to store the document's
    content, which is the one refusal (503 ``pinned_regions_unreachable``). A read is served
@@ -80,11 +81,14 @@ def route(
     def reachable(node: str) -> bool:
         return node not in exclude and live(node)
 
-    standing = stand_ins(record, topology, reachable) if write else ()
-    if here in standing:
+    standing = stand_ins(record, topology, reachable)
+    if write and here in standing:
         return Route("hint", owners)
     if not forwarded:
-        target = nearest_holder(region, copies + standing, topology, reachable)
+        target = nearest_holder(region, copies + standing if write else copies, topology, reachable)
+        if target is None and not write and not has_copy:
+            # No copy is live: the writes a stand-in took are better than a 503.
+            target = nearest_holder(region, standing, topology, reachable)
         if target is not None:
             return Route("forward", owners, node=target)
     if write:
