@@ -175,6 +175,9 @@ class Document:
         self.max_pending_bytes = max_pending_bytes
         # The integrated delta of the last apply, captured from Yrs' transaction event.
         self._last_delta: bytes | None = None
+        # The state vector, decoded and encoded, until the next transaction changes it.
+        self._clocks: dict[int, int] | None = None
+        self._vector: bytes | None = None
         self._doc.observe(self._on_transaction)
         #: Bytes this document takes in storage (snapshot plus log), kept by the store.
         self.stored_bytes = 0
@@ -188,16 +191,26 @@ class Document:
 
     def _on_transaction(self, event: Any) -> None:
         self._last_delta = event.update
+        self._clocks = self._vector = None
 
     # -- reading -------------------------------------------------------------------------
 
     def state_vector(self) -> bytes:
         """The encoded state vector of the integrated changes, clients in ascending order (Yrs
         writes them in hash order), so equal states have equal bytes on every copy."""
-        return encode_state_vector(decode_state_vector(bytes(self._doc.get_state())))
+        if self._vector is None:
+            self._vector = encode_state_vector(self._current_clocks())
+        return self._vector
 
     def clocks(self) -> dict[int, int]:
-        return decode_state_vector(self.state_vector())
+        """The state vector as client -> clock (a copy the caller may change)."""
+        return dict(self._current_clocks())
+
+    def _current_clocks(self) -> dict[int, int]:
+        # Every change goes through a transaction, whose observer drops the cached vector.
+        if self._clocks is None:
+            self._clocks = decode_state_vector(bytes(self._doc.get_state()))
+        return self._clocks
 
     def encode_state(self, since: bytes | None = None) -> bytes:
         """Everything this copy holds, or only what a copy at state vector ``since`` lacks,

@@ -289,3 +289,36 @@ def test_deeply_nested_value_is_refused() -> None:
     document = Document("d", client_id=11)
     with pytest.raises(InvalidOperation, match="nested deeper"):
         _apply(document, {"op": "set", "path": ["m", "k"], "value": value})
+
+
+def test_the_cached_state_vector_follows_every_change() -> None:
+    """Document.state_vector() is cached until the next transaction: after updates in and out
+    of order (some pending, integrated later), local operations and duplicates, it always
+    equals the vector computed afresh from Yrs."""
+    from crdt.statevector import decode_state_vector, encode_state_vector
+
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    updates: list[bytes] = []
+    for client in range(3):
+        source = pycrdt.Doc(client_id=client + 1)
+        text = source.get("body", type=pycrdt.Text)
+        source.observe(lambda event: updates.append(event.update))
+        for _ in range(5):
+            text += rng.choice("abc")
+    rng.shuffle(updates)  # out of order: later ones wait for their dependencies
+    doc = Document("d")
+
+    def fresh() -> bytes:
+        return encode_state_vector(decode_state_vector(bytes(doc._doc.get_state())))
+
+    for update in updates + updates[:3]:
+        doc.apply_update(update)
+        assert doc.state_vector() == fresh(), f"seed={seed}"
+        assert doc.clocks() == decode_state_vector(fresh()), f"seed={seed}"
+    ops = {"ops": [{"op": "append", "path": ["items"], "values": [1]}]}
+    doc.apply_update(apply_operations(doc, parse_operations(ops, max_operations=10), client_id=11))
+    assert doc.state_vector() == fresh(), f"seed={seed}"
+    clocks = doc.clocks()
+    clocks[999] = 1  # a copy: the cache is not changed through it
+    assert 999 not in doc.clocks()

@@ -141,11 +141,15 @@ async def _plan(
         if record is None or record.doc_id != doc_id:
             record = catalog.draft(doc_id)
     replicator = node.replicator
+    if replicator is None:
+        # A node with no peers holds every document: nothing to decide (and this is the hot
+        # path of a lone node: no rendezvous hashing, no store lookup per request).
+        return Plan(Route("local", (node.node_id,)), record, draft, source)
 
     def live(node_id: str) -> bool:
         if node_id == node.node_id:
             return True
-        peer = replicator.peers.get(node_id) if replicator is not None else None
+        peer = replicator.peers.get(node_id)
         return peer is not None and peer.state == "up" and not peer.suspected
 
     decision = route(
