@@ -152,6 +152,7 @@ async def _plan(
         peer = replicator.peers.get(node_id)
         return peer is not None and peer.state == "up" and not peer.suspected
 
+    local = await node.store.lookup(doc_id)
     decision = route(
         record,
         catalog.topology,
@@ -160,15 +161,36 @@ async def _plan(
         live=live,
         write=write,
         forwarded=source is not None,
-        has_copy=await node.store.lookup(doc_id) is not None,
+        has_copy=local is not None,
         exclude=exclude,
     )
+    if decision.action == "hint" and (local is None or local.deleted) and not draft:
+        await _fetch_before_hint(node, record, live)
     if draft and not write and decision.action != "local":
         # Nobody has written it as far as this node knows: answer here (a 404).
         decision = Route("local", decision.holders)
     if not draft:
         await _follow_readers(node, record, decision, write=write, source=source)
     return Plan(decision, record, draft, source)
+
+
+async def _fetch_before_hint(
+    node: Node, record: PlacementRecord, live: Callable[[str], bool]
+) -> None:
+    """A hint for a document this node has never seen, or holds only a tombstone of: first
+    fetch it from the nearest live copy, so the write lands in its current incarnation.
+    Written blind, it would create a first incarnation (or the one after an old tombstone),
+    and the holders would discard it as stale once the document has been deleted and
+    re-created since (an acknowledged write lost). With no copy reachable, the write is made
+    blind (docs/design.md, "Always writable")."""
+    replicator = node.replicator
+    assert replicator is not None
+    catalog = node.catalog
+    topology = catalog.topology
+    copies = [n for n in catalog.copies_now(record) if n != node.node_id and live(n)]
+    copies.sort(key=lambda n: topology.latency(node.region, topology.region_of(n) or node.region))
+    if copies:
+        await replicator.fetch(record.doc_id, copies, node.settings.cluster.forward_timeout)
 
 
 async def _follow_readers(
