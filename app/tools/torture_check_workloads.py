@@ -166,7 +166,7 @@ def check_text(ops: Iterable[Op], copies: Copies) -> Findings:
 def check_maps(ops: Iterable[Op], copies: Copies) -> Findings:
     """Maps: an acknowledged set never deleted is present with its value; the key of an
     acknowledged delete that changed the document is absent; nothing refused or unwritten."""
-    found = Findings("maps")
+    found = Findings("maps", Counter({"delete concurrent with its set": 0}))
     for doc, written, holders in _documents(found, ops, copies):
         sets = {op.value: op for op in written if op.kind == "set"}
         deletes = [op for op in written if op.kind == "delete"]
@@ -195,7 +195,10 @@ def check_maps(ops: Iterable[Op], copies: Copies) -> Findings:
 
 def check_deletes(ops: Iterable[Op], copies: Copies) -> Findings:
     """Deletes with re-creation, by incarnation (see the module docstring)."""
-    found = Findings("deletes")
+    found = Findings(
+        "deletes",
+        Counter({"append discarded by a delete": 0, "append after a delete, written into it": 0}),
+    )
     for doc, written, holders in _documents(found, ops, copies):
         appends = {op.value: op for op in written if op.kind == "append"}
         drops = [op for op in written if op.kind == "drop"]
