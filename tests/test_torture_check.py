@@ -7,6 +7,7 @@ from typing import Any
 
 from app.tools.torture_check import Op
 from app.tools.torture_check_workloads import (
+    Cut,
     Held,
     check_counters,
     check_deletes,
@@ -205,3 +206,26 @@ def test_yjs_finds_a_lost_synced_token_a_duplicate_and_a_phantom() -> None:
     # A document with synced or acknowledged tokens that no holder has.
     assert check_yjs([], {}, {"e": {"a"}}).problems["documents without holders"] == ["e"]
     assert check_yjs([token("a", True)], {}, {}).problems["documents without holders"] == ["d"]
+
+
+def test_deletes_find_an_append_into_a_re_created_past_incarnation() -> None:
+    """A node without a copy (a stand-in) creating the document as incarnation 1 when it had
+    been at incarnation 3 for seconds: the write is acknowledged, then discarded."""
+    fresh = op("late", kind="append", incarnation=1, created=True, start=10.0, served_by="s")
+    ops = [add("a", 3, start=1.0), fresh]
+    kind = "acknowledged appends into a re-created past incarnation (element, its incarnation, later one, seen at)"  # noqa: E501
+    found = check_deletes(ops, both(["a"], incarnation=3))
+    assert found.problems[kind] == [("d", "late", 1, 3, 1.1)]
+    # Not within GRACE of the write that showed incarnation 3 (replication may still be on
+    # its way), nor while regions were cut apart or the serving node itself was down.
+    soon = op("late", kind="append", incarnation=1, created=True, start=2.0, served_by="s")
+    assert check_deletes([add("a", 3, start=1.0), soon], both(["a"], incarnation=3)).ok
+    assert check_deletes(ops, both(["a"], incarnation=3), [Cut(5.0, 6.0)]).ok
+    assert check_deletes(ops, both(["a"], incarnation=3), [Cut(5.0, 6.0, "s")]).ok
+    assert not check_deletes(ops, both(["a"], incarnation=3), [Cut(5.0, 6.0, "other")]).ok
+    # An acknowledged delete of incarnation 1 shows the document left it too.
+    gone = [drop("x", 1, start=1.0), fresh]
+    assert kind in check_deletes(gone, both([], incarnation=2)).problems
+    # A node that saw the tombstone and re-created the next incarnation is right.
+    ok = op("next", kind="append", incarnation=2, created=True, start=10.0)
+    assert check_deletes([drop("x", 1, start=1.0), ok], both(["next"], incarnation=2)).ok

@@ -4,19 +4,25 @@ It writes a topology of its own (3 regions of 2 nodes by default, loopback ports
 emulator between regions, placement with 2 regions per document), starts every node as a
 real ``meridian serve`` process, and then, for ``--duration`` seconds:
 
-* **workload**: clients append unique elements to a few documents' root array ``items``
-  (``PATCH``), each request to a random node with a random durability level; now and then a
-  client reads its acknowledged write back from another node with ``after=`` (read-your-writes
-  across regions: a 200 without the element is a violation, a 503 ``after_not_reached`` is not);
+* **workloads** (``--workloads``, :data:`WORKLOADS`; :mod:`app.tools.torture_workloads`):
+  HTTP clients draw one workload per request — list-append (``append`` to root array
+  ``items``), counters, text inserts, map sets and deletes, deletes of whole documents with
+  re-creation — each request to a random node with a random durability level; now and then a
+  client reads its acknowledged append back from another node with ``after=``
+  (read-your-writes across regions: a 200 without the element is a violation, a 503
+  ``after_not_reached`` is not); and a few pycrdt documents push unique tokens over ``WS
+  /v1/sync/{id}`` of random nodes (:mod:`app.tools.torture_yjs`);
 * **nemesis**: one fault at a time, held a few seconds, then healed — a region cut off, a
   bridge (two regions cut apart, both reaching the third), a one-way cut, SIGKILL of a node
   (started again at the heal), SIGSTOP of a node (SIGCONT at the heal), a graceful restart,
   a rolling restart of every node (each healthy again before the next stops).
 
-Then it heals everything, waits for the peer links, and polls every holder's copy of every
-document until they converge; the checks (:mod:`app.tools.torture_check`): every
-acknowledged element present exactly once on every holder, nothing present that was refused
-or never written, indeterminate writes at most once, every holder's digest equal, writes
+Then it heals everything, waits for the peer links, lets every Yjs client synchronise once
+more, and polls every holder's copy of every document until they converge; the checks
+(:mod:`app.tools.torture_check`, :mod:`app.tools.torture_check_workloads`): for list-append,
+every acknowledged element present exactly once on every holder, nothing present that was
+refused or never written, indeterminate writes at most once; each other workload's own rules;
+every holder's digest equal, writes
 acknowledged on both sides of every partition, no read-your-writes violation, every node's
 memory under ``--max-rss-mb``. It prints a report (the faults' timeline with the writes
 during each, counts, convergence time) and writes the whole history as JSON lines; the exit
@@ -51,6 +57,7 @@ from .demo_cluster import DemoError, LocalCluster, LocalNode, open_cluster
 from .torture_check import Op, Verdict, check
 from .torture_check_workloads import (
     WORKLOADS,
+    Cut,
     Findings,
     check_counters,
     check_deletes,
@@ -301,12 +308,7 @@ class Checked:
         return (self.appends is None or self.appends.ok) and all(f.ok for f in self.findings)
 
 
-CHECKS = {
-    "counters": check_counters,
-    "text": check_text,
-    "maps": check_maps,
-    "deletes": check_deletes,
-}
+CHECKS = {"counters": check_counters, "text": check_text, "maps": check_maps}
 
 
 async def check_copies(
@@ -327,10 +329,23 @@ async def check_copies(
             continue
         held = await read_held(http, docs[name], ROOT[name])
         ops = by_workload.get(name, [])
-        findings.append(
-            check_yjs(ops, held, run.synced) if name == "yjs" else CHECKS[name](ops, held)
-        )
+        if name == "yjs":
+            findings.append(check_yjs(ops, held, run.synced))
+        elif name == "deletes":
+            findings.append(check_deletes(ops, held, cuts(run.faults)))
+        else:
+            findings.append(CHECKS[name](ops, held))
     return Checked(appends, findings)
+
+
+def cuts(faults: list[Fault]) -> list[Cut]:
+    """The faults as the deletes check sees them: whom each could keep from hearing of a
+    change (everyone for a cut between regions or a rolling restart)."""
+    return [
+        Cut(fault.start, fault.end if fault.end is not None else float("inf"),
+            fault.target if fault.kind in ("kill", "pause", "restart") else None)
+        for fault in faults
+    ]  # fmt: skip
 
 
 async def converge(
@@ -392,7 +407,8 @@ PROMISES = {
     "maps": "maps: acknowledged sets never deleted present with their value, keys of "
     "acknowledged deletes that changed the document absent, nothing refused or unwritten",
     "deletes": "deletes: one final state on every holder, no acknowledged delete undone, every "
-    "acknowledged append of the final incarnation exactly once, none of an earlier one",
+    "acknowledged append of the final incarnation exactly once, none of an earlier one, no "
+    "acknowledged append into a document re-created in a past incarnation",
     "yjs": "yjs: every token read back over HTTP or synced after the heal on every holder, "
     "none twice, none unwritten",
 }

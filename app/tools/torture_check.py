@@ -57,6 +57,8 @@ class Op:
     incarnation: int | None = None
     changed: bool | None = None
     served_by: str = ""
+    #: From the answer: whether the serving node created the document (it had no live copy).
+    created: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -80,6 +82,8 @@ class Op:
             out["changed"] = self.changed
         if self.served_by:
             out["served_by"] = self.served_by
+        if self.created is not None:
+            out["created"] = self.created
         return out
 
 

@@ -38,7 +38,14 @@ copies converged (every holder in the same state, with the same digest):
   one copy committed it (it has no durability level), so an append that starts after that
   answer can still reach a copy the tombstone has not reached, be written into the deleted
   incarnation and be discarded with it ("delete wins within an incarnation"). Those appends
-  are counted (``after a delete, written into it``), not failed.
+  are counted (``after a delete, written into it``), not failed. One thing the design does
+  not allow: a node that holds no copy (a stand-in for a holder that is down, a node keeping
+  a hint) creating the document afresh as incarnation 1 — the answer says ``created`` — for a
+  write, when an acknowledged write had shown the document at a later incarnation at least
+  :data:`GRACE` seconds before, and since then no regions were cut apart, no rolling restart
+  ran and the serving node itself was not down: no delete is concurrent with that write, the
+  cluster knew the incarnation, yet the write is discarded at hand-off (``acknowledged
+  appends into a re-created past incarnation``).
 * **yjs** (``torture-yjs-*``, root array ``tokens``): pycrdt documents over ``WS
   /v1/sync/{id}`` push unique tokens. y-websocket has no per-update acknowledgement: a token
   counts as acknowledged once an HTTP read of the document showed it, and, after the heal,
@@ -51,14 +58,16 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .torture_check import Op
 
 __all__ = [
+    "GRACE",
     "HTTP_WORKLOADS",
+    "Cut",
     "WORKLOADS",
     "Findings",
     "Held",
@@ -74,6 +83,9 @@ __all__ = [
 WORKLOADS = ("list-append", "counters", "text", "maps", "deletes", "yjs")
 HTTP_WORKLOADS = WORKLOADS[:-1]
 
+#: Seconds after a write showed a document's incarnation (or after regions were cut apart
+#: and healed) by which every connected node can know it.
+GRACE = 2.0
 #: A token of the text workload: ``<c3-17>``.
 TOKEN = re.compile(r"<([^<>]*)>")
 
@@ -112,6 +124,17 @@ class Findings:
 
 
 Copies = Mapping[str, Mapping[str, Held]]
+
+
+@dataclass(frozen=True, slots=True)
+class Cut:
+    """A fault that could keep a node from hearing of a change, from ``start`` to ``end``
+    (seconds into the run): regions cut apart or every node restarted in turn (``node``
+    None), or one node killed, paused or restarted."""
+
+    start: float
+    end: float
+    node: str | None = None
 
 
 def text_tokens(text: str) -> tuple[list[str], str]:
@@ -193,8 +216,9 @@ def check_maps(ops: Iterable[Op], copies: Copies) -> Findings:
     return found
 
 
-def check_deletes(ops: Iterable[Op], copies: Copies) -> Findings:
-    """Deletes with re-creation, by incarnation (see the module docstring)."""
+def check_deletes(ops: Iterable[Op], copies: Copies, cuts: Sequence[Cut] = ()) -> Findings:
+    """Deletes with re-creation, by incarnation (see the module docstring); ``cuts`` are the
+    faults that could keep a node from knowing the document's incarnation."""
     found = Findings(
         "deletes",
         Counter({"append discarded by a delete": 0, "append after a delete, written into it": 0}),
@@ -203,6 +227,7 @@ def check_deletes(ops: Iterable[Op], copies: Copies) -> Findings:
         appends = {op.value: op for op in written if op.kind == "append"}
         drops = [op for op in written if op.kind == "drop"]
         _count_unseen_deletes(found, appends.values(), drops)
+        _past_incarnations(found, doc, appends.values(), drops, cuts)
         if any(held.state == "deleted" for held in holders.values()) and not any(
             op.outcome != "fail" for op in drops
         ):
@@ -352,3 +377,37 @@ def _count_unseen_deletes(found: Findings, appends: Iterable[Op], drops: list[Op
             continue
         if any(end < op.start and op.incarnation <= gone for end, gone in deleted):
             found.counts["append after a delete, written into it"] += 1
+
+
+def _past_incarnations(
+    found: Findings,
+    doc: str,
+    appends: Iterable[Op],
+    drops: list[Op],
+    cuts: Sequence[Cut],
+) -> None:
+    """Acknowledged appends for which the serving node created the document afresh in an
+    incarnation the document had left GRACE seconds before (an acknowledged append of a later
+    one, or an acknowledged delete of that one or a later one, answered by then), with no
+    cut (regions apart, the serving node down) from then to GRACE after the append's answer."""
+    appends = list(appends)
+    seen = [(op.end, op.incarnation) for op in appends if op.outcome == "ok"]
+    seen += [(op.end, (op.incarnation or 0) + 1) for op in drops if op.outcome == "ok"]
+    for op in appends:
+        if op.outcome != "ok" or not op.created or op.incarnation is None:
+            continue
+        later = [
+            (end, incarnation)
+            for end, incarnation in seen
+            if incarnation is not None and incarnation > op.incarnation
+            and end + GRACE <= op.start
+            and not any(cut.node in (None, op.served_by) and cut.start <= op.end
+                        and end <= cut.end + GRACE for cut in cuts)
+        ]  # fmt: skip
+        if later:
+            end, incarnation = max(later)
+            found.add(
+                "acknowledged appends into a re-created past incarnation "
+                "(element, its incarnation, later one, seen at)",
+                (doc, op.value, op.incarnation, incarnation, round(end, 2)),
+            )

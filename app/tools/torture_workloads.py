@@ -245,11 +245,14 @@ class Workload:
         level: str,
         amount: int = 0,
     ) -> Op:
-        incarnation, changed = answer.body.get("incarnation"), answer.body.get("changed")
+        body = answer.body
+        incarnation = body.get("incarnation")
+        changed, created = body.get("changed"), body.get("created")
         op = Op(value, doc, node, outcome_of(answer.status, answer.error), start, self.run.now(),
                 answer.status, level, answer.error, workload, kind, amount,
                 incarnation if isinstance(incarnation, int) else None,
-                changed if isinstance(changed, bool) else None, answer.served_by)  # fmt: skip
+                changed if isinstance(changed, bool) else None, answer.served_by,
+                created if isinstance(created, bool) else None)  # fmt: skip
         self.run.ops.append(op)
         return op
 
