@@ -216,6 +216,7 @@ def test_deletes_find_an_append_into_a_re_created_past_incarnation() -> None:
     kind = "acknowledged appends into a re-created past incarnation (element, its incarnation, later one, seen at)"  # noqa: E501
     found = check_deletes(ops, both(["a"], incarnation=3))
     assert found.problems[kind] == [("d", "late", 1, 3, 1.1)]
+    assert not found.ok and found.copies_ok  # in the history alone: waiting cannot undo it
     # Not within GRACE of the write that showed incarnation 3 (replication may still be on
     # its way), nor while regions were cut apart or the serving node itself was down.
     soon = op("late", kind="append", incarnation=1, created=True, start=2.0, served_by="s")

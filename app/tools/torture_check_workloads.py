@@ -110,13 +110,22 @@ class Findings:
     workload: str
     counts: Counter[str] = field(default_factory=Counter)
     problems: dict[str, list[Any]] = field(default_factory=dict)
+    #: Kinds of problem found in the history alone: no later reading of the copies changes them.
+    settled: set[str] = field(default_factory=set)
 
-    def add(self, kind: str, example: Any) -> None:
+    def add(self, kind: str, example: Any, *, settled: bool = False) -> None:
         self.problems.setdefault(kind, []).append(example)
+        if settled:
+            self.settled.add(kind)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def copies_ok(self) -> bool:
+        """No problem a later reading of the copies could undo (waiting cannot help)."""
+        return set(self.problems) <= self.settled
 
     def lines(self) -> list[str]:
         """One line per kind of problem, with up to 5 examples each."""
@@ -410,4 +419,5 @@ def _past_incarnations(
                 "acknowledged appends into a re-created past incarnation "
                 "(element, its incarnation, later one, seen at)",
                 (doc, op.value, op.incarnation, incarnation, round(end, 2)),
+                settled=True,
             )
