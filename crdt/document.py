@@ -16,7 +16,8 @@ import base64
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pycrdt
@@ -146,6 +147,17 @@ def _infer(doc_id: str, state: bytes, nesting: NestingIndex | None = None) -> di
         return {}
 
 
+def _observer(ref: weakref.ReferenceType[Document]) -> Callable[[Any], None]:
+    """The transaction observer of ``ref``'s Doc, holding the Document weakly."""
+
+    def observe(event: Any) -> None:
+        document = ref()
+        if document is not None:
+            document._on_transaction(event)
+
+    return observe
+
+
 class Document:
     """A document's live state. Not thread-safe: use it from one thread (the event loop)."""
 
@@ -178,7 +190,10 @@ class Document:
         # The state vector, decoded and encoded, until the next transaction changes it.
         self._clocks: dict[int, int] | None = None
         self._vector: bytes | None = None
-        self._doc.observe(self._on_transaction)
+        # Yrs keeps the observer alive as long as the Doc; a bound method would hold this
+        # Document too, a cycle through Rust that Python's collector cannot see: no Document
+        # would ever be freed (found by fuzzing). The observer holds a weak reference.
+        self._doc.observe(_observer(weakref.ref(self)))
         #: Bytes this document takes in storage (snapshot plus log), kept by the store.
         self.stored_bytes = 0
         #: Writes applied here but not yet committed; a document with any is never evicted.

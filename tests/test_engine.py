@@ -322,3 +322,23 @@ def test_the_cached_state_vector_follows_every_change() -> None:
     clocks = doc.clocks()
     clocks[999] = 1  # a copy: the cache is not changed through it
     assert 999 not in doc.clocks()
+
+
+def test_a_dropped_document_is_freed() -> None:
+    """A Document must not outlive its last reference: Yrs holds the transaction observer,
+    so an observer holding the Document strongly kept every Document ever made alive (a
+    leak of every document a node evicted or replaced; found by fuzzing)."""
+    import gc
+    import weakref
+
+    refs = []
+    for i in range(20):
+        document = Document(f"d{i}")
+        source = pycrdt.Doc()
+        source.get("body", type=pycrdt.Text).insert(0, "x")
+        document.apply_update(source.get_update())
+        assert document.state_vector()
+        refs.append(weakref.ref(document))
+        del document
+    gc.collect()
+    assert [ref() for ref in refs] == [None] * 20
