@@ -515,6 +515,9 @@ class Figure:
     check: Callable[[float], bool] | None = None
     digits: int = 0
     details: list[str] = field(default_factory=list)
+    #: A regression guard: ``--guard`` exits 1 when it is missed (targets of the issues are
+    #: reported, not enforced).
+    guard: bool = False
 
     @property
     def median(self) -> float:
@@ -685,6 +688,7 @@ async def bench_writes(results: Results, streams: Streams, work: Path, runs: int
                     "µs",
                     target=f"<= {LOOP_CPU_GUARD_US} µs (regression guard)",
                     check=lambda v: v <= LOOP_CPU_GUARD_US,
+                    guard=True,
                 )
                 guard.values.append(result.server_loop_cpu / result.completed * 1e6)
 
@@ -1091,7 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--guard",
         action="store_true",
-        help="exit with status 1 when a figure misses its target (e.g. the write-path guard)",
+        help="exit with status 1 when a regression guard (the write path's) is missed",
     )
     parser.add_argument("--serve-trivial", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
@@ -1120,7 +1124,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         machine_md = "\n".join(f"- {key}: {value}" for key, value in machine.items())
         Path(args.markdown).write_text(f"{machine_md}\n\n{results.markdown()}\n", encoding="utf-8")
-    missed = [f.name for f in results.figures.values() if f.verdict(sizes is FULL) == "MISSED"]
+    missed = [
+        f.name for f in results.figures.values() if f.guard and f.verdict(sizes is FULL) == "MISSED"
+    ]
     if args.guard and missed:
         print(f"missed: {'; '.join(missed)}", file=sys.stderr)
         return 1
