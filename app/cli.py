@@ -663,7 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--documents", type=int, default=6, help="documents written to")
     p.add_argument(
         "--faults",
-        default="partition,bridge,one-way,kill,pause,restart,rolling",
+        default="partition,bridge,one-way,kill,pause,restart,rolling,disk-full",
         help="comma-separated faults the nemesis draws from, or 'none'",
     )
     p.add_argument(

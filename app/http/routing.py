@@ -161,17 +161,25 @@ async def _plan(
         return peer is not None and peer.state == "up" and not peer.suspected
 
     local = await node.store.lookup(doc_id)
-    decision = route(
-        record,
-        catalog.topology,
-        here=node.node_id,
-        region=node.region,
-        live=live,
-        write=write,
-        forwarded=source is not None,
-        has_copy=local is not None,
-        exclude=exclude,
-    )
+
+    def decide() -> Route:
+        return route(
+            record,
+            catalog.topology,
+            here=node.node_id,
+            region=node.region,
+            live=live,
+            write=write,
+            forwarded=source is not None,
+            has_copy=local is not None,
+            exclude=exclude,
+        )
+
+    decision = decide()
+    if decision.action in ("hint", "refuse"):
+        # Just started: the peers may not have linked yet (not unreachable).
+        await replicator.wait_first_links()
+        decision = decide()
     if decision.action == "hint" and (local is None or local.deleted) and not draft:
         await _fetch_before_hint(node, record, live)
     if draft and not write and decision.action != "local":

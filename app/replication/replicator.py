@@ -76,6 +76,10 @@ class Replicator:
         members: MemberList | None = None,
     ) -> None:
         self.store = store
+        #: When this node started linking, and set when a link opens: see
+        #: :meth:`wait_first_links`.
+        self.started = time.monotonic()
+        self._link_opened = asyncio.Event()
         #: The member list: whom this node links with (None: the nodes regions.toml lists).
         self.members = members
         self.settings = settings
@@ -350,6 +354,7 @@ class Replicator:
         peer.up_since = time.time()
         peer.last_error = None
         peer.links_opened += 1
+        self._link_opened.set()
         peer.wake.set()
         self.send_members(peer)
         log.info(
@@ -415,6 +420,21 @@ class Replicator:
         return [
             peer for peer in self.peers.values() if peer.node_id in holders or peer.holds_everything
         ]
+
+    async def wait_first_links(self) -> None:
+        """Right after start, waits (at most ``connect_timeout + reconnect_max`` plus a
+        second from the start) until every peer's link has opened once. A node that has not
+        linked with its peers yet would take every peer for unreachable: a write would
+        become a hint written blind, without the document's current incarnation."""
+        config = self.config
+        deadline = self.started + config.connect_timeout + config.reconnect_max + 1.0
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._link_opened.clear()
+            if all(peer.links_opened for peer in self.peers.values()):
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._link_opened.wait()
 
     async def fetch(self, doc_id: str, nodes: Sequence[str], timeout: float) -> bool:
         """Brings this node's copy of ``doc_id`` (none yet) up to the first of ``nodes`` that

@@ -42,17 +42,18 @@ import random
 import shutil
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from ..config import load_config
+from ..config import ClusterConfig, load_config
 from .demo_cluster import DemoError, LocalCluster, LocalNode, open_cluster
 from .torture_check import Op, Verdict, check
 from .torture_check_workloads import (
@@ -71,7 +72,9 @@ from .torture_yjs import YjsClient
 __all__ = ["FAULTS", "WORKLOADS", "TortureOptions", "run_torture"]
 
 #: The faults the nemesis draws from.
-FAULTS = ("partition", "bridge", "one-way", "kill", "pause", "restart", "rolling")
+FAULTS = ("partition", "bridge", "one-way", "kill", "pause", "restart", "rolling", "disk-full")
+#: Size of the filesystem of the node whose disk the ``disk-full`` fault fills.
+SMALL_DISK_MB = 128
 #: Seconds of the run a rolling restart needs at least (it is not drawn with less left).
 ROLLING_SECONDS = 30.0
 REGION_NAMES = ("us-east", "eu-west", "ap-south", "sa-east", "af-south", "me-central")
@@ -176,12 +179,20 @@ class Nemesis:
     """One fault at a time on ``cluster``, drawn with ``rng`` from ``kinds``."""
 
     def __init__(
-        self, cluster: LocalCluster, run: Run, rng: random.Random, say: Callable[[str], None]
+        self,
+        cluster: LocalCluster,
+        run: Run,
+        rng: random.Random,
+        say: Callable[[str], None],
+        small_disk: tuple[str, Path] | None = None,
     ) -> None:
         self.cluster = cluster
         self.run = run
         self.rng = rng
         self.say = say
+        #: The node whose data directory is a small filesystem of its own, and that directory:
+        #: the ``disk-full`` fault fills it.
+        self.small_disk = small_disk
         regions = sorted({node.region for node in cluster.nodes.values()})
         self.regions = regions
         # Faults between regions need two of them (a bridge three).
@@ -190,6 +201,7 @@ class Nemesis:
             for kind in run.options.faults
             if not (kind in ("partition", "one-way") and len(regions) < 2)
             and not (kind == "bridge" and len(regions) < 3)
+            and not (kind == "disk-full" and small_disk is None)
         ]
 
     async def loop(self, until: float) -> None:
@@ -249,6 +261,12 @@ class Nemesis:
             target = node
             await _signal(cluster.nodes[node], signal.SIGSTOP)
             heal = lambda: _signal(cluster.nodes[node], signal.SIGCONT)  # noqa: E731
+        elif kind == "disk-full":
+            assert self.small_disk is not None
+            target, directory = self.small_disk
+            ballast = directory / "ballast"
+            await asyncio.to_thread(_fill, ballast)
+            heal = lambda: ballast.unlink(missing_ok=True)  # noqa: E731
         else:  # restart: a graceful stop now, started again at the heal
             target = node
             await _signal(cluster.nodes[node], signal.SIGTERM)
@@ -281,6 +299,46 @@ class Nemesis:
                 await _signal(node, signal.SIGCONT)
             else:
                 await self._start(node_id)
+
+
+def _fill(path: Path) -> None:
+    """Writes ``path`` until its filesystem is full."""
+    chunk = b"\0" * (1 << 20)
+    with path.open("wb") as ballast, contextlib.suppress(OSError):
+        while True:
+            ballast.write(chunk)
+            ballast.flush()
+
+
+@contextlib.contextmanager
+def small_disk(
+    options: TortureOptions, root: Path, nodes: list[str], say: Callable[[str], None]
+) -> Iterator[tuple[str, Path] | None]:
+    """For the ``disk-full`` fault: one node's data directory on a filesystem of its own
+    (a tmpfs of :data:`SMALL_DISK_MB`), or None when this machine cannot mount one (the
+    fault is then not drawn, and the report says so)."""
+    if "disk-full" not in options.faults or not nodes:
+        yield None
+        return
+    node = random.Random(f"{options.seed}/disk").choice(sorted(nodes))
+    directory = root / "nodes" / node
+    directory.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK_MB}m", "tmpfs", str(directory)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        say(f"disk-full: not drawn, no small filesystem can be mounted here (needs root): "
+            f"{mounted.stderr.strip() or mounted.returncode}")  # fmt: skip
+        yield None
+        return
+    say(f"disk-full: {node}'s data directory is a {SMALL_DISK_MB} MiB filesystem of its own")
+    try:
+        yield node, directory
+    finally:
+        subprocess.run(["umount", "-l", str(directory)], capture_output=True, check=False)
 
 
 async def _signal(node: LocalNode, signum: int) -> None:
@@ -460,6 +518,11 @@ def report(
             f"  {fault.start:6.1f} - {end}  {fault.kind:<9} {fault.target:<32} "
             f"ok {during['ok']}, refused {during['fail']}, indeterminate {during['info']}"
         )
+        if fault.kind == "disk-full":
+            # The others go on while one node's disk is full.
+            elsewhere = [op for op in _during(run, fault) if op.node != fault.target]
+            if elsewhere and not any(op.outcome == "ok" for op in elsewhere):
+                one_sided.append(f"disk-full {fault.target}: no write acknowledged elsewhere")
         sides = partition_sides(fault, regions)
         if sides is not None:
             for side in sides:
@@ -515,8 +578,8 @@ def report(
         checks.append((PROMISES[findings.workload], findings.ok, "; ".join(findings.lines())))
     checks += [
         ("copies converged (equal digests on every holder)", converged is not None, ""),
-        ("writes acknowledged on both sides of every partition", not one_sided,
-         "; ".join(one_sided)),
+        ("writes acknowledged on both sides of every partition, and elsewhere while a disk "
+         "was full", not one_sided, "; ".join(one_sided)),
         ("read-your-writes with after= across nodes", not run.read_back_violations,
          "; ".join(run.read_back_violations[:5])),
         (f"every node under {options.max_rss_mb:g} MB of memory", not too_big, str(too_big)),
@@ -557,11 +620,27 @@ async def torture(options: TortureOptions, root: Path, say: Callable[[str], None
     run = Run(options)
     rng = random.Random(f"{options.seed}/nemesis")
     regions = {member.node_id: member.region for member in config.members()}
+    with small_disk(options, root, list(regions), say) as disk:
+        return await _torture(options, root, say, config, config_path, secret, run, rng, disk)
+
+
+async def _torture(
+    options: TortureOptions,
+    root: Path,
+    say: Callable[[str], None],
+    config: ClusterConfig,
+    config_path: Path,
+    secret: str,
+    run: Run,
+    rng: random.Random,
+    disk: tuple[str, Path] | None,
+) -> bool:
+    regions = {member.node_id: member.region for member in config.members()}
     async with open_cluster(config, config_path, root / "nodes", secret) as cluster:
         await cluster.wait_ready(60)
         say(f"{len(cluster.nodes)} nodes up; running for {options.duration:g} s")
         run.started = time.monotonic()
-        nemesis = Nemesis(cluster, run, rng, say)
+        nemesis = Nemesis(cluster, run, rng, say, disk)
         async with Workload(cluster, run, options.seed, options.workloads) as workload:
             urls = {node_id: node.url for node_id, node in cluster.nodes.items()}
             yjs_docs = workload.docs["yjs"]
