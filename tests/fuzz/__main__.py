@@ -68,7 +68,9 @@ def fuzz(target: str, arguments: list[str]) -> None:
         options.append(f"-dict={dictionary}")
     with atheris.instrument_imports(include=INSTRUMENTED):
         module = load(target)
-    atheris.Setup([f"tests.fuzz {target}", *options, *directories], module.test_one_input)
+    # libFuzzer runs argv[0] through the shell for -merge=1 and -fork: it must start this runner.
+    command = f"{sys.executable} -m tests.fuzz {target}"
+    atheris.Setup([command, *options, *directories], module.test_one_input)
     atheris.Fuzz()
 
 

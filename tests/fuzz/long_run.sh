@@ -22,24 +22,35 @@ fi
 
 for target in "$@"; do
     work="$OUT/$target"
-    rm -rf "$work" "$work.merged"
-    mkdir -p "$work" "$work.merged" "tests/fuzz/crashes/$target"
+    mkdir -p "tests/fuzz/crashes/$target"
     crashes_before=$(ls "tests/fuzz/crashes/$target" | wc -l)
     started=$(date +%s)
-    echo "== $target: $RUNS runs, log $OUT/$target.log"
-    # libFuzzer stops at the first crash: the status is read from the log, not the exit code.
-    nice -n 19 "$PYTHON" -m tests.fuzz "$target" -runs="$RUNS" -seed=1 -max_len=4096 \
-        -timeout=10 -print_final_stats=1 "$work" "tests/fuzz/corpus/$target" \
-        >"$OUT/$target.log" 2>&1 || true
+    if [ -z "${MERGE_ONLY:-}" ]; then  # MERGE_ONLY=1: merge and summarise an earlier run
+        rm -rf "$work"
+        mkdir -p "$work"
+        echo "== $target: $RUNS runs, log $OUT/$target.log"
+        # libFuzzer stops at the first crash: the log says how far it got, not the exit code.
+        nice -n 19 "$PYTHON" -m tests.fuzz "$target" -runs="$RUNS" -seed=1 -max_len=4096 \
+            -timeout=10 -print_final_stats=1 "$work" "tests/fuzz/corpus/$target" \
+            >"$OUT/$target.log" 2>&1 || true
+    fi
     seconds=$(($(date +%s) - started))
+    rm -rf "$work.merged"
+    mkdir -p "$work.merged"
     nice -n 19 "$PYTHON" -m tests.fuzz "$target" -merge=1 "$work.merged" \
         "tests/fuzz/corpus/$target" "$work" >"$OUT/$target.merge.log" 2>&1
-    rm -f tests/fuzz/corpus/"$target"/*
-    cp "$work.merged"/* "tests/fuzz/corpus/$target/"
+    if [ -n "$(ls "$work.merged")" ]; then
+        rm -f tests/fuzz/corpus/"$target"/*
+        cp "$work.merged"/* "tests/fuzz/corpus/$target/"
+    else
+        echo "$target: the merge kept nothing (see $OUT/$target.merge.log); corpus unchanged" >&2
+    fi
     final=$(grep -E '^#[0-9]+' "$OUT/$target.log" | tail -1)
     executions=$(sed -n 's/^stat::number_of_executed_units: *//p' "$OUT/$target.log")
     # A crash ends the run before the final statistics: the last status line says how far.
     [ -n "$executions" ] || executions=$(sed -n 's/^#\([0-9]*\).*/\1/p' <<<"$final")
+    done_in=$(sed -n 's/^Done [0-9]* runs in \([0-9]*\) second.*/\1/p' "$OUT/$target.log")
+    seconds="${done_in:-$seconds}"
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$OUT/$target.log")
     cov=$(sed -n 's/.* cov: \([0-9]*\).*/\1/p' <<<"$final")
     ft=$(sed -n 's/.* ft: \([0-9]*\).*/\1/p' <<<"$final")
