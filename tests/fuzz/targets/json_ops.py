@@ -12,7 +12,7 @@ from app.http.bodies import parse_json
 from crdt import CrdtError
 from crdt.ops import OPERATIONS, apply_operations, parse_operations
 
-from ._seeds import document
+from ._seeds import open_document
 
 _BODIES = [
     {"ops": [{"op": "append", "path": ["a"], "values": [1, {"x": [2]}]}]},
@@ -47,10 +47,10 @@ def test_one_input(data: bytes) -> None:
         ops = parse_operations(body, max_operations=100)
     except CrdtError:
         return
-    doc = document()
-    try:
-        update = apply_operations(doc, ops, client_id=11)
-    except CrdtError:
-        return
-    doc.apply_update(update)
-    json.dumps(doc.to_json())
+    with open_document() as doc:
+        try:
+            update = apply_operations(doc, ops, client_id=11)
+        except CrdtError:
+            return
+        doc.apply_update(update)
+        json.dumps(doc.to_json())

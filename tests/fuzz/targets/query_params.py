@@ -27,7 +27,7 @@ from crdt import Document, InvalidUpdate
 from crdt.lib0 import DecodeError
 from crdt.statevector import decode_state_vector, encode_state_vector
 
-from ._seeds import STATE_VECTOR, document
+from ._seeds import STATE_VECTOR, open_document
 
 #: The routes' Query(max_length=...).
 MAX_STATE_VECTOR = 65536
@@ -68,10 +68,12 @@ def test_one_input(data: bytes) -> None:
     value = data[1:].decode("utf-8", "replace")
     try:
         if parameter == "after":
-            _run(_wait_after(_Node(document()), "fuzzed", value[:MAX_STATE_VECTOR]))
+            with open_document() as doc:
+                _run(_wait_after(_Node(doc), "fuzzed", value[:MAX_STATE_VECTOR]))
         elif parameter == "since_update":
             since = decode_base64(value[:MAX_STATE_VECTOR], "state_vector")
-            document().encode_state(since)
+            with open_document() as doc:
+                doc.encode_state(since)
         elif parameter == "since_events":
             raw = decode_base64(value[:MAX_STATE_VECTOR], "state_vector")
             try:

@@ -5,11 +5,13 @@ update decodes (AwarenessError)."""
 
 from __future__ import annotations
 
+import contextlib
+
 from app.sync import protocol as sync
 from app.sync.awareness import AwarenessError, decode_update
 from crdt import CrdtError, InvalidUpdate
 
-from ._seeds import STATE_VECTOR, UPDATES, document
+from ._seeds import STATE_VECTOR, UPDATES, open_document
 
 
 def seeds() -> list[bytes]:
@@ -29,17 +31,15 @@ def test_one_input(data: bytes) -> None:
     except sync.SyncProtocolError:
         return
     if isinstance(message, sync.SyncStep1):
-        try:
-            document().encode_state(message.state_vector)
-        except InvalidUpdate:
-            return
+        with open_document() as doc, contextlib.suppress(InvalidUpdate):
+            doc.encode_state(message.state_vector)
     elif isinstance(message, sync.SyncStep2 | sync.SyncUpdate):
-        doc = document()
-        try:
-            doc.apply_update(message.update)
-        except CrdtError:
-            return
-        doc.to_json()
+        with open_document() as doc:
+            try:
+                doc.apply_update(message.update)
+            except CrdtError:
+                return
+            doc.to_json()
     elif isinstance(message, sync.AwarenessMessage):
         try:
             decode_update(message.update)

@@ -43,6 +43,16 @@ def seeds() -> list[bytes]:
     ]
 
 
+def dictionary() -> list[bytes]:
+    words = ["docs", "rights", "iat", "exp", "sub", "kid", "prefix", "ids", "read", "write"]
+    return [f'"{word}"'.encode() for word in words] + [
+        b"mrd1.",
+        b"Bearer ",
+        b"token=",
+        b"meridian.token.",
+    ]
+
+
 def test_one_input(data: bytes) -> None:
     source = Input(data)
     form = source.byte() % 3

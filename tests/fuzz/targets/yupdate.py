@@ -11,7 +11,7 @@ from crdt import CrdtError
 from crdt.lib0 import DecodeError
 from crdt.yupdate import parse_update
 
-from ._seeds import UPDATES, document
+from ._seeds import UPDATES, open_document
 
 
 def seeds() -> list[bytes]:
@@ -21,11 +21,11 @@ def seeds() -> list[bytes]:
 def test_one_input(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
         parse_update(data, collect_items=True)
-    doc = document()
-    try:
-        doc.apply_update(data)
-    except CrdtError:
-        return
-    doc.to_json()
-    doc.digest()
-    doc.encode_state(doc.state_vector())
+    with open_document() as doc:
+        try:
+            doc.apply_update(data)
+        except CrdtError:
+            return
+        doc.to_json()
+        doc.digest()
+        doc.encode_state(doc.state_vector())
