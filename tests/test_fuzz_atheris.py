@@ -21,6 +21,7 @@ import subprocess
 import sys
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,7 +60,7 @@ def test_corpus_replays(target: str) -> None:
             raise AssertionError(f"{path.relative_to(REPOSITORY)} fails {target}") from exc
 
 
-def _crashes() -> list[object]:
+def _crashes() -> list[Any]:
     cases = []
     for target in sorted(TARGETS):
         for path in _files(CRASHES / target):

@@ -50,7 +50,7 @@ def write_seeds(target: str) -> int:
 
 def fuzz(target: str, arguments: list[str]) -> None:
     try:
-        import atheris
+        import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]
     except ImportError:
         sys.exit("atheris is not installed (pip install -e '.[test]' on Linux x86_64)")
     options = [a for a in arguments if a.startswith("-")]

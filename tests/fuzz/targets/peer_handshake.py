@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from collections.abc import Callable
+from typing import Literal
 
 from app.replication import messages as m
 from app.replication.protocol import (
@@ -62,7 +64,8 @@ def _admit(node: str, region: str) -> str | None:
     return None if region in ("us-east", "eu-west", "ap-south") else f"{node} is not a member"
 
 
-def _random_bytes() -> object:
+def _random_bytes() -> Callable[[int], bytes]:
+    """Deterministic nonces (a replayed input is the same scene)."""
     counter = itertools.count()
     return lambda size: hashlib.sha256(str(next(counter)).encode()).digest()[:size]
 
@@ -70,7 +73,7 @@ def _random_bytes() -> object:
 class _Scene:
     def __init__(self, setting: int) -> None:
         self.now = 1000.0
-        role = "acceptor" if setting & 1 else "dialer"
+        role: Literal["dialer", "acceptor"] = "acceptor" if setting & 1 else "dialer"
         versions = PEER_VERSIONS[(setting >> 1) % len(PEER_VERSIONS)]
         self.wrong_secret = bool(setting & 1 << 4)
         peer_name = PEER_NAMES[setting >> 6]
@@ -87,7 +90,7 @@ class _Scene:
             expected_node="us-east-1" if role == "dialer" else None,
             admit=_admit if role == "acceptor" else None,
             clock=lambda: self.now,
-            random_bytes=_random_bytes(),  # type: ignore[arg-type]
+            random_bytes=_random_bytes(),
         )
         self.peer = PeerProtocol(
             "acceptor" if role == "dialer" else "dialer",
@@ -96,7 +99,7 @@ class _Scene:
             admit=_admit if role == "dialer" else None,
             versions=versions,
             clock=lambda: self.now,
-            random_bytes=_random_bytes(),  # type: ignore[arg-type]
+            random_bytes=_random_bytes(),
         )
         self.versions = versions
         #: Frames the honest peer sent that the node has not received yet.

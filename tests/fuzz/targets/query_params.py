@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from app.codec import decode_base64
 from app.errors import ApiError
@@ -28,6 +28,9 @@ from crdt.lib0 import DecodeError
 from crdt.statevector import decode_state_vector, encode_state_vector
 
 from ._seeds import STATE_VECTOR, open_document
+
+if TYPE_CHECKING:
+    from app.node import Node
 
 #: The routes' Query(max_length=...).
 MAX_STATE_VECTOR = 65536
@@ -69,7 +72,8 @@ def test_one_input(data: bytes) -> None:
     try:
         if parameter == "after":
             with open_document() as doc:
-                _run(_wait_after(_Node(doc), "fuzzed", value[:MAX_STATE_VECTOR]))
+                node = cast("Node", _Node(doc))
+                _run(_wait_after(node, "fuzzed", value[:MAX_STATE_VECTOR]))
         elif parameter == "since_update":
             since = decode_base64(value[:MAX_STATE_VECTOR], "state_vector")
             with open_document() as doc:

@@ -44,5 +44,7 @@ def test_one_input(data: bytes) -> None:
     _PATH.write_bytes(data)
     try:
         load_config(_PATH)
-    except (ConfigError, *TOLERATED):
+    except ConfigError:
+        return
+    except TOLERATED:
         return
