@@ -60,6 +60,17 @@ def seeds() -> list[bytes]:
     ]
 
 
+class UnsignedVersion(AssertionError):
+    """The node opened at a version its peer does not speak: the version in a Welcome was
+    changed in flight, and nothing noticed (the proofs do not sign it). Found by this target
+    (crashes/peer_handshake/crash-8f1272fe...), reported in docs/fuzzing.md."""
+
+
+#: Known, reported weaknesses let pass while fuzzing, so that a run looks past them;
+#: tests/test_fuzz_atheris.py replays their crash files without this (expected failures).
+TOLERATED: tuple[type[Exception], ...] = (UnsignedVersion,)
+
+
 def _admit(node: str, region: str) -> str | None:
     return None if region in ("us-east", "eu-west", "ap-south") else f"{node} is not a member"
 
@@ -133,11 +144,12 @@ class _Scene:
             raise AssertionError("opened twice, or after closing")
         if self.wrong_secret:
             raise AssertionError("opened with a peer that does not know the cluster secret")
+        version = event.peer.version
+        if not PROTOCOL_VERSIONS[0] <= version <= PROTOCOL_VERSIONS[1]:
+            raise AssertionError(f"opened at version {version}, which this node does not speak")
         low, high = self.versions
-        if not (low <= event.peer.version <= high and PROTOCOL_VERSIONS[0] <= event.peer.version):
-            raise AssertionError(
-                f"opened at version {event.peer.version}, peer speaks {low}..{high}"
-            )
+        if not low <= version <= high:
+            raise UnsignedVersion(f"opened at version {version}, the peer speaks {low}..{high}")
         if self.node.state is not State.OPEN or self.node.peer != event.peer:
             raise AssertionError(f"Opened, but the state is {self.node.state}")
         self.opened = True
@@ -156,9 +168,12 @@ class _Scene:
 def test_one_input(data: bytes) -> None:
     source = Input(data)
     scene = _Scene(source.byte())
-    while source:
-        _step(scene, source)
-        scene.check()
+    try:
+        while source:
+            _step(scene, source)
+            scene.check()
+    except TOLERATED:
+        return
 
 
 def _step(scene: _Scene, source: Input) -> None:
