@@ -1,0 +1,1 @@
+"""One module per fuzz target (names in :data:`tests.fuzz.TARGETS`)."""
