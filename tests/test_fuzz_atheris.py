@@ -36,9 +36,6 @@ HAS_ATHERIS = importlib.util.find_spec("atheris") is not None
 #: Crash files of bugs reported and not yet fixed -> the bug. Their replay is an expected
 #: failure; remove the entry (and the target's TOLERATED) with the fix.
 KNOWN_BUGS = {
-    "regions_toml/crash-e9742a0498d526f90a0485bca182dacbb7b940ac": (
-        "load_config raises UnicodeDecodeError, not ConfigError, for a file that is not UTF-8"
-    ),
     "peer_handshake/crash-8f1272fe388b52781dc151324fe29a924b07dd82": (
         "the handshake's proofs do not sign the version a Welcome chooses: a dialer opens at "
         "a version changed in flight (3) while its acceptor speaks 1..2"
@@ -82,14 +79,9 @@ def test_crashes_stay_fixed(target: str, path: Path, monkeypatch: pytest.MonkeyP
     module.test_one_input(path.read_bytes())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the json_ops long run (its memory grew ~10 KB per input): Document "
-    "subscribes its bound method _on_transaction to its pycrdt.Doc and drops the "
-    "Subscription, a cycle through Yrs that the collector cannot see. Once fixed, remove "
-    "this mark and the unobserve in tests/fuzz/targets/_seeds.py",
-)
 def test_a_dropped_document_is_freed() -> None:
+    """Found by the json_ops long run (its memory grew ~10 KB per input): Document subscribed
+    its bound method to its pycrdt.Doc, a cycle through Yrs the collector cannot see."""
     document = Document("dropped")
     dropped = weakref.ref(document)
     del document
