@@ -342,3 +342,44 @@ def test_a_dropped_document_is_freed() -> None:
         del document
     gc.collect()
     assert [ref() for ref in refs] == [None] * 20
+
+
+def test_updates_that_would_spin_yrs_forever_are_refused() -> None:
+    """Found by fuzzing: a 42-byte update whose client appears twice (two runs claiming the
+    same ids) and whose item names itself as its origin made Yrs loop forever in
+    apply_update — a client could hang a node's event loop. Each defect alone is refused."""
+    from crdt.lib0 import Encoder
+
+    def item(client: int, clock: int, origin: tuple[int, int] | None) -> bytes:
+        enc = Encoder()
+        enc.write_var_uint(1)  # one struct
+        enc.write_var_uint(client)
+        enc.write_var_uint(clock)
+        if origin is None:
+            enc.write_uint8(4)  # a string item with a parent
+            enc.write_var_uint(1)  # parent: a root name
+            enc.write_var_string("body")
+        else:
+            enc.write_uint8(0x80 | 4)  # a string item after ``origin``
+            enc.write_var_uint(origin[0])
+            enc.write_var_uint(origin[1])
+        enc.write_var_string("ab")
+        return enc.to_bytes()
+
+    def update(*runs: bytes) -> bytes:
+        enc = Encoder()
+        enc.write_var_uint(len(runs))
+        body = b"".join(runs)
+        return enc.to_bytes() + body + b"\x00"  # an empty delete set
+
+    document = Document("d")
+    # an item whose origin lies inside its own range
+    with pytest.raises(InvalidUpdate, match="refers to itself"):
+        document.apply_update(update(item(7, 0, (7, 1))))
+    # one client twice
+    with pytest.raises(InvalidUpdate, match="appears twice"):
+        document.apply_update(update(item(7, 0, None), item(7, 0, None)))
+    # the well-formed neighbours of those are applied
+    document.apply_update(update(item(7, 0, None)))
+    document.apply_update(update(item(7, 2, (7, 1))))
+    assert document.to_json()["body"] == "abab"

@@ -602,15 +602,11 @@ def test_a_stand_in_writes_into_the_current_incarnation(cluster: Cluster) -> Non
         placement = placement_of(cluster, "reborn")
     (holder,) = [n for n in placement["holders"] if n.startswith("us-east")]
     spare = next(n for n in ("us-east-1", "us-east-2") if n != holder)
-    wait_for(
-        lambda: (
-            local(httpx.Client(base_url=cluster[holder].url), "GET", "/v1/docs/reborn")
-            .json()
-            .get("incarnation")
-            == current
-        ),
-        what=f"{holder} at incarnation {current}",
-    )
+    with cluster[holder].client() as client:
+        wait_for(
+            lambda: local(client, "GET", "/v1/docs/reborn").json().get("incarnation") == current,
+            what=f"{holder} at incarnation {current}",
+        )
     assert "reborn" not in cluster.documents(spare)
     cluster.kill(holder)
     with cluster[spare].client() as client:
