@@ -32,12 +32,17 @@ from tests.fuzz.__main__ import load
 REPOSITORY = Path(__file__).resolve().parent.parent
 SHORT_RUNS = int(os.environ.get("FUZZ_SHORT_RUNS", "2000"))
 HAS_ATHERIS = importlib.util.find_spec("atheris") is not None
+#: How long a "timeout-" crash file may take to replay (it takes milliseconds once fixed).
+HANG_SECONDS = 5.0
 
 #: Crash files of bugs reported and not yet fixed -> the bug. Their replay is an expected
 #: failure; remove the entry (and the target's TOLERATED) with the fix.
 KNOWN_BUGS = {
     "regions_toml/crash-e9742a0498d526f90a0485bca182dacbb7b940ac": (
         "load_config raises UnicodeDecodeError, not ConfigError, for a file that is not UTF-8"
+    ),
+    "yupdate/timeout-b9d7632229b9685f4187b07fff29b7ee2a88028b": (
+        "a 42-byte update that parse_update accepts makes pycrdt's (Yrs') apply_update spin forever"
     ),
     "peer_handshake/crash-8f1272fe388b52781dc151324fe29a924b07dd82": (
         "the handshake's proofs do not sign the version a Welcome chooses: a dialer opens at "
@@ -77,6 +82,14 @@ def _crashes() -> list[Any]:
 
 @pytest.mark.parametrize(("target", "path"), _crashes())
 def test_crashes_stay_fixed(target: str, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if path.name.startswith("timeout-"):
+        # A hang, possibly in native code: in a process of its own, with a deadline.
+        command = [sys.executable, "-m", "tests.fuzz", target, "--replay", str(path), "--strict"]
+        try:
+            subprocess.run(command, cwd=REPOSITORY, check=True, timeout=HANG_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{target} still hangs on {path.name}") from None
+        return
     module = load(target)
     monkeypatch.setattr(module, "TOLERATED", (), raising=False)
     module.test_one_input(path.read_bytes())
