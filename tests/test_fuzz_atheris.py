@@ -32,6 +32,8 @@ from tests.fuzz.__main__ import load
 REPOSITORY = Path(__file__).resolve().parent.parent
 SHORT_RUNS = int(os.environ.get("FUZZ_SHORT_RUNS", "2000"))
 HAS_ATHERIS = importlib.util.find_spec("atheris") is not None
+#: How long a "timeout-" crash file may take to replay (it takes milliseconds once fixed).
+HANG_SECONDS = 5.0
 
 #: Crash files of bugs reported and not yet fixed -> the bug. Their replay is an expected
 #: failure; remove the entry (and the target's TOLERATED) with the fix.
@@ -74,6 +76,14 @@ def _crashes() -> list[Any]:
 
 @pytest.mark.parametrize(("target", "path"), _crashes())
 def test_crashes_stay_fixed(target: str, path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if path.name.startswith("timeout-"):
+        # A hang, possibly in native code: in a process of its own, with a deadline.
+        command = [sys.executable, "-m", "tests.fuzz", target, "--replay", str(path), "--strict"]
+        try:
+            subprocess.run(command, cwd=REPOSITORY, check=True, timeout=HANG_SECONDS)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{target} still hangs on {path.name}") from None
+        return
     module = load(target)
     monkeypatch.setattr(module, "TOLERATED", (), raising=False)
     module.test_one_input(path.read_bytes())

@@ -3,6 +3,7 @@
     python -m tests.fuzz --list
     python -m tests.fuzz <target> [libFuzzer options] [corpus directories]
     python -m tests.fuzz --write-seeds [target ...]
+    python -m tests.fuzz <target> --replay FILE [--strict]
 
 A target run without corpus directories reads the checked-in corpus
 (``tests/fuzz/corpus/<target>``) and writes what it finds to a scratch directory
@@ -11,6 +12,8 @@ A target run without corpus directories reads the checked-in corpus
 (override with ``-artifact_prefix=``); the target's dictionary, if it has one, is passed as
 ``-dict=``. ``--write-seeds`` (re)writes the valid seeds of the targets into their corpus and
 their dictionaries; files are named by the SHA-1 of their content, as libFuzzer names them.
+``--replay`` runs one input through the target without atheris; ``--strict`` first empties the
+target's ``TOLERATED`` (the known bugs it lets pass while fuzzing).
 """
 
 from __future__ import annotations
@@ -82,6 +85,8 @@ def main() -> None:
     )
     parser.add_argument("--list", action="store_true", help="list the targets")
     parser.add_argument("--write-seeds", action="store_true", help="(re)write the seed corpus")
+    parser.add_argument("--replay", metavar="FILE", help="run one input through the target")
+    parser.add_argument("--strict", action="store_true", help="with --replay: tolerate nothing")
     parser.add_argument("target", nargs="?", choices=sorted(TARGETS))
     parsed, rest = parser.parse_known_args()
     if parsed.list:
@@ -90,6 +95,11 @@ def main() -> None:
     elif parsed.write_seeds:
         for name in [parsed.target] if parsed.target else TARGETS:
             print(f"{name}: {write_seeds(name)} seeds")
+    elif parsed.target and parsed.replay:
+        module = load(parsed.target)
+        if parsed.strict:
+            module.TOLERATED = ()
+        module.test_one_input(Path(parsed.replay).read_bytes())
     elif parsed.target:
         fuzz(parsed.target, rest)
     else:

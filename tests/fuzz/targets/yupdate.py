@@ -13,12 +13,24 @@ from crdt.yupdate import parse_update
 
 from ._seeds import UPDATES, open_document
 
+#: Known bugs let pass while fuzzing: none. (An update that made Yrs spin forever — a client
+#: twice, an item next to itself — was skipped here until parse_update refused it; its file,
+#: crashes/yupdate/timeout-b9d76322..., stays as a regression test.)
+TOLERATED: tuple[type[Exception], ...] = ()
+
 
 def seeds() -> list[bytes]:
     return [*UPDATES, b"\x00\x00"]
 
 
 def test_one_input(data: bytes) -> None:
+    try:
+        _apply(data)
+    except TOLERATED:
+        return
+
+
+def _apply(data: bytes) -> None:
     with contextlib.suppress(DecodeError):
         parse_update(data, collect_items=True)
     with open_document() as doc:
