@@ -265,8 +265,11 @@ def parse_update(
                 for neighbour in (origin, right):
                     # An item cannot sit next to itself: Yrs loops forever integrating one
                     # whose origin lies in its own id range (found by fuzzing).
-                    inside = neighbour is not None and neighbour[0] == client
-                    if inside and clock <= neighbour[1] < clock + length:  # type: ignore[index]
+                    if (
+                        neighbour is not None
+                        and neighbour[0] == client
+                        and clock <= neighbour[1] < clock + length
+                    ):
                         raise DecodeError(
                             f"item {client}:{clock} refers to itself as its neighbour"
                         )
