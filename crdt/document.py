@@ -192,8 +192,11 @@ class Document:
         self._vector: bytes | None = None
         # Yrs keeps the observer alive as long as the Doc; a bound method would hold this
         # Document too, a cycle through Rust that Python's collector cannot see: no Document
-        # would ever be freed (found by fuzzing). The observer holds a weak reference.
-        self._doc.observe(_observer(weakref.ref(self)))
+        # would ever be freed (found by fuzzing). The observer holds a weak reference. And
+        # pycrdt's own wrapper of the observer holds the pycrdt Doc, the same cycle one level
+        # down: the subscription is dropped when this Document goes.
+        subscription = self._doc.observe(_observer(weakref.ref(self)))
+        weakref.finalize(self, self._doc.unobserve, subscription)
         #: Bytes this document takes in storage (snapshot plus log), kept by the store.
         self.stored_bytes = 0
         #: Writes applied here but not yet committed; a document with any is never evicted.
@@ -346,7 +349,7 @@ class Document:
             return False  # already stored and waiting for the same dependencies
         before = self.clocks()
         if self.pending_bytes + len(data) > self.max_pending_bytes and any(
-            before.get(client, 0) < end for client, end in parsed.reach.items()
+            before.get(client, 0) < start for client, start in parsed.starts.items()
         ):
             # Yrs' cost of merging pending updates grows faster than their size: bound it.
             raise LimitExceeded(

@@ -90,6 +90,9 @@ class ParsedUpdate:
     #: Client -> the clock just past its last struct or deleted range here. A copy whose state
     #: vector is below one of these cannot integrate all of the update yet.
     reach: dict[int, int] = field(default_factory=dict)
+    #: Client -> the clock of its first struct here: a copy whose state vector is below it
+    #: lacks the changes this update continues from.
+    starts: dict[int, int] = field(default_factory=dict)
     #: Every item below a root with its depth (see :mod:`crdt.nesting`).
     nested: list[tuple[Placed, int]] = field(default_factory=list)
 
@@ -236,6 +239,8 @@ def parse_update(
         if client in seen:
             raise DecodeError(f"client {client} appears twice in the update")
         seen.add(client)
+        if count:
+            parsed.starts[client] = clock
         for _ in range(count):
             info = dec.read_uint8()
             ref = info & 0x1F

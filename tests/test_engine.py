@@ -331,6 +331,11 @@ def test_a_dropped_document_is_freed() -> None:
     import gc
     import weakref
 
+    def docs_alive() -> int:
+        gc.collect()
+        return sum(1 for o in gc.get_objects() if isinstance(o, pycrdt.Doc))
+
+    docs_before = docs_alive()
     refs = []
     for i in range(20):
         document = Document(f"d{i}")
@@ -339,9 +344,11 @@ def test_a_dropped_document_is_freed() -> None:
         document.apply_update(source.get_update())
         assert document.state_vector()
         refs.append(weakref.ref(document))
-        del document
+        del document, source
     gc.collect()
     assert [ref() for ref in refs] == [None] * 20
+    # nor the pycrdt Docs inside (pycrdt's observer wrapper holds its Doc: another cycle)
+    assert docs_alive() <= docs_before
 
 
 def test_updates_that_would_spin_yrs_forever_are_refused() -> None:
@@ -383,3 +390,24 @@ def test_updates_that_would_spin_yrs_forever_are_refused() -> None:
     document.apply_update(update(item(7, 0, None)))
     document.apply_update(update(item(7, 2, (7, 1))))
     assert document.to_json()["body"] == "abab"
+
+
+def test_a_large_complete_update_is_not_taken_for_one_missing_dependencies() -> None:
+    """Found by the fuzzing helper's reading: any update over ``max_pending_bytes`` that
+    brought new content was refused as if it lacked dependencies. Only one that continues
+    from changes this copy does not have is."""
+    source = pycrdt.Doc(client_id=5)
+    text = source.get("body", type=pycrdt.Text)
+    text += "x" * 100_000
+    first = source.get_update()
+    document = Document("d", max_pending_bytes=64 * 1024)
+    document.apply_update(first)  # complete: applied however large
+    assert len(document.to_json()["body"]) == 100_000
+    state = source.get_state()
+    text += "y" * 100_000
+    second = source.get_update(state)  # continues from clock 100,000 of client 5
+    gap = Document("gap", max_pending_bytes=64 * 1024)
+    with pytest.raises(LimitExceeded):
+        gap.apply_update(second)  # lacks the first: it would wait, and is too large to
+    document.apply_update(second)
+    assert len(document.to_json()["body"]) == 200_000
