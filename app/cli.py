@@ -478,6 +478,7 @@ def torture_command(args: argparse.Namespace) -> int:
     from .tools.torture import TortureOptions, run_torture
 
     faults = tuple(f for f in args.faults.split(",") if f) if args.faults != "none" else ()
+    workloads = tuple(w for w in args.workloads.split(",") if w)
     return run_torture(
         TortureOptions(
             seed=args.seed if args.seed is not None else random.SystemRandom().randrange(2**32),
@@ -487,6 +488,7 @@ def torture_command(args: argparse.Namespace) -> int:
             clients=args.clients,
             documents=args.documents,
             faults=faults,
+            workloads=workloads,
             data=Path(args.data) if args.data else None,
             converge_timeout=args.converge_timeout,
             max_rss_mb=args.max_rss_mb,
@@ -661,8 +663,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--documents", type=int, default=6, help="documents written to")
     p.add_argument(
         "--faults",
-        default="partition,bridge,one-way,kill,pause,restart,rolling",
+        default="partition,bridge,one-way,kill,pause,restart,rolling,disk-full",
         help="comma-separated faults the nemesis draws from, or 'none'",
+    )
+    p.add_argument(
+        "--workloads",
+        default="list-append,counters,text,maps,deletes,yjs",
+        help="comma-separated workloads the clients draw from (yjs: clients over WS /v1/sync)",
     )
     p.add_argument(
         "--data",

@@ -37,9 +37,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.config import load_config  # noqa: E402
-from app.tools.demo_cluster import open_cluster  # noqa: E402
-from bench.progress import Progress  # noqa: E402
+from app.config import load_config
+from app.tools.demo_cluster import open_cluster
+from bench.progress import Progress
 
 REGIONS = {"us-east": 0, "eu-west": 1, "ap-south": 2}
 LATENCY_MS = {("us-east", "eu-west"): 40, ("eu-west", "ap-south"): 65, ("us-east", "ap-south"): 110}

@@ -515,6 +515,9 @@ class Figure:
     check: Callable[[float], bool] | None = None
     digits: int = 0
     details: list[str] = field(default_factory=list)
+    #: A regression guard: ``--guard`` exits 1 when it is missed (targets of the issues are
+    #: reported, not enforced).
+    guard: bool = False
 
     @property
     def median(self) -> float:
@@ -676,6 +679,24 @@ async def bench_writes(results: Results, streams: Streams, work: Path, runs: int
             figure.values.append(result.rate)
             figure.details.append(f"run {run + 1}: " + _load_details(result, _delta(before, after)))
             log(f"  {name}, run {run + 1}: {result.rate:,.0f} writes/s ({figure.details[-1]})")
+            if key == "w16" and result.completed:
+                # The regression guard: the node's event-loop CPU per write is steadier than
+                # writes/s on a shared machine (contention can only inflate it).
+                guard = results.figure(
+                    "w16cpu",
+                    "node event-loop CPU per durable write, 16 clients, 16 docs",
+                    "µs",
+                    target=f"<= {LOOP_CPU_GUARD_US} µs (regression guard)",
+                    check=lambda v: v <= LOOP_CPU_GUARD_US,
+                    guard=True,
+                )
+                guard.values.append(result.server_loop_cpu / result.completed * 1e6)
+
+
+#: The regression guard of the write path (event-loop CPU per durable write, 16 clients):
+#: 457fb7a measured ~310-330 µs, 27bb756 ~470-500 µs (a regression found by bisection:
+#: docs/benchmarks.md, "Regression of the write path"); the fixes brought it back under this.
+LOOP_CPU_GUARD_US = 400
 
 
 # -- 2. acknowledgement latency at a paced rate ------------------------------------------------
@@ -1071,6 +1092,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--markdown", default=None, help="also write the machine and table as Markdown here"
     )
+    parser.add_argument(
+        "--guard",
+        action="store_true",
+        help="exit with status 1 when a regression guard (the write path's) is missed",
+    )
     parser.add_argument("--serve-trivial", action="store_true", help=argparse.SUPPRESS)
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
@@ -1098,6 +1124,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         machine_md = "\n".join(f"- {key}: {value}" for key, value in machine.items())
         Path(args.markdown).write_text(f"{machine_md}\n\n{results.markdown()}\n", encoding="utf-8")
+    missed = [
+        f.name for f in results.figures.values() if f.guard and f.verdict(sizes is FULL) == "MISSED"
+    ]
+    if args.guard and missed:
+        print(f"missed: {'; '.join(missed)}", file=sys.stderr)
+        return 1
     return 0
 
 

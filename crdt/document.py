@@ -16,7 +16,8 @@ import base64
 import hashlib
 import logging
 import math
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pycrdt
@@ -146,6 +147,17 @@ def _infer(doc_id: str, state: bytes, nesting: NestingIndex | None = None) -> di
         return {}
 
 
+def _observer(ref: weakref.ReferenceType[Document]) -> Callable[[Any], None]:
+    """The transaction observer of ``ref``'s Doc, holding the Document weakly."""
+
+    def observe(event: Any) -> None:
+        document = ref()
+        if document is not None:
+            document._on_transaction(event)
+
+    return observe
+
+
 class Document:
     """A document's live state. Not thread-safe: use it from one thread (the event loop)."""
 
@@ -175,7 +187,13 @@ class Document:
         self.max_pending_bytes = max_pending_bytes
         # The integrated delta of the last apply, captured from Yrs' transaction event.
         self._last_delta: bytes | None = None
-        self._doc.observe(self._on_transaction)
+        # The state vector, decoded and encoded, until the next transaction changes it.
+        self._clocks: dict[int, int] | None = None
+        self._vector: bytes | None = None
+        # Yrs keeps the observer alive as long as the Doc; a bound method would hold this
+        # Document too, a cycle through Rust that Python's collector cannot see: no Document
+        # would ever be freed (found by fuzzing). The observer holds a weak reference.
+        self._doc.observe(_observer(weakref.ref(self)))
         #: Bytes this document takes in storage (snapshot plus log), kept by the store.
         self.stored_bytes = 0
         #: Writes applied here but not yet committed; a document with any is never evicted.
@@ -188,16 +206,26 @@ class Document:
 
     def _on_transaction(self, event: Any) -> None:
         self._last_delta = event.update
+        self._clocks = self._vector = None
 
     # -- reading -------------------------------------------------------------------------
 
     def state_vector(self) -> bytes:
         """The encoded state vector of the integrated changes, clients in ascending order (Yrs
         writes them in hash order), so equal states have equal bytes on every copy."""
-        return encode_state_vector(decode_state_vector(bytes(self._doc.get_state())))
+        if self._vector is None:
+            self._vector = encode_state_vector(self._current_clocks())
+        return self._vector
 
     def clocks(self) -> dict[int, int]:
-        return decode_state_vector(self.state_vector())
+        """The state vector as client -> clock (a copy the caller may change)."""
+        return dict(self._current_clocks())
+
+    def _current_clocks(self) -> dict[int, int]:
+        # Every change goes through a transaction, whose observer drops the cached vector.
+        if self._clocks is None:
+            self._clocks = decode_state_vector(bytes(self._doc.get_state()))
+        return self._clocks
 
     def encode_state(self, since: bytes | None = None) -> bytes:
         """Everything this copy holds, or only what a copy at state vector ``since`` lacks,

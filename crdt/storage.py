@@ -357,14 +357,15 @@ class Storage:
         counters.batch_size_last = len(batch)
         counters.batch_size_max = max(counters.batch_size_max, len(batch))
         counters.commit_seconds_total += elapsed
+        now = time.monotonic()
+        self._answer_all([(p, result, None) for p, result in zip(batch, results, strict=True)])
+        # Observed once the callers are answered: metrics never delay an acknowledgement.
         observer = self.on_commit
         if observer is not None and not isinstance(batch[0].job, Compact):
-            now = time.monotonic()
             try:
                 observer(len(batch), elapsed, [now - p.enqueued for p in batch])
             except Exception:
                 log.exception("the storage commit observer failed")
-        self._answer_all([(p, result, None) for p, result in zip(batch, results, strict=True)])
 
     def _forget_known(self, batch: list[_Pending]) -> None:
         """After a commit: the ids whose last job in the batch forgot them have no row now."""

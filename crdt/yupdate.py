@@ -226,10 +226,16 @@ def parse_update(
     # a hostile chain of many thousand nested maps overflows its stack.
     placed: list[Placed] = []
     clients = dec.read_length("clients", 3)
+    seen: set[int] = set()
     for _ in range(clients):
         count = dec.read_length("structs", 2)
         client = dec.read_var_uint()
         clock = dec.read_var_uint()
+        # Yjs writes each client's structs once; two runs of one client may claim the same
+        # ids, which sends Yrs into an endless loop (found by fuzzing).
+        if client in seen:
+            raise DecodeError(f"client {client} appears twice in the update")
+        seen.add(client)
         for _ in range(count):
             info = dec.read_uint8()
             ref = info & 0x1F
@@ -256,6 +262,17 @@ def parse_update(
                         dec.read_var_string()
                         has_sub = True
                 length, evidence = _content_length_and_evidence(dec, ref, edits)
+                for neighbour in (origin, right):
+                    # An item cannot sit next to itself: Yrs loops forever integrating one
+                    # whose origin lies in its own id range (found by fuzzing).
+                    if (
+                        neighbour is not None
+                        and neighbour[0] == client
+                        and clock <= neighbour[1] < clock + length
+                    ):
+                        raise DecodeError(
+                            f"item {client}:{clock} refers to itself as its neighbour"
+                        )
                 placed.append(
                     Placed(
                         client,

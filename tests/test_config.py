@@ -81,3 +81,11 @@ def test_every_setting_is_documented() -> None:
 def test_sample_file_sets_only_documented_keys() -> None:
     data = tomllib.loads((REPO / "regions.toml").read_text())
     parse_config(data, "regions.toml")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    # Found by fuzzing: load_config raised UnicodeDecodeError (a traceback at start-up).
+    path = tmp_path / "regions.toml"
+    path.write_bytes(b'[cluster]\nname = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)

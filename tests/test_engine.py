@@ -289,3 +289,97 @@ def test_deeply_nested_value_is_refused() -> None:
     document = Document("d", client_id=11)
     with pytest.raises(InvalidOperation, match="nested deeper"):
         _apply(document, {"op": "set", "path": ["m", "k"], "value": value})
+
+
+def test_the_cached_state_vector_follows_every_change() -> None:
+    """Document.state_vector() is cached until the next transaction: after updates in and out
+    of order (some pending, integrated later), local operations and duplicates, it always
+    equals the vector computed afresh from Yrs."""
+    from crdt.statevector import decode_state_vector, encode_state_vector
+
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)
+    updates: list[bytes] = []
+    for client in range(3):
+        source = pycrdt.Doc(client_id=client + 1)
+        text = source.get("body", type=pycrdt.Text)
+        source.observe(lambda event: updates.append(event.update))
+        for _ in range(5):
+            text += rng.choice("abc")
+    rng.shuffle(updates)  # out of order: later ones wait for their dependencies
+    doc = Document("d")
+
+    def fresh() -> bytes:
+        return encode_state_vector(decode_state_vector(bytes(doc._doc.get_state())))
+
+    for update in updates + updates[:3]:
+        doc.apply_update(update)
+        assert doc.state_vector() == fresh(), f"seed={seed}"
+        assert doc.clocks() == decode_state_vector(fresh()), f"seed={seed}"
+    ops = {"ops": [{"op": "append", "path": ["items"], "values": [1]}]}
+    doc.apply_update(apply_operations(doc, parse_operations(ops, max_operations=10), client_id=11))
+    assert doc.state_vector() == fresh(), f"seed={seed}"
+    clocks = doc.clocks()
+    clocks[999] = 1  # a copy: the cache is not changed through it
+    assert 999 not in doc.clocks()
+
+
+def test_a_dropped_document_is_freed() -> None:
+    """A Document must not outlive its last reference: Yrs holds the transaction observer,
+    so an observer holding the Document strongly kept every Document ever made alive (a
+    leak of every document a node evicted or replaced; found by fuzzing)."""
+    import gc
+    import weakref
+
+    refs = []
+    for i in range(20):
+        document = Document(f"d{i}")
+        source = pycrdt.Doc()
+        source.get("body", type=pycrdt.Text).insert(0, "x")
+        document.apply_update(source.get_update())
+        assert document.state_vector()
+        refs.append(weakref.ref(document))
+        del document
+    gc.collect()
+    assert [ref() for ref in refs] == [None] * 20
+
+
+def test_updates_that_would_spin_yrs_forever_are_refused() -> None:
+    """Found by fuzzing: a 42-byte update whose client appears twice (two runs claiming the
+    same ids) and whose item names itself as its origin made Yrs loop forever in
+    apply_update — a client could hang a node's event loop. Each defect alone is refused."""
+    from crdt.lib0 import Encoder
+
+    def item(client: int, clock: int, origin: tuple[int, int] | None) -> bytes:
+        enc = Encoder()
+        enc.write_var_uint(1)  # one struct
+        enc.write_var_uint(client)
+        enc.write_var_uint(clock)
+        if origin is None:
+            enc.write_uint8(4)  # a string item with a parent
+            enc.write_var_uint(1)  # parent: a root name
+            enc.write_var_string("body")
+        else:
+            enc.write_uint8(0x80 | 4)  # a string item after ``origin``
+            enc.write_var_uint(origin[0])
+            enc.write_var_uint(origin[1])
+        enc.write_var_string("ab")
+        return enc.to_bytes()
+
+    def update(*runs: bytes) -> bytes:
+        enc = Encoder()
+        enc.write_var_uint(len(runs))
+        body = b"".join(runs)
+        return enc.to_bytes() + body + b"\x00"  # an empty delete set
+
+    document = Document("d")
+    # an item whose origin lies inside its own range
+    with pytest.raises(InvalidUpdate, match="refers to itself"):
+        document.apply_update(update(item(7, 0, (7, 1))))
+    # one client twice
+    with pytest.raises(InvalidUpdate, match="appears twice"):
+        document.apply_update(update(item(7, 0, None), item(7, 0, None)))
+    # the well-formed neighbours of those are applied
+    document.apply_update(update(item(7, 0, None)))
+    document.apply_update(update(item(7, 2, (7, 1))))
+    assert document.to_json()["body"] == "abab"

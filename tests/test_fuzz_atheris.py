@@ -38,16 +38,6 @@ HANG_SECONDS = 5.0
 #: Crash files of bugs reported and not yet fixed -> the bug. Their replay is an expected
 #: failure; remove the entry (and the target's TOLERATED) with the fix.
 KNOWN_BUGS = {
-    "regions_toml/crash-e9742a0498d526f90a0485bca182dacbb7b940ac": (
-        "load_config raises UnicodeDecodeError, not ConfigError, for a file that is not UTF-8"
-    ),
-    "yupdate/timeout-b9d7632229b9685f4187b07fff29b7ee2a88028b": (
-        "a 42-byte update that parse_update accepts makes pycrdt's (Yrs') apply_update spin forever"
-    ),
-    "yupdate/crash-04a6517c084756a31e169b6f08598b5bef4accb1": (
-        "Document.apply_update accepts an update after which digest() and canonical_state() "
-        "raise DecodeError (clock of client 1 overflows), not a CrdtError"
-    ),
     "peer_handshake/crash-8f1272fe388b52781dc151324fe29a924b07dd82": (
         "the handshake's proofs do not sign the version a Welcome chooses: a dialer opens at "
         "a version changed in flight (3) while its acceptor speaks 1..2"
@@ -99,14 +89,9 @@ def test_crashes_stay_fixed(target: str, path: Path, monkeypatch: pytest.MonkeyP
     module.test_one_input(path.read_bytes())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="found by the json_ops long run (its memory grew ~10 KB per input): Document "
-    "subscribes its bound method _on_transaction to its pycrdt.Doc and drops the "
-    "Subscription, a cycle through Yrs that the collector cannot see. Once fixed, remove "
-    "this mark and the unobserve in tests/fuzz/targets/_seeds.py",
-)
 def test_a_dropped_document_is_freed() -> None:
+    """Found by the json_ops long run (its memory grew ~10 KB per input): Document subscribed
+    its bound method to its pycrdt.Doc, a cycle through Yrs the collector cannot see."""
     document = Document("dropped")
     dropped = weakref.ref(document)
     del document

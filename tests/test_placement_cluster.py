@@ -578,3 +578,52 @@ def test_a_holder_killed_its_region_takes_the_writes_on_the_next_node(cluster: C
         timeout=30,
         what="the stand-in's hint handed off and dropped",
     )
+
+
+def test_a_stand_in_writes_into_the_current_incarnation(cluster: Cluster) -> None:
+    """A stand-in that has never seen a deleted and re-created document fetches it from a
+    live copy before it takes a write: the write lands in the current incarnation (blind,
+    it would create incarnation 1, which the holders discard as stale)."""
+    with cluster["eu-west-1"].client() as client:
+        for n in range(3):
+            assert append(client, "reborn", f"life-{n}").status_code == 200
+            assert client.delete("/v1/docs/reborn").status_code == 200
+        answer = append(client, "reborn", "current")
+        assert answer.status_code == 200, answer.text
+        current = answer.json()["incarnation"]
+        assert current == 4
+    placement = placement_of(cluster, "reborn")
+    if "us-east" not in placement["regions"]:
+        with cluster["eu-west-1"].client() as client:
+            moved = client.put(
+                "/v1/docs/reborn/placement", json={"regions": ["eu-west", "us-east"]}
+            )
+            assert moved.status_code == 200, moved.text
+        placement = placement_of(cluster, "reborn")
+    (holder,) = [n for n in placement["holders"] if n.startswith("us-east")]
+    spare = next(n for n in ("us-east-1", "us-east-2") if n != holder)
+    with cluster[holder].client() as client:
+        wait_for(
+            lambda: local(client, "GET", "/v1/docs/reborn").json().get("incarnation") == current,
+            what=f"{holder} at incarnation {current}",
+        )
+    assert "reborn" not in cluster.documents(spare)
+    cluster.kill(holder)
+    with cluster[spare].client() as client:
+
+        def holder_down() -> bool:
+            peers = client.get("/v1/cluster").json()["peers"]
+            return any(p["node"] == holder and p["state"] != "up" for p in peers)
+
+        wait_for(holder_down, what=f"{spare} sees {holder} down")
+        answer = append(client, "reborn", "stand-in")
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-meridian-served-by"] == spare
+        assert answer.json()["incarnation"] == current
+    with cluster["eu-west-1"].client() as client:
+
+        def both() -> bool:
+            items = local(client, "GET", "/v1/docs/reborn").json()["content"].get("items", [])
+            return sorted(items) == ["current", "stand-in"]
+
+        wait_for(both, timeout=30, what="the stand-in's write at eu-west-1")

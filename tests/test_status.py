@@ -165,7 +165,7 @@ def test_check_compares_each_document_on_its_holders_only(placed: Cluster) -> No
     checked = _meridian("status", "--config", config, "--check")
     assert checked.returncode == 0, checked.stdout + checked.stderr
     lines = checked.stdout.splitlines()
-    assert lines[2].split()[-2:] == ["HINTS", "HANDOFF"]
+    assert lines[2].split()[-4:] == ["HINTS", "HANDOFF", "TO", "PULL"]
     assert (
         f"check: 20 documents identical on their holders (40 copies on 4 nodes: {ALL_NODES})"
         in (lines)
@@ -241,7 +241,7 @@ def test_check_names_documents_a_holder_lacks(placed: Cluster) -> None:
     assert shown.returncode == 1, shown.stdout + shown.stderr
     lines = shown.stdout.splitlines()
     row = next(line for line in lines if line.startswith("us-east ") and "us-east-1" in line)
-    assert row.split()[-2] == "1"  # HINTS: "far", waiting for its hand-off
+    assert row.split()[-3] == "1"  # HINTS: "far", waiting for its hand-off
     start = lines.index(
         f"check: 1 of 2 documents differ between 4 nodes ({ALL_NODES}), each on its holders:"
     )

@@ -74,8 +74,8 @@ def test_partition_sides() -> None:
 
 
 def test_a_short_torture_run_passes(tmp_path: Path) -> None:
-    """A real run: 3 regions of 2 nodes, every fault, 25 seconds; exit 0 and a report that
-    says what was checked."""
+    """A real run: 3 regions of 2 nodes, every fault and every workload, 25 seconds; exit 0
+    and a report that says what was checked."""
     data = tmp_path / "torture"
     command = [sys.executable, "-m", "app", "torture", "--seed", str(SEED), "--duration", "25",
                "--clients", "6", "--data", str(data)]  # fmt: skip
@@ -91,6 +91,8 @@ def test_a_short_torture_run_passes(tmp_path: Path) -> None:
     assert "verdict: PASS" in output
     assert "FAIL" not in output
     assert "0 violations" in output
+    for workload in ("list-append", "counters", "text", "maps", "deletes", "yjs"):
+        assert f"PASS  {workload}:" in output, output
     history = (data / "history.jsonl").read_text().splitlines()
     assert len(history) > 100, output
     assert any('"fault"' in line for line in history), output
@@ -98,7 +100,14 @@ def test_a_short_torture_run_passes(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["--regions", "0"], ["--faults", "meteor"], ["--duration", "0"], ["--clients", "0"]],
+    [
+        ["--regions", "0"],
+        ["--faults", "meteor"],
+        ["--duration", "0"],
+        ["--clients", "0"],
+        ["--workloads", "meteor"],
+        ["--workloads", ""],
+    ],
 )
 def test_bad_arguments_exit_2(args: list[str]) -> None:
     result = subprocess.run(

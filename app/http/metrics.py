@@ -231,6 +231,11 @@ class HttpMetrics:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        # The labelled children, looked up once per (route, method[, status]): prometheus'
+        # labels() validates and hashes its arguments on every call. Bounded: routes, methods
+        # and statuses are finite sets.
+        self._counts: dict[tuple[str, str, int], Any] = {}
+        self._timers: dict[tuple[str, str], Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -255,13 +260,21 @@ class HttpMetrics:
         finally:
             # None: cancelled before answering; there is no status to count.
             if status is not None:
-                route = _route_template(scope)
-                method = scope["method"] if scope["method"] in METHODS else "other"
-                self.metrics.http_requests.labels(route, method, str(status)).inc()
-                self.metrics.requests.note()
-                self.metrics.http_duration.labels(route, method).observe(
-                    time.perf_counter() - started
-                )
+                self._record(scope, status, time.perf_counter() - started)
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        route = _route_template(scope)
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        count = self._counts.get((route, method, status))
+        if count is None:
+            count = self.metrics.http_requests.labels(route, method, str(status))
+            self._counts[(route, method, status)] = count
+        count.inc()
+        self.metrics.requests.note()
+        timer = self._timers.get((route, method))
+        if timer is None:
+            timer = self._timers[(route, method)] = self.metrics.http_duration.labels(route, method)
+        timer.observe(seconds)
 
 
 def _route_template(scope: Scope) -> str:

@@ -19,8 +19,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
-from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -90,11 +90,19 @@ class Plan:
     """What to do with one request for a document, here."""
 
     route: Route
-    record: PlacementRecord
+    #: The document's record, or (a node with no peers) the function that drafts one: such
+    #: a node keeps no records, and most requests never look at it.
+    placement: PlacementRecord | Callable[[], PlacementRecord]
     #: The record is a draft made for this request (a first write): store it before writing.
     draft: bool
     #: The node that forwarded the request to this one, if any.
     forwarded_by: str | None
+
+    @property
+    def record(self) -> PlacementRecord:
+        if callable(self.placement):
+            self.placement = self.placement()
+        return self.placement
 
     @property
     def hint(self) -> bool:
@@ -128,6 +136,11 @@ async def _plan(
     check_document_id(doc_id)
     source = forwarded_by(node, connection, method)
     catalog = node.catalog
+    replicator = node.replicator
+    if replicator is None:
+        # A node with no peers holds every document and keeps no records: nothing to decide
+        # (the hot path of a lone node: no record, no rendezvous hashing, no store lookup).
+        return Plan(Route("local", (node.node_id,)), partial(catalog.draft, doc_id), True, source)
     record = catalog.get(doc_id)
     draft = record is None
     if record is None:
@@ -140,31 +153,60 @@ async def _plan(
             raise ApiError(400, "invalid_placement_record", str(exc)) from None
         if record is None or record.doc_id != doc_id:
             record = catalog.draft(doc_id)
-    replicator = node.replicator
 
     def live(node_id: str) -> bool:
         if node_id == node.node_id:
             return True
-        peer = replicator.peers.get(node_id) if replicator is not None else None
+        peer = replicator.peers.get(node_id)
         return peer is not None and peer.state == "up" and not peer.suspected
 
-    decision = route(
-        record,
-        catalog.topology,
-        here=node.node_id,
-        region=node.region,
-        live=live,
-        write=write,
-        forwarded=source is not None,
-        has_copy=await node.store.lookup(doc_id) is not None,
-        exclude=exclude,
-    )
+    local = await node.store.lookup(doc_id)
+
+    def decide() -> Route:
+        return route(
+            record,
+            catalog.topology,
+            here=node.node_id,
+            region=node.region,
+            live=live,
+            write=write,
+            forwarded=source is not None,
+            has_copy=local is not None,
+            exclude=exclude,
+        )
+
+    decision = decide()
+    if decision.action in ("hint", "refuse"):
+        # Just started: the peers may not have linked yet (not unreachable).
+        await replicator.wait_first_links()
+        decision = decide()
+    if decision.action == "hint" and (local is None or local.deleted) and not draft:
+        await _fetch_before_hint(node, record, live)
     if draft and not write and decision.action != "local":
         # Nobody has written it as far as this node knows: answer here (a 404).
         decision = Route("local", decision.holders)
     if not draft:
         await _follow_readers(node, record, decision, write=write, source=source)
     return Plan(decision, record, draft, source)
+
+
+async def _fetch_before_hint(
+    node: Node, record: PlacementRecord, live: Callable[[str], bool]
+) -> None:
+    """A hint for a document this node has never seen, or holds only a tombstone of: first
+    fetch it from the nearest live copy, so the write lands in its current incarnation.
+    Written blind, it would create a first incarnation (or the one after an old tombstone),
+    and the holders would discard it as stale once the document has been deleted and
+    re-created since (an acknowledged write lost). With no copy reachable, the write is made
+    blind (docs/design.md, "Always writable")."""
+    replicator = node.replicator
+    assert replicator is not None
+    catalog = node.catalog
+    topology = catalog.topology
+    copies = [n for n in catalog.copies_now(record) if n != node.node_id and live(n)]
+    copies.sort(key=lambda n: topology.latency(node.region, topology.region_of(n) or node.region))
+    if copies:
+        await replicator.fetch(record.doc_id, copies, node.settings.cluster.forward_timeout)
 
 
 async def _follow_readers(
@@ -235,7 +277,7 @@ async def dispatch(
     while True:
         plan = await _plan(node, request, doc_id, method=request.method, write=write, exclude=tried)
         if plan.draft and write and creates is None:
-            return Plan(Route("local", plan.route.holders), plan.record, True, plan.forwarded_by)
+            return Plan(Route("local", plan.route.holders), plan.placement, True, plan.forwarded_by)
         decision = plan.route
         if decision.action == "refuse":
             raise ApiError(503, decision.code, decision.reason)
@@ -321,17 +363,20 @@ class ServedBy:
     def __init__(self, app: ASGIApp, node: str) -> None:
         self.app = app
         self.node = node
+        self._header = (SERVED_BY_HEADER.encode(), node.encode())
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
 
+        name = self._header[0]
+
         async def named(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                if SERVED_BY_HEADER not in headers:
-                    headers[SERVED_BY_HEADER] = self.node
+                headers = message.get("headers", ())
+                if all(key.lower() != name for key, _ in headers):
+                    message["headers"] = [*headers, self._header]
             await send(message)
 
         await self.app(scope, receive, named)

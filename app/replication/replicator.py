@@ -22,13 +22,13 @@ import json
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import websockets
 from starlette.websockets import WebSocket
 
-from crdt import Change, DocumentStore, covers
+from crdt import Change, CrdtError, DocumentStore, covers
 
 from ..cluster.catalog import decode_record, encode_record
 from ..cluster.membership import Membership, MembershipError
@@ -76,6 +76,10 @@ class Replicator:
         members: MemberList | None = None,
     ) -> None:
         self.store = store
+        #: When this node started linking, and set when a link opens: see
+        #: :meth:`wait_first_links`.
+        self.started = time.monotonic()
+        self._link_opened = asyncio.Event()
         #: The member list: whom this node links with (None: the nodes regions.toml lists).
         self.members = members
         self.settings = settings
@@ -350,6 +354,7 @@ class Replicator:
         peer.up_since = time.time()
         peer.last_error = None
         peer.links_opened += 1
+        self._link_opened.set()
         peer.wake.set()
         self.send_members(peer)
         log.info(
@@ -415,6 +420,41 @@ class Replicator:
         return [
             peer for peer in self.peers.values() if peer.node_id in holders or peer.holds_everything
         ]
+
+    async def wait_first_links(self) -> None:
+        """Right after start, waits (at most ``connect_timeout + reconnect_max`` plus a
+        second from the start) until every peer's link has opened once. A node that has not
+        linked with its peers yet would take every peer for unreachable: a write would
+        become a hint written blind, without the document's current incarnation."""
+        config = self.config
+        deadline = self.started + config.connect_timeout + config.reconnect_max + 1.0
+        while (remaining := deadline - time.monotonic()) > 0:
+            self._link_opened.clear()
+            if all(peer.links_opened for peer in self.peers.values()):
+                return
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await self._link_opened.wait()
+
+    async def fetch(self, doc_id: str, nodes: Sequence[str], timeout: float) -> bool:
+        """Brings this node's copy of ``doc_id`` (none yet) up to the first of ``nodes`` that
+        answers within ``timeout`` — its state, or its tombstone, at its incarnation; True
+        when one did. A node about to write a document it has never seen (a hint) asks first,
+        so that it writes into the document's current incarnation instead of creating a
+        first one, whose writes the holders would discard as stale."""
+        for node_id in nodes:
+            peer = self.peers.get(node_id)
+            session = peer.session if peer is not None else None
+            if session is None or peer is None or peer.state != "up" or peer.suspected:
+                continue
+            try:
+                async with asyncio.timeout(timeout):
+                    await session.pull(doc_id)
+            except (TimeoutError, LinkClosed, CrdtError, m.ProtocolError) as exc:
+                log.info("fetching %s from %s before a hint: %s", doc_id, node_id, exc)
+                continue
+            return True
+        return False
 
     def may_store(self, doc_id: str) -> bool:
         """Whether this node may store ``doc_id``'s content (a pin may forbid its region)."""

@@ -567,6 +567,7 @@ def _node_rows(answers: Sequence[NodeAnswer]) -> list[list[str]]:
                     _number(documents.get("hot")),
                     _number(placement.get("hints")),
                     _number((placement.get("handoff") or {}).get("pending")),
+                    _number((placement.get("handoff") or {}).get("pulls_pending")),
                 ],
             )
         )
@@ -577,7 +578,7 @@ def _node_rows(answers: Sequence[NodeAnswer]) -> list[list[str]]:
                 asked.add(node["id"])
                 region = node["region"]
                 rows.append(
-                    (region, node["id"], [region, node["id"], "-", "not asked", *["-"] * 5])
+                    (region, node["id"], [region, node["id"], "-", "not asked", *["-"] * 6])
                 )
     return [cells for _, _, cells in sorted(rows, key=lambda r: (r[0], r[1]))]
 
@@ -623,9 +624,20 @@ def render_status(answers: Sequence[NodeAnswer], *, now: float) -> list[str]:
         f"{len(up)} up" + (f", {down} not answering" if down else ""),
         "",
         *_table(
-            ["REGION", "NODE", "ADDRESS", "STATE", "LIVE", "TOMBSTONES", "HOT", "HINTS", "HANDOFF"],
+            [
+                "REGION",
+                "NODE",
+                "ADDRESS",
+                "STATE",
+                "LIVE",
+                "TOMBSTONES",
+                "HOT",
+                "HINTS",
+                "HANDOFF",
+                "TO PULL",
+            ],
             _node_rows(answers),
-            right=(4, 5, 6, 7, 8),
+            right=(4, 5, 6, 7, 8, 9),
         ),
     ]
     everything = sorted(a.name for a in up if a.holds_everything)
@@ -759,6 +771,7 @@ def _json(answers: Sequence[NodeAnswer], result: CheckResult | None, status: int
                 "holds_everything": a.holds_everything,
                 "hints": a.placement.get("hints"),
                 "handoff_pending": (a.placement.get("handoff") or {}).get("pending"),
+                "pulls_pending": (a.placement.get("handoff") or {}).get("pulls_pending"),
                 "cluster": a.view,
             }
             for a in answers

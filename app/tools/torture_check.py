@@ -1,5 +1,6 @@
 """The checks of ``meridian torture``, on plain values: a history of list-append writes and
-the final copies of every document on each of its holders → what held and what did not.
+the final copies of every document on each of its holders → what held and what did not (the
+other workloads' checks are in :mod:`app.tools.torture_check_workloads`).
 
 Every write appends one unique element to one document's root array ``items``. Its outcome,
 as the client saw it:
@@ -45,9 +46,22 @@ class Op:
     #: The requested durability level.
     level: str = "local"
     error: str = ""
+    #: The workload that wrote it and what it did (see :mod:`app.tools.torture_check_workloads`:
+    #: ``append``, ``increment``, ``insert``, ``set``, ``delete`` a map key, ``drop`` a document).
+    workload: str = "list-append"
+    kind: str = "append"
+    #: A counter increment's amount; the value a map ``set`` gives its key.
+    amount: int = 0
+    #: From the answer: the incarnation written (deletes: the one deleted), whether the write
+    #: changed the document, and the node that served it (``X-Meridian-Served-By``).
+    incarnation: int | None = None
+    changed: bool | None = None
+    served_by: str = ""
+    #: From the answer: whether the serving node created the document (it had no live copy).
+    created: bool | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "value": self.value,
             "doc": self.doc,
             "node": self.node,
@@ -57,7 +71,20 @@ class Op:
             "status": self.status,
             "level": self.level,
             "error": self.error,
+            "workload": self.workload,
+            "kind": self.kind,
         }
+        if self.amount:
+            out["amount"] = self.amount
+        if self.incarnation is not None:
+            out["incarnation"] = self.incarnation
+        if self.changed is not None:
+            out["changed"] = self.changed
+        if self.served_by:
+            out["served_by"] = self.served_by
+        if self.created is not None:
+            out["created"] = self.created
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -186,7 +186,8 @@ function placementStats(placement) {
   if (!placement.active) return "placement off: holds every document · ";
   const handoff = placement.handoff;
   const pending = handoff && handoff.pending ? `, ${handoff.pending} to hand off` : "";
-  return `${plural(placement.hints, "hint")} kept for unreachable holders${pending} · `;
+  const pulls = handoff && handoff.pulls_pending ? `, ${handoff.pulls_pending} to pull` : "";
+  return `${plural(placement.hints, "hint")} kept for unreachable holders${pending}${pulls} · `;
 }
 
 // The links to draw: this node's own (from /v1/cluster, every second) and those between the

@@ -15,11 +15,10 @@ _SAMPLES = {str: '"x"', bool: "true", int: "1", float: "1.5"}
 _DIRECTORY = tempfile.TemporaryDirectory(prefix="fuzz-regions-")
 _PATH = Path(_DIRECTORY.name) / "regions.toml"
 
-#: Errors of a known bug, reported and not yet fixed, let pass while fuzzing so that a long
-#: run goes on past it: load_config lets a file that is not UTF-8 raise UnicodeDecodeError
-#: (crashes/regions_toml/crash-e9742a04...). tests/test_fuzz_atheris.py replays the crash
-#: without this (an expected failure until the fix); empty it once load_config is fixed.
-TOLERATED: tuple[type[Exception], ...] = (UnicodeDecodeError,)
+#: Errors of known bugs let pass while fuzzing: none (a file that is not UTF-8 raised
+#: UnicodeDecodeError until load_config turned it into a ConfigError; its crash file stays as
+#: a regression test).
+TOLERATED: tuple[type[Exception], ...] = ()
 
 
 def seeds() -> list[bytes]:
