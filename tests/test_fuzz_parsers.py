@@ -14,7 +14,6 @@ import json
 import os
 from typing import Any
 
-import pycrdt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -43,6 +42,7 @@ from crdt.lib0 import DecodeError
 from crdt.ops import apply_operations, parse_operations
 from crdt.statevector import decode_state_vector
 from crdt.yupdate import parse_update
+from tests.fuzz.targets._seeds import UPDATES
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "300"))
 FUZZ = settings(
@@ -90,21 +90,6 @@ def mutated(seed: bytes) -> st.SearchStrategy[bytes]:
         return bytes(data)
 
     return mutate()
-
-
-def _updates() -> list[bytes]:
-    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=7)
-    updates: list[bytes] = []
-    doc.observe(lambda event: updates.append(bytes(event.update)))
-    doc["m"] = pycrdt.Map({"k": 1, "nested": pycrdt.Map({"a": [1, "x"]})})
-    doc["t"] = pycrdt.Text("hello")
-    doc.get("t", type=pycrdt.Text).insert(2, "XYZ")
-    doc["a"] = pycrdt.Array([1, 2, pycrdt.Map({"z": None})])
-    del doc.get("a", type=pycrdt.Array)[0]
-    return [*updates, bytes(doc.get_update())]
-
-
-UPDATES = _updates()
 
 
 # -- Yjs updates and state vectors ------------------------------------------------------------

@@ -444,8 +444,10 @@ class Replicator:
         first one, whose writes the holders would discard as stale."""
         for node_id in nodes:
             peer = self.peers.get(node_id)
-            session = peer.session if peer is not None else None
-            if session is None or peer is None or peer.state != "up" or peer.suspected:
+            if peer is None or peer.state != "up" or peer.suspected:
+                continue
+            session = peer.session
+            if session is None:
                 continue
             try:
                 async with asyncio.timeout(timeout):
