@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-import http.cookiejar
 import logging
 import re
 import time
@@ -58,7 +57,6 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Final
 
-import httpx
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -69,6 +67,7 @@ from websockets.typing import Subprotocol
 from ..codec import close_reason
 from ..errors import MeridianError
 from ..version import VERSION
+from .hop import HopPool, HopTimeout, Lost, NotSent, TooLarge
 
 __all__ = [
     "FORWARDED_HEADER", "MAX_FORWARDED_LENGTH", "sign_forwarded", "verify_forwarded",
@@ -94,8 +93,6 @@ _ANSWER_HEADERS = frozenset(
 _TARGET_SAFE = "!$&'()*+,;=:@/?%"
 # Close codes a close frame may carry (RFC 6455 7.4.1), besides 3000-4999.
 _SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
-# Raised before any byte of the request could leave: retrying elsewhere is safe.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 _USER_AGENT = f"meridian/{VERSION} (forward)"
 
 
@@ -225,20 +222,9 @@ class Forwarder:
         self._timeout, self._max_body, self._max_message = timeout, max_body, max_message
         # Read by statistics(), by the names of ForwardStatistics' fields.
         self._counts: Counter[str] = Counter()
-        # One pool of keep-alive connections to every holder, closed by open_forwarder. Idle
-        # connections are dropped before a holder's uvicorn drops them (after 5 s by default),
-        # and its jar keeps no cookie (a holder's Set-Cookie must not reach later requests).
-        self._client = httpx.AsyncClient(
-            cookies=http.cookiejar.CookieJar(
-                http.cookiejar.DefaultCookiePolicy(allowed_domains=[])
-            ),
-            trust_env=False,
-            timeout=timeout,
-            limits=httpx.Limits(max_connections=256, keepalive_expiry=4),
-        )
-        # Only the headers listed in the module docstring: no made-up Accept, no compression.
-        del self._client.headers["accept"]
-        self._client.headers.update({"accept-encoding": "identity", "user-agent": _USER_AGENT})
+        # One pool of keep-alive connections to every holder, closed by open_forwarder (no
+        # cookies, redirects or proxies: see app.http.hop).
+        self._pool = HopPool(max_body=max_body, user_agent=_USER_AGENT)
 
     def statistics(self) -> ForwardStatistics:
         return ForwardStatistics(
@@ -262,65 +248,43 @@ class Forwarder:
         _check_forwardable(request, headers)
         limit = self._timeout if timeout is None else timeout
         what = f"{request.method} {request.url.path} to {base_url}"
-        sent = False
-
-        async def trace(event: str, info: Mapping[str, Any]) -> None:
-            nonlocal sent
-            sent = sent or event.endswith("send_request_headers.started")
-
         try:
-            url = httpx.URL(base_url).copy_with(raw_path=request_target(request.scope).encode())
-            # What the holder's request_target() sees (httpx drops "/./", "/../", a bare "?").
-            target = url.raw_path.decode("ascii").removesuffix("?")
+            host, port = _host_port(base_url)
+            target = request_target(request.scope)
             sent_headers = [(k, v) for k, v in request.headers.raw if k.lower() in _REQUEST_HEADERS]
             sent_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
             signed = sign_forwarded(self._secret, self.node_id, request.method, target, time.time())
             sent_headers.append((FORWARDED_HEADER.encode(), signed.encode()))
-            outgoing = self._client.build_request(
-                request.method,
-                url,
-                content=body,
-                headers=sent_headers,
-                extensions={"trace": trace},
-            )
             log.debug("> forward %s", what)
-            async with asyncio.timeout(limit):
-                answer = await self._client.send(outgoing, stream=True)
-                try:
-                    content = await self._read_answer(answer, what)
-                finally:
-                    await answer.aclose()
-        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
-            if isinstance(exc, (*_NOT_SENT, httpx.InvalidURL)) or not sent:
+            answer = await self._pool.request(
+                host, port, request.method, target, sent_headers, body, timeout=limit
+            )
+        except (NotSent, ValueError) as exc:
+            self._counts["unreachable"] += 1
+            raise HolderUnreachable(f"{what}: not sent ({_describe(exc)})") from exc
+        except HopTimeout as exc:
+            if not exc.sent:
                 self._counts["unreachable"] += 1
                 raise HolderUnreachable(f"{what}: not sent ({_describe(exc)})") from exc
             self._counts["timeouts"] += 1
-            if isinstance(exc, TimeoutError | httpx.TimeoutException):
-                raise ForwardTimeout(
-                    f"{what}: sent, but no answer came within {limit:g}s ({_describe(exc)})"
-                ) from exc
+            raise ForwardTimeout(
+                f"{what}: sent, but no answer came within {limit:g}s ({_describe(exc)})"
+            ) from exc
+        except Lost as exc:
+            self._counts["timeouts"] += 1
             raise ForwardTimeout(
                 f"{what}: sent, then the connection was lost ({_describe(exc)})", lost=True
             ) from exc
-        log.debug("< forward %s: %d", what, answer.status_code)
+        except TooLarge as exc:
+            self._counts["too_large"] += 1
+            raise AnswerTooLarge(f"{what}: {exc}") from exc
+        log.debug("< forward %s: %d", what, answer.status)
         self._counts["relayed"] += 1
-        response = Response(content, status_code=answer.status_code)
-        for name, value in answer.headers.raw:
-            name = name.lower()
+        response = Response(answer.body, status_code=answer.status)
+        for name, value in answer.headers:
             if name in _ANSWER_HEADERS or name.startswith(b"x-meridian-"):
                 response.raw_headers.append((name, value))
         return response
-
-    async def _read_answer(self, answer: httpx.Response, what: str) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in answer.aiter_bytes():
-            size += len(chunk)
-            if size > self._max_body:
-                self._counts["too_large"] += 1
-                raise AnswerTooLarge(f"{what}: the answer is over the {self._max_body}-byte limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     async def forward_websocket(
         self,
@@ -395,8 +359,10 @@ async def open_forwarder(
     forwarder = Forwarder(
         node_id, secret, timeout=timeout, max_body=max_body, max_message=max_message
     )
-    async with forwarder._client:
+    try:
         yield forwarder
+    finally:
+        await forwarder._pool.aclose()
 
 
 # -- splicing two WebSockets ---------------------------------------------------------------
@@ -492,6 +458,14 @@ def _check_forwardable(connection: Request | WebSocket, headers: Mapping[str, st
         raise ForwardLoop(f"{connection.url.path} was forwarded to this node already")
     if headers is not None and FORWARDED_HEADER in {name.lower() for name in headers}:
         raise ValueError(f"{FORWARDED_HEADER} is this module's to set")
+
+
+def _host_port(base_url: str) -> tuple[str, int]:
+    """The host and port of ``http://host:port``; ValueError for anything else."""
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme != "http" or not parts.hostname or parts.port is None:
+        raise ValueError(f"not an http://host:port address: {base_url[:140]!r}")
+    return parts.hostname, parts.port
 
 
 def _holder_end(exc: ConnectionClosed) -> _End:
