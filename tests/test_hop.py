@@ -175,6 +175,7 @@ def test_a_closed_port_is_not_sent_and_a_header_with_a_line_break_is_refused() -
         with pytest.raises(NotSent, match="cannot connect"):
             await pool.request("127.0.0.1", port, "GET", "/", [], b"", timeout=5)
         with pytest.raises(ValueError, match="line break"):
-            await pool.request("127.0.0.1", port, "GET", "/", [(b"x", b"a\r\nb: c")], b"", timeout=5)
+            bad = [(b"x", b"a\r\nb: c")]
+            await pool.request("127.0.0.1", port, "GET", "/", bad, b"", timeout=5)
 
     run(scenario)
