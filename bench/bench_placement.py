@@ -11,7 +11,8 @@ Every node is a real ``python -m app serve`` process on loopback, one per region
 eu-west, ap-south), with the [latency] of the issue (us-east:eu-west 40 ms, us-east:ap-south
 110 ms, eu-west:ap-south 65 ms one way). Each node dials every other one through a WAN
 emulator proxy in front of that node (app/tools/wan.py, one proxy per ordered pair of nodes,
-in a thread of this process), given with ``--peer``: peer links and forwarded requests both
+in a process of its own: ``python -m app.tools.wan_service``, so that it shares no event loop
+or GIL with the load generator), given with ``--peer``: peer links and forwarded requests both
 cross the emulated WAN. Clients sit in a region: they talk to their region's node over
 loopback, with no emulated latency. Three placements, each on a fresh cluster:
 
@@ -48,6 +49,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -65,7 +67,7 @@ from bench_replication import OtherLoad, patch_request, table, wait_until  # noq
 from progress import Progress  # noqa: E402  (this directory)
 
 from app.cluster.placement import Member, rendezvous  # noqa: E402
-from tests.cluster import ThreadedWan, free_port  # noqa: E402
+from tests.cluster import free_port  # noqa: E402
 from tests.support import NodeProcess  # noqa: E402
 
 HOST = single.HOST
@@ -181,7 +183,8 @@ class PlacementCluster:
         self.region_of = {f"{r}-{k}": r for r, n in layout.items() for k in range(1, n + 1)}
         self.ports = {node: free_port() for node in self.region_of}
         self.placement = placement
-        self.wan = ThreadedWan()
+        #: The WAN emulator's process (None when no two nodes are in different regions).
+        self.wan: subprocess.Popen[str] | None = None
         #: (from node, to node) -> the proxy address the first dials the second at.
         self.proxies: dict[tuple[str, str], tuple[str, int]] = {}
         self.nodes: dict[str, NodeProcess] = {}
@@ -206,28 +209,50 @@ class PlacementCluster:
         config = self.root / "regions.toml"
         config.write_text("\n".join(lines) + "\n")
         peers: dict[str, list[str]] = {node: [] for node in self.region_of}
+        specs: list[str] = []
         for dialer, dialer_region in self.region_of.items():
             for target, region in self.region_of.items():
                 if region == dialer_region:
                     continue
+                address = (HOST, free_port())
                 delay = latency(dialer_region, region)
-                name = f"{dialer}->{target}"
-                link = self.wan.wan.add_link(
-                    dialer_region, region, (HOST, self.ports[target]), delay, name=name
-                )
-                address = self.wan.call(link).address
+                specs += ["--listen", f"{dialer_region}:{region}@{address[0]}:{address[1]}="
+                          f"{HOST}:{self.ports[target]}:{delay:g}"]  # fmt: skip
                 self.proxies[dialer, target] = address
                 peers[dialer] += ["--peer", f"{target}={address[0]}:{address[1]}"]
+        if specs:
+            self.start_wan(specs)
         for node, region in self.region_of.items():
             self.nodes[node] = NodeProcess(
                 self.root / node, region=region, listen=f"{HOST}:{self.ports[node]}",
                 config=config, env={"MERIDIAN_CLUSTER_SECRET": SECRET}, extra=peers[node],
             ).start()  # fmt: skip
 
+    def start_wan(self, specs: list[str]) -> None:
+        """The WAN emulator's process, once it listens on every proxy address."""
+        self.wan = subprocess.Popen(
+            [sys.executable, "-m", "app.tools.wan_service", *specs],
+            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        output = self.wan.stdout
+        assert output is not None
+        for _ in range(len(specs) // 2):
+            line = output.readline()
+            if not line.startswith("meridian-wan: ") or "->" not in line:
+                raise RuntimeError(f"the WAN emulator did not start: {line}{output.read()}")
+        # Its log goes on (a line per connection): read, so that the pipe never fills.
+        threading.Thread(target=output.read, daemon=True).start()
+
     def close(self) -> None:
         for node in self.nodes.values():
             node.close()
-        self.wan.close()
+        if self.wan is not None:
+            self.wan.terminate()
+            try:
+                self.wan.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.wan.kill()
+                self.wan.wait()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def pids(self) -> dict[str, int]:
@@ -799,6 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     dirty = len(shell("git", "status", "--porcelain").splitlines())
     machine["commit"] = f"{shell('git', 'rev-parse', '--short', 'HEAD')} ({dirty} paths changed)"
     machine["uptime at start"] = shell("uptime")
+    machine["WAN emulator"] = "python -m app.tools.wan_service, a process of its own"
     started = time.perf_counter()
     try:
         figures = asyncio.run(
