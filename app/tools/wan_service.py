@@ -47,6 +47,7 @@ import json
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -421,6 +422,18 @@ async def serve(
             loop.remove_signal_handler(sig)
 
 
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Runs ``main`` on uvloop where it is installed (it comes with uvicorn[standard]): its
+    timers wake up closer to a proxy's release times than asyncio's, which wait in whole
+    milliseconds (a delay of 40 ms is 40.35 ms at the median rather than 40.8)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m app.tools.wan_service", description="TCP proxies adding one-way latency"
@@ -464,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--jitter-ms must be >= 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        asyncio.run(serve(specs, jitter_ms=args.jitter_ms, control=control))
+        run(serve(specs, jitter_ms=args.jitter_ms, control=control))
     except OSError as exc:
         print(f"meridian-wan: error: {exc}", file=sys.stderr, flush=True)
         return 1
