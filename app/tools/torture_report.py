@@ -180,6 +180,7 @@ def report(
                 if not any(op.node in side and op.outcome == "ok" for op in _during(run, fault)):
                     one_sided.append(f"{fault.kind} {fault.target}: none on {sorted(side)}")
     by_node = Counter((op.node, op.outcome) for op in run.ops)
+    by_level = Counter((op.level, op.outcome) for op in run.ops)
     outcomes = Counter(op.outcome for op in run.ops)
     lines += [
         "",
@@ -191,6 +192,11 @@ def report(
             for node in sorted(regions)
         )
         + " (acknowledged/refused/indeterminate)",
+        "  by durability level: "
+        + ", ".join(
+            f"{level} {by_level[level, 'ok']}/{by_level[level, 'fail']}/{by_level[level, 'info']}"
+            for level in sorted({level for level, _ in by_level})
+        ),
         "  by workload (sent: acknowledged/refused/indeterminate):",
     ]
     verdict = checked.appends
