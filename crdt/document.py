@@ -254,12 +254,21 @@ class Document:
         order. Integrating the state into a fresh document in one transaction merges every
         mergeable item; :func:`~crdt.yupdate.canonical_update` then sorts object keys.
         """
-        fresh: pycrdt.Doc[Any] = pycrdt.Doc()
-        fresh.apply_update(self._doc.get_update())
-        state = bytes(fresh.get_update())
-        if self._pending:
-            state = pycrdt.merge_updates(state, *sorted(update for update, _ in self._pending))
-        return canonical_update(state)
+        try:
+            fresh: pycrdt.Doc[Any] = pycrdt.Doc()
+            fresh.apply_update(self._doc.get_update())
+            state = bytes(fresh.get_update())
+            if self._pending:
+                state = pycrdt.merge_updates(state, *sorted(update for update, _ in self._pending))
+            return canonical_update(state)
+        except (KeyboardInterrupt, SystemExit, GeneratorExit):
+            raise
+        except BaseException as exc:  # a Yrs panic surfaces as a BaseException
+            # Content Yrs cannot integrate again, or that the canonical form cannot read:
+            # the state as this copy encodes it, so that every route still answers for the
+            # document (two such copies compare equal only if their encodings are).
+            log.warning("document %s: no canonical state, its own encoding used: %r", self.id, exc)
+            return bytes(self._doc.get_update())
 
     def digest(self) -> str:
         """SHA-256 of :meth:`canonical_state`: equal on two copies exactly when they hold the
@@ -325,7 +334,9 @@ class Document:
         for name, kind in sorted(self.root_kinds().items()):
             try:
                 content[name] = None if kind is None else render(self.root(name, kind))
-            except (Exception, RecursionError) as exc:
+            except (KeyboardInterrupt, SystemExit, GeneratorExit):
+                raise
+            except BaseException as exc:  # a Yrs panic surfaces as a BaseException
                 # Content no real client makes (a format mark with a map key, nesting past
                 # Python's recursion limit): show the root as null rather than fail the view.
                 log.warning("document %s: root %r cannot be rendered: %r", self.id, name, exc)

@@ -114,3 +114,29 @@ def test_a_log_yrs_refuses_to_merge_still_compacts(tmp_path: Path) -> None:
             assert (await store.get("d")).to_json() == {"l": list(range(12))}
 
     asyncio.run(scenario())
+
+
+class _Panic(BaseException):
+    """What a Rust panic inside Yrs surfaces as: a BaseException, not an Exception."""
+
+
+def test_a_state_without_canonical_form_or_json_view_still_answers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import crdt.document
+
+    source = pycrdt.Doc()
+    source.get("m", type=pycrdt.Map)["k"] = 1
+    doc = Document("odd")
+    doc.apply_update(source.get_update())
+
+    def undecodable(_: bytes) -> bytes:
+        raise crdt.document.DecodeError("an item the canonical form cannot read")
+
+    def panics(_: object) -> object:
+        raise _Panic("yrs panicked")
+
+    monkeypatch.setattr(crdt.document, "canonical_update", undecodable)
+    monkeypatch.setattr(crdt.document, "render", panics)
+    assert len(doc.digest()) == 64  # the copy's own encoding, hashed
+    assert doc.to_json() == {"m": None}  # the root shown as null, the view still answers
