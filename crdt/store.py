@@ -214,6 +214,7 @@ class DocumentStore:
         origin: object = None,
         on_applied: Callable[[], None] | None = None,
         hint: bool = False,
+        floor: int = 0,
     ) -> WriteResult:
         """Applies a Yjs v1 update and returns once it is committed. Raises InvalidUpdate
         (nothing changed), LimitExceeded, or StorageError (the write is not durable and was
@@ -227,9 +228,12 @@ class DocumentStore:
         the update is applied in memory, before the commit is awaited (a caller can then
         apply the next update of an ordered stream while this one commits). ``hint`` records
         a hint for the document (see :meth:`add_hint`) in the transaction of the update, so
-        it is committed when this returns; an update ignored for its incarnation records none."""
+        it is committed when this returns; an update ignored for its incarnation records none.
+        ``floor`` (a client's write, kept blind as a hint): the lowest incarnation it may go
+        to, the one after the highest known to be deleted; a copy held here of an earlier
+        one is left behind, as a copy of a later incarnation received from a peer would."""
         check_document_id(doc_id)
-        writable = await self._writable(doc_id, incarnation)
+        writable = await self._writable(doc_id, incarnation, floor)
         if isinstance(writable, WriteResult):
             return writable
         entry, created, replaced = writable
@@ -256,15 +260,21 @@ class DocumentStore:
             entry.writers -= 1
 
     async def apply_operations(
-        self, doc_id: str, body: Any, *, origin: object = None, hint: bool = False
+        self,
+        doc_id: str,
+        body: Any,
+        *,
+        origin: object = None,
+        hint: bool = False,
+        floor: int = 0,
     ) -> WriteResult:
-        """Applies JSON operations (PRODUCT.md) atomically; see :mod:`crdt.ops`. ``hint`` as
-        for :meth:`apply_update`."""
+        """Applies JSON operations (PRODUCT.md) atomically; see :mod:`crdt.ops`. ``hint`` and
+        ``floor`` as for :meth:`apply_update`."""
         check_document_id(doc_id)
         started = time.perf_counter()
         ops = parse_operations(body, max_operations=self.limits.max_operations)
         parsing = time.perf_counter() - started
-        writable = await self._writable(doc_id, None)
+        writable = await self._writable(doc_id, None, floor)
         assert not isinstance(writable, WriteResult)
         entry, created, replaced = writable
         try:
@@ -298,7 +308,7 @@ class DocumentStore:
             )
 
     async def _writable(
-        self, doc_id: str, incarnation: int | None
+        self, doc_id: str, incarnation: int | None, floor: int = 0
     ) -> tuple[Entry, bool, Entry | None] | WriteResult:
         """The entry to write to: (entry, created, the entry it replaces), or the answer for
         an update of an incarnation this node already left behind.
@@ -316,6 +326,8 @@ class DocumentStore:
             # it again; nothing yields between this load's admission and the check.
             await self._load(doc_id)
             entry = self._hot.get(doc_id)
+        if incarnation is None and floor and (entry is None or entry.document.incarnation < floor):
+            incarnation = floor  # as if a copy of that incarnation came from a peer
         if entry is not None:
             current = entry.document.incarnation
             if incarnation is not None and (

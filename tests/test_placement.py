@@ -38,6 +38,7 @@ from app.cluster.placement import (
     regions_of,
     rendezvous,
     resolve_request,
+    with_deleted,
     with_follower,
     with_home,
     with_policy,
@@ -346,6 +347,7 @@ def make_record(
     changed: Stamp,
     follows: dict[str, tuple[Stamp, bool]] | None = None,
     moved: tuple[str, Stamp] | None = None,
+    deleted: int = 0,
 ) -> Any:
     entries = tuple((region, *follows[region]) for region in sorted(follows or {}))
     return PlacementRecord(
@@ -359,6 +361,7 @@ def make_record(
         changed,
         entries,
         moved,
+        deleted,
     )
 
 
@@ -372,6 +375,7 @@ records = st.builds(
     st.one_of(st.just(Stamp.ZERO), stamps),
     st.dictionaries(st.sampled_from(REGIONS), st.tuples(stamps, st.booleans()), max_size=3),
     st.one_of(st.none(), st.tuples(st.sampled_from(REGIONS), stamps)),
+    st.integers(0, 3),
 )
 
 
@@ -386,6 +390,7 @@ def test_merge_any_order_duplication_and_grouping(
     assert (expected.policy_fields, expected.changed) == (latest.policy_fields, latest.changed)
     moves = [r.moved for r in changes if r.moved is not None]
     assert expected.moved == max(moves, key=lambda m: (m[1], m[0]), default=None)
+    assert expected.deleted == max(r.deleted for r in changes)
 
     assert reduce(merge, data.draw(st.permutations(changes))) == expected
     extra = data.draw(st.lists(st.sampled_from(changes), max_size=8))
@@ -597,6 +602,11 @@ BASE: dict[str, Any] = {"doc_id": "n", "home": "eu-west", "born": [1, "a"]}
         ("pinned", 1),
         ("changed", [2_000]),
         ("changed", None),
+        ("deleted", -1),
+        ("deleted", 1.5),
+        ("deleted", "3"),
+        ("deleted", True),
+        ("deleted", 2**53),
     ],
 )
 def test_from_json_refuses_malformed_records(key: str, value: object) -> None:
@@ -712,3 +722,17 @@ def test_resolve_request_refuses_bad_bodies(
     assert len(str(caught.value)) < 400
     assert isinstance(caught.value, ValueError)
     assert caught.value.code in {"malformed_placement", "invalid_placement"}
+
+
+def test_a_record_keeps_the_highest_deleted_incarnation() -> None:
+    doc = record("us-east")
+    assert with_deleted(doc, 0) is doc and "deleted" not in doc.to_json()
+    three = with_deleted(doc, 3)
+    assert with_deleted(three, 2) is three
+    assert (
+        merge(three, with_deleted(doc, 5)).deleted
+        == merge(with_deleted(doc, 5), three).deleted
+        == 5
+    )
+    assert three.to_json()["deleted"] == 3
+    assert PlacementRecord.from_json(three.to_json()) == three

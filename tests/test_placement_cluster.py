@@ -330,6 +330,47 @@ def test_a_pinned_document_cut_off_is_refused_and_nothing_is_stored(cluster: Clu
     cluster.wan.do(cluster.wan.wan.heal)
 
 
+def test_a_blind_hint_goes_to_the_incarnation_after_the_last_deleted(cluster: Cluster) -> None:
+    """A node that never saw a deleted and re-created document, cut off from every copy,
+    keeps a write as a hint without fetching: it writes into the incarnation after the
+    highest its placement record knows deleted, so the holders keep the write (a first
+    incarnation would be discarded as stale: an acknowledged write lost)."""
+    with cluster["eu-west-1"].client() as client:
+        placed = client.put("/v1/docs/blind/placement", json={"regions": ["eu-west", "us-east"]})
+        assert placed.status_code == 200, placed.text
+        for n in range(2):
+            assert append(client, "blind", f"life-{n}").status_code == 200
+            assert client.delete("/v1/docs/blind").status_code == 200
+        answer = append(client, "blind", "current")
+        assert answer.status_code == 200 and answer.json()["incarnation"] == 3, answer.text
+
+    def deletion_known() -> bool:
+        return placement_of(cluster, "blind", "ap-south-1")["deleted_incarnation"] == 2
+
+    wait_for(deletion_known, what="ap-south-1's record knows incarnation 2 deleted")
+    assert "blind" not in cluster.documents("ap-south-1")
+    cluster.wan.do(lambda: cluster.wan.wan.isolate("ap-south"))
+    with cluster["ap-south-1"].client() as client:
+        wait_for(
+            lambda: all(p["state"] != "up" for p in client.get("/v1/cluster").json()["peers"]),
+            what="ap-south-1's links down",
+        )
+        hint = append(client, "blind", "blind-hint")
+        assert hint.status_code == 200, hint.text
+        assert hint.headers["x-meridian-served-by"] == "ap-south-1"
+        assert hint.json()["incarnation"] == 3
+    cluster.wan.do(cluster.wan.wan.heal)
+    for holder in placement_of(cluster, "blind")["holders"]:
+        with cluster[holder].client() as client:
+
+            def both() -> bool:
+                answer = local(client, "GET", "/v1/docs/blind")
+                items = answer.json().get("content", {}).get("items", [])
+                return sorted(items) == ["blind-hint", "current"]
+
+            wait_for(both, timeout=30, what=f"the blind hint at {holder}")
+
+
 def _sync_write(url: str, doc_id: str, text: str) -> None:
     """Writes ``text`` into root "body" through a real y-websocket session at ``url``."""
 

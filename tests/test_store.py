@@ -369,3 +369,29 @@ def _update_for(text: str) -> bytes:
     doc: pycrdt.Doc[Any] = pycrdt.Doc()
     doc["body"] = pycrdt.Text(text)
     return doc.get_update()
+
+
+def test_a_blind_write_goes_to_its_floor_incarnation(tmp_path: Path) -> None:
+    """A client's write kept as a hint with no copy to start from goes to the incarnation
+    after the highest known deleted (``floor``), not to a first one; a copy of an earlier
+    incarnation is left behind; a later one is written as usual."""
+
+    def append(value: str) -> dict[str, object]:
+        return {"ops": [{"op": "append", "path": ["items"], "values": [value]}]}
+
+    async def scenario() -> None:
+        async with open_store(tmp_path) as store:
+            blind = await store.apply_operations("blind", append("a"), hint=True, floor=5)
+            assert (blind.incarnation, blind.created) == (5, True)
+            await store.apply_operations("stale", append("old"))  # incarnation 1, live here
+            moved = await store.apply_operations("stale", append("new"), floor=3)
+            assert (moved.incarnation, moved.created) == (3, True)
+            assert (await store.get("stale")).to_json() == {"items": ["new"]}
+            await store.apply_operations("later", append("x"), floor=4)
+            kept = await store.apply_operations("later", append("y"), floor=2)
+            assert (kept.incarnation, kept.created) == (4, False)
+        async with open_store(tmp_path) as store:  # as committed
+            assert (await store.lookup("blind")).incarnation == 5  # type: ignore[union-attr]
+            assert (await store.get("stale")).to_json() == {"items": ["new"]}
+
+    asyncio.run(scenario())

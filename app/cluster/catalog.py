@@ -36,6 +36,7 @@ from .placement import (
     merge,
     move_target,
     regions_of,
+    with_deleted,
     with_follower,
     with_home,
     with_policy,
@@ -237,6 +238,16 @@ class PlacementCatalog:
             if current is None:
                 return None
             return await self._put(doc_id, with_follower(current, region, on, self.clock.now()))
+
+    async def note_deleted(self, doc_id: str, incarnation: int) -> PlacementRecord | None:
+        """Records that ``incarnation`` of ``doc_id`` was deleted (a no-op when the record
+        knew it already); None when the document has no record."""
+        async with self._lock(doc_id):
+            current = self.get(doc_id)
+            if current is None:
+                return None
+            changed = with_deleted(current, incarnation)
+            return current if changed is current else await self._put(doc_id, changed)
 
     async def move_home(self, doc_id: str, region: str) -> PlacementRecord | None:
         """Moves ``doc_id``'s home to ``region`` (toward its readers); None when the document

@@ -75,6 +75,8 @@ PolicyName: TypeAlias = Literal["default", "regions", "count"]
 
 #: The largest stamp: integers above 2**53 - 1 do not survive JSON in JavaScript.
 MAX_MILLIS: Final = 2**53 - 1
+#: The largest incarnation a record names (JSON numbers are exact up to 2**53).
+MAX_INCARNATION: Final = 2**53 - 1
 
 #: Document ids, as crdt.records.DOCUMENT_ID (repeated so this module imports nothing).
 _DOCUMENT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -86,7 +88,7 @@ _SHAPES: Final = {
 }
 _RECORD_KEYS: Final = (
     "doc_id", "home", "born", "policy", "regions", "count", "pinned", "changed", "followers",
-    "moved",
+    "moved", "deleted",
 )  # fmt: skip
 _REQUEST_KEYS: Final = ("regions", "replicas", "pinned")
 
@@ -224,6 +226,10 @@ class PlacementRecord:
     #: The home moved toward the document's readers: (region, stamp), the latest stamp wins;
     #: None while the home is where the document was first written.
     moved: tuple[str, Stamp] | None = None
+    #: The highest incarnation of the document known to be deleted (0: none); the largest
+    #: wins. A node without a copy that must take a write blind (a hint, no copy reachable)
+    #: writes into the incarnation after it, not into a first one its holders left behind.
+    deleted: int = 0
 
     def __post_init__(self) -> None:
         _need(_name(self.doc_id, _DOCUMENT_ID), "doc_id must be a document id", self.doc_id)
@@ -269,6 +275,8 @@ class PlacementRecord:
             and isinstance(self.moved[1], Stamp)
         )
         _need(moved, "moved must be a (region, stamp) pair", self.moved)
+        ok = _is_int(self.deleted) and 0 <= self.deleted <= MAX_INCARNATION
+        _need(ok, f"deleted must be an incarnation, 0 to {MAX_INCARNATION}", self.deleted)
 
     @classmethod
     def new(cls, doc_id: str, home: str, born: Stamp) -> PlacementRecord:
@@ -304,6 +312,8 @@ class PlacementRecord:
             data["followers"] = [[r, stamp.to_json(), on] for r, stamp, on in self.followers]
         if self.moved is not None:
             data["moved"] = [self.moved[0], self.moved[1].to_json()]
+        if self.deleted:
+            data["deleted"] = self.deleted
         return data
 
     @classmethod
@@ -344,6 +354,7 @@ class PlacementRecord:
                 moved=None
                 if moved is None
                 else (moved[0], Stamp.from_json(moved[1], "the moved home's stamp")),
+                deleted=data.get("deleted", 0),
             )
         except PlacementError as exc:
             raise PlacementError(f"placement record {_show(data.get('doc_id'))}: {exc}") from None
@@ -353,7 +364,7 @@ def merge(a: PlacementRecord, b: PlacementRecord) -> PlacementRecord:
     """The join of two copies of one document's record: ``home`` and ``born`` of the smaller
     ``(born, home)``, the policy of the larger ``(changed, policy fields)``, per region the
     follower entry of the larger ``(stamp, on)``, the ``moved`` home of the larger
-    ``(stamp, region)``. Commutative, associative and idempotent. Raises
+    ``(stamp, region)``, the larger ``deleted``. Commutative, associative and idempotent. Raises
     :class:`PlacementError` when the doc ids differ."""
     if a.doc_id != b.doc_id:
         raise PlacementError(f"cannot merge the records of {a.doc_id!r} and {b.doc_id!r}")
@@ -361,9 +372,17 @@ def merge(a: PlacementRecord, b: PlacementRecord) -> PlacementRecord:
     latest = a if (a.changed, a.policy_fields) >= (b.changed, b.policy_fields) else b
     followers = _merge_followers(a.followers, b.followers)
     moved = _later_move(a.moved, b.moved)
-    if first is latest and followers == first.followers and moved == first.moved:
+    deleted = max(a.deleted, b.deleted)
+    if (
+        first is latest
+        and followers == first.followers
+        and moved == first.moved
+        and deleted == first.deleted
+    ):
         return first
-    return replace(latest, home=first.home, born=first.born, followers=followers, moved=moved)
+    return replace(
+        latest, home=first.home, born=first.born, followers=followers, moved=moved, deleted=deleted
+    )
 
 
 def _later_move(
@@ -386,6 +405,13 @@ def _merge_followers(
         if known is None or (entry[1], entry[2]) > (known[1], known[2]):
             entries[entry[0]] = entry
     return tuple(entries[region] for region in sorted(entries))
+
+
+def with_deleted(record: PlacementRecord, incarnation: int) -> PlacementRecord:
+    """``record`` knowing that ``incarnation`` of its document was deleted."""
+    if incarnation <= record.deleted:
+        return record
+    return replace(record, deleted=incarnation)
 
 
 def with_follower(record: PlacementRecord, region: str, on: bool, stamp: Stamp) -> PlacementRecord:

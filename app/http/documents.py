@@ -44,7 +44,7 @@ from .models import (
     WriteResponse,
 )
 from .placement import placement_view
-from .routing import Plan, dispatch
+from .routing import Plan, dispatch, note_deleted
 
 __all__ = ["router"]
 
@@ -454,7 +454,9 @@ async def post_update(
     if isinstance(routed, Response):
         return routed
     node, tracker, body, plan = routed
-    result = await node.store.apply_update(doc_id, body, origin=tracker, hint=plan.hint)
+    result = await node.store.apply_update(
+        doc_id, body, origin=tracker, hint=plan.hint, floor=plan.floor
+    )
     return await _write_response(node, result, durability, tracker, timeout, response)
 
 
@@ -495,7 +497,9 @@ async def patch_document(
     if isinstance(routed, Response):
         return routed
     node, tracker, _, plan = routed
-    result = await node.store.apply_operations(doc_id, parsed[0], origin=tracker, hint=plan.hint)
+    result = await node.store.apply_operations(
+        doc_id, parsed[0], origin=tracker, hint=plan.hint, floor=plan.floor
+    )
     return await _write_response(node, result, durability, tracker, timeout, response)
 
 
@@ -510,4 +514,5 @@ async def delete_document(request: Request, doc_id: str) -> dict[str, Any] | Res
     if isinstance(routed, Response):
         return routed
     incarnation = await node.store.delete(doc_id, hint=routed.hint)
+    await note_deleted(node, doc_id, incarnation)
     return {"id": doc_id, "deleted": True, "incarnation": incarnation}

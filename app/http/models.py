@@ -85,6 +85,11 @@ class Placement(BaseModel):
     followers: list[str] = Field(
         default_factory=list, description="Nodes holding a copy gained by readers"
     )
+    deleted_incarnation: int = Field(
+        default=0,
+        description="The highest incarnation known to be deleted (0: none); a write kept "
+        "blind as a hint goes to the one after it",
+    )
 
 
 class DocumentView(BaseModel):

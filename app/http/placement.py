@@ -66,6 +66,7 @@ def placement_view(node: Node, record: PlacementRecord) -> dict[str, Any]:
         "home": record.current_home,
         "holders": list(catalog.holders(record)),
         "followers": list(catalog.followers(record)),
+        "deleted_incarnation": record.deleted,
     }
 
 

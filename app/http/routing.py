@@ -26,13 +26,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from crdt import check_document_id
+from crdt import CrdtError, check_document_id
 
 from ..cluster.catalog import decode_record, encode_record
 from ..cluster.placement import PlacementError, PlacementRecord
 from ..cluster.router import Route, route
 from ..errors import ApiError
 from ..node import Node
+from ..replication.protocol import DELETED_VERSION
 from .forward import (
     FORWARDED_HEADER,
     AnswerTooLarge,
@@ -53,6 +54,7 @@ __all__ = [
     "dispatch",
     "dispatch_websocket",
     "forwarded_by",
+    "note_deleted",
 ]
 
 log = logging.getLogger("meridian.routing")
@@ -107,6 +109,17 @@ class Plan:
     @property
     def hint(self) -> bool:
         return self.route.action == "hint"
+
+    @property
+    def floor(self) -> int:
+        """For a hint: the lowest incarnation a client's write may go to here, the one after
+        the highest the record knows deleted (0: no floor). A hint written without a copy
+        (none was reachable to fetch) would otherwise start a first incarnation, which the
+        holders discard once the document has been deleted and created again."""
+        if not self.hint or callable(self.placement):
+            return 0
+        deleted = self.placement.deleted
+        return deleted + 1 if deleted else 0
 
 
 def forwarded_by(node: Node, connection: Request | WebSocket, method: str) -> str | None:
@@ -354,6 +367,20 @@ async def dispatch_websocket(
             continue
         forwarding(websocket).count(websocket.scope, "WS")
         return None
+
+
+async def note_deleted(node: Node, doc_id: str, incarnation: int) -> None:
+    """After a client's delete: the document's record learns that ``incarnation`` is
+    deleted, once every peer reads that field (protocol version 6): an older node refuses a
+    record that carries it. A failure to store it is logged: the delete itself is done."""
+    replicator = node.replicator
+    if replicator is None or not replicator.everyone_spoke(DELETED_VERSION):
+        return
+    try:
+        await node.catalog.note_deleted(doc_id, incarnation)
+    except CrdtError as exc:
+        log.warning("%s: the record could not note deleted incarnation %d: %s",
+                    doc_id, incarnation, exc, extra={"doc": doc_id})  # fmt: skip
 
 
 class ServedBy:

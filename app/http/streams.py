@@ -80,6 +80,7 @@ async def sync_document(websocket: WebSocket, doc_id: str) -> None:
             can_write=can_write,
             subprotocol=subprotocol,
             hint=plan != "invalid" and plan.hint,
+            floor=0 if plan == "invalid" else plan.floor,
         )
 
 

@@ -53,8 +53,9 @@ __all__ = [
 #: The protocol versions this code speaks (lowest, highest). Version 2 adds Awareness;
 #: version 3 adds placement (records, the catalog feed; a node holds only its documents);
 #: version 4 lets a placement record carry a moved home (homes follow readers); version 5
-#: gossips the member list (Members).
-PROTOCOL_VERSIONS = (1, 5)
+#: gossips the member list (Members); version 6 lets a placement record carry the highest
+#: deleted incarnation of its document.
+PROTOCOL_VERSIONS = (1, 6)
 #: The first version with placement: a peer below it holds every document.
 PLACEMENT_VERSION = 3
 #: The first version whose nodes read a record's moved home (a version-3 node refuses such a
@@ -62,6 +63,9 @@ PLACEMENT_VERSION = 3
 REHOME_VERSION = 4
 #: The first version that gossips the member list: a peer below it is sent none.
 MEMBERS_VERSION = 5
+#: The first version whose nodes read a record's deleted incarnation (an older node refuses
+#: such a record): no record gets one while any peer may be below it.
+DELETED_VERSION = 6
 
 Role = Literal["dialer", "acceptor"]
 

@@ -397,6 +397,14 @@ class Replicator:
             peer.state == "up" and (peer.version or 0) >= version for peer in self.peers.values()
         )
 
+    def everyone_spoke(self, version: int) -> bool:
+        """Whether this node and every peer speak peer protocol ``version``, each peer as its
+        last link said (down now or not; a peer never linked since this node started counts
+        as no)."""
+        return self.versions[1] >= version and all(
+            (peer.version or 0) >= version for peer in self.peers.values()
+        )
+
     def holds(self, doc_id: str) -> bool:
         """Whether this node holds ``doc_id`` by placement (every document, without it)."""
         holders = self.holders_of(doc_id)

@@ -81,9 +81,11 @@ async def serve_sync(
     can_write: bool,
     subprotocol: str | None,
     hint: bool = False,
+    floor: int = 0,
 ) -> None:
     """Serves one y-websocket client of ``doc_id`` until it leaves; with ``hint``, its
-    updates are kept here for the document's unreachable holders (a hint)."""
+    updates are kept here for the document's unreachable holders (a hint), in ``floor``'s
+    incarnation at least (see :meth:`DocumentStore.apply_update`)."""
     subscriber = await _open(websocket, node, doc_id, "sync", subprotocol)
     if subscriber is None:
         return
@@ -102,7 +104,7 @@ async def serve_sync(
     async def apply(update: bytes, applied: asyncio.Event) -> None:
         try:
             await store.apply_update(
-                doc_id, update, origin=subscriber, on_applied=applied.set, hint=hint
+                doc_id, update, origin=subscriber, on_applied=applied.set, hint=hint, floor=floor
             )
         except (InvalidUpdate, LimitExceeded) as exc:
             too_big = isinstance(exc, LimitExceeded) and exc.limit != "max_nesting"
