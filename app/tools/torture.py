@@ -200,21 +200,25 @@ CHECKS = {"counters": check_counters, "text": check_text, "maps": check_maps}
 
 async def check_copies(
     run: Run, http: dict[str, httpx.AsyncClient], docs: dict[str, list[str]]
-) -> Checked:
-    """Reads every holder's copy of every document and checks each workload's history."""
+) -> tuple[Checked, float]:
+    """Reads every holder's copy of every document, then checks each workload's history;
+    returns the verdict and when the last read ended (monotonic seconds)."""
     by_workload: dict[str, list[Op]] = {}
     for op in [*run.ops, *run.yjs_ops]:
         by_workload.setdefault(op.workload, []).append(op)
     workloads = run.options.workloads
-    appends = None
-    if "list-append" in workloads:
-        copies = await read_copies(http, docs["list-append"])
-        appends = check(by_workload.get("list-append", []), copies)
+    others = [name for name in workloads if name != "list-append"]
+    # Every read first, all at once, so that checking (slow with long histories) does not
+    # stretch the time the copies are compared at.
+    lists = docs["list-append"] if "list-append" in workloads else None
+    copies, held_by_workload = await asyncio.gather(
+        read_copies(http, lists) if lists is not None else _nothing(),
+        asyncio.gather(*(read_held(http, docs[name], ROOT[name]) for name in others)),
+    )
+    read_at = time.monotonic()
+    appends = check(by_workload.get("list-append", []), copies) if copies is not None else None
     findings = []
-    for name in workloads:
-        if name == "list-append":
-            continue
-        held = await read_held(http, docs[name], ROOT[name])
+    for name, held in zip(others, held_by_workload, strict=True):
         ops = by_workload.get(name, [])
         if name == "yjs":
             findings.append(check_yjs(ops, held, run.synced))
@@ -222,7 +226,11 @@ async def check_copies(
             findings.append(check_deletes(ops, held, cuts(run.faults)))
         else:
             findings.append(CHECKS[name](ops, held))
-    return Checked(appends, findings)
+    return Checked(appends, findings), read_at
+
+
+async def _nothing() -> None:
+    return None
 
 
 def cuts(faults: list[Fault]) -> list[Cut]:
@@ -238,16 +246,18 @@ def cuts(faults: list[Fault]) -> list[Cut]:
 async def converge(
     run: Run, http: dict[str, httpx.AsyncClient], docs: dict[str, list[str]], timeout: float
 ) -> tuple[Checked, float | None]:
-    """Polls the copies until the checks on them hold (returns the seconds it took) or
-    ``timeout`` passes (returns the last verdict and None)."""
+    """Polls the copies until the checks on them hold or ``timeout`` passes; returns the
+    last verdict and when the reads that held ended (monotonic seconds; None when none
+    held)."""
     started = time.monotonic()
     while True:
         with contextlib.suppress(httpx.HTTPError):
-            checked = await check_copies(run, http, docs)
+            checked, read_at = await check_copies(run, http, docs)
             if checked.copies_ok:
-                return checked, time.monotonic() - started
+                return checked, read_at
         if time.monotonic() - started > timeout:
-            return await check_copies(run, http, docs), None
+            checked, _ = await check_copies(run, http, docs)
+            return checked, None
         await asyncio.sleep(0.2)  # the next poll
 
 
@@ -388,11 +398,10 @@ async def _torture(
             links_up = time.monotonic()
             await asyncio.gather(*(client.final_sync(FINAL_SYNC_TIMEOUT) for client in yjs))
             collect_yjs(run, yjs)
-            checked, converged = await converge(
+            checked, read_at = await converge(
                 run, workload.http, workload.docs, options.converge_timeout
             )
-            if converged is not None:
-                converged = time.monotonic() - links_up
+            converged = None if read_at is None else read_at - links_up
             version, wrong_versions = await link_versions(cluster, workload.http)
         settled = Settled(links_up - healed, converged, version, wrong_versions)
         await sample_once(run, cluster)
