@@ -256,7 +256,11 @@ class PlacementCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def pids(self) -> dict[str, int]:
-        return {n: p.process.pid for n, p in self.nodes.items() if p.process is not None}
+        """The nodes' processes, and the WAN emulator's."""
+        pids = {n: p.process.pid for n, p in self.nodes.items() if p.process is not None}
+        if self.wan is not None:
+            pids["WAN emulator"] = self.wan.pid
+        return pids
 
     async def wait_links_up(self) -> None:
         async def up() -> bool:
@@ -669,7 +673,7 @@ async def bench_config(
         f"{f' (errors: {dict(errors)})' if errors else ''}; {', '.join(split)}; "
         f"served in another region {remote}, forwarded by the nodes "
         f"(meridian_forwarded_requests) {forwarded:.0f}; "
-        f"copies per node {held}; {warm}; CPU (of a core) {cpu_text}, generator and proxies "
+        f"copies per node {held}; {warm}; CPU (of a core) {cpu_text}, generator "
         f"{generator:.0%}, {load}"
     )
     if key == "b":
