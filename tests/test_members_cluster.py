@@ -352,6 +352,49 @@ def test_a_dead_node_is_removed_and_its_documents_move(tmp_path: Path) -> None:
         cluster.close()
 
 
+def test_a_node_removed_while_it_runs_serves_nothing_more(tmp_path: Path) -> None:
+    """``meridian node remove`` of a node that still runs: once it knows (its peers close
+    their links to it because of it), it answers every document request with 503
+    node_removed, closes WebSockets with 1013, and its health probe fails; nothing it is sent
+    is stored there."""
+    cluster = Cluster(tmp_path, LAYOUT, latency_ms=10, placement=PLACEMENT).start()
+    cluster.wait_links_up()
+    east = cluster["us-east-1"]
+    new = joiner(cluster, tmp_path / "new", "us-east", f"127.0.0.1:{east.port}").start()
+    try:
+        node_id = next(n for n, e in members_of(new.url).items() if e["liveness"] == "self")
+        wait_for(
+            lambda: members_of(east.url)[node_id]["state"] == "active",
+            timeout=30,
+            what="the joiner active",
+        )
+        remove = meridian("node", "remove", node_id, "--url", east.url)
+        assert remove.returncode == 0, remove.stdout + remove.stderr
+
+        def refuses() -> bool:
+            return httpx.get(f"{new.url}/v1/health", timeout=10).status_code == 503
+
+        wait_for(refuses, timeout=30, what="the removed node knowing it")
+        health = httpx.get(f"{new.url}/v1/health", timeout=10).json()
+        assert health["error"]["code"] == "node_removed", health
+        ops = {"ops": [{"op": "append", "path": ["items"], "values": ["stranded"]}]}
+        write = httpx.patch(f"{new.url}/v1/docs/after-removal", json=ops, timeout=30)
+        assert write.status_code == 503, write.text
+        assert write.json()["error"]["code"] == "node_removed"
+        assert httpx.get(f"{new.url}/v1/docs/after-removal", timeout=30).status_code == 503
+        ws_url = new.url.replace("http", "ws") + "/v1/sync/after-removal"
+        with websockets.sync.client.connect(ws_url) as websocket:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                websocket.recv(timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        assert "after-removal" not in held(east.url)
+        page = httpx.get(f"{new.url}/v1/docs", timeout=10).json()
+        assert "after-removal" not in {d["id"] for d in page["documents"]}
+    finally:
+        new.close()
+        cluster.close()
+
+
 def test_bad_joins_are_refused_and_change_nothing(cluster: Cluster, tmp_path: Path) -> None:
     east, west = cluster["us-east-1"], cluster["eu-west-1"]
     before = members_of(east.url)

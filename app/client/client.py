@@ -419,8 +419,9 @@ class MeridianClient:
             else:
                 self._ranking.mark(url, failed=True)
                 failures[url] = str(error)
-                # storage_unavailable: the write was undone, so repeating it is safe.
-                if not idempotent and error.code != "storage_unavailable":
+                # storage_unavailable: the write was undone; node_removed: refused before
+                # anything was done. Repeating either is safe.
+                if not idempotent and error.code not in ("storage_unavailable", "node_removed"):
                     raise OutcomeUnknown(error.status, error.code, error.message) from error
                 log.warning("%s %s failed on %s: %s", method, path, url, error)
         raise behind or NoNodeAvailable(failures)

@@ -44,7 +44,7 @@ from .models import (
     WriteResponse,
 )
 from .placement import placement_view
-from .routing import Plan, dispatch, note_deleted
+from .routing import Plan, dispatch, note_deleted, refuse_if_removed
 
 __all__ = ["router"]
 
@@ -259,8 +259,10 @@ router = APIRouter()
 
 @router.get("/v1/health", response_model=Health, tags=["node"])
 async def health(request: Request) -> dict[str, Any]:
-    """Liveness and identity of this node."""
+    """Liveness and identity of this node; 503 ``node_removed`` once it knows it was removed
+    from the cluster (probes and load balancers send its clients elsewhere)."""
     node = _node(request)
+    refuse_if_removed(node)
     return {
         "node": node.node_id,
         "region": node.region,

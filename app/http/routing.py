@@ -31,6 +31,7 @@ from crdt import CrdtError, check_document_id
 from ..cluster.catalog import decode_record, encode_record
 from ..cluster.placement import PlacementError, PlacementRecord
 from ..cluster.router import Route, route
+from ..codec import close_reason
 from ..errors import ApiError
 from ..node import Node
 from ..replication.protocol import DELETED_VERSION
@@ -55,6 +56,7 @@ __all__ = [
     "dispatch_websocket",
     "forwarded_by",
     "note_deleted",
+    "refuse_if_removed",
 ]
 
 log = logging.getLogger("meridian.routing")
@@ -147,6 +149,7 @@ async def _plan(
     exclude: frozenset[str] = frozenset(),
 ) -> Plan:
     check_document_id(doc_id)
+    refuse_if_removed(node)
     source = forwarded_by(node, connection, method)
     catalog = node.catalog
     replicator = node.replicator
@@ -201,6 +204,19 @@ async def _plan(
     if not draft:
         await _follow_readers(node, record, decision, write=write, source=source)
     return Plan(decision, record, draft, source)
+
+
+def refuse_if_removed(node: Node) -> None:
+    """Raises ApiError 503 ``node_removed`` once this node knows it was removed from the
+    cluster: whatever it accepted now would stay here, with nobody to hand it to."""
+    replicator = node.replicator
+    if replicator is not None and replicator.removed is not None:
+        raise ApiError(
+            503,
+            "node_removed",
+            f"{node.node_id} was removed from the cluster ({replicator.removed}): send "
+            "requests to another node",
+        )
 
 
 async def _fetch_before_hint(
@@ -345,6 +361,13 @@ async def dispatch_websocket(
     to serve it here. A socket nobody can serve is closed with 1013 (try again later);
     raises ApiError for a forged forward."""
     tried: frozenset[str] = frozenset()
+    replicator = node.replicator
+    if replicator is not None and replicator.removed is not None:
+        # Accepted first: a close before the handshake is an HTTP 403, which reads as "not
+        # allowed" rather than "try another node".
+        await websocket.accept()
+        await websocket.close(1013, close_reason(f"{node.node_id} was removed from the cluster"))
+        return None
     while True:
         plan = await _plan(node, websocket, doc_id, method="GET", write=write, exclude=tried)
         decision = plan.route

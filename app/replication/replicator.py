@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,14 @@ class Replicator:
         self.refusals: collections.deque[dict[str, Any]] = collections.deque(maxlen=20)
         # Every refused link since start (the deque above keeps only the recent ones).
         self.links_refused = 0
+        #: Why this node knows it was removed from the cluster (None while it does not): it
+        #: then serves no document (503 node_removed) so that nothing it would accept stays
+        #: stranded here. Set by its own entry in the gossiped member list, by a peer closing
+        #: an authenticated link because of it, or by most peers refusing it as removed.
+        self.removed: str | None = None
+        # The peers that refused this node's handshake as removed (not authenticated: one
+        # alone is no proof).
+        self._refused_as_removed: set[str] = set()
         self._unsubscribe = self.store.subscribe(self._on_change)
         if self.catalog is not None:
             self.catalog.on_change.append(self.send_record)
@@ -210,6 +219,30 @@ class Replicator:
     def _members_changed(self, membership: Membership) -> None:
         self._sync_peers(membership)
         self.send_members()
+        own = membership.get(self.node_id)
+        if own is not None and own.state == "removed":
+            self._note_removed(f"the member list says {self.node_id} was removed")
+
+    def _note_removed(self, why: str) -> None:
+        if self.removed is None:
+            self.removed = why
+            log.error(
+                "this node was removed from the cluster (%s): it serves no documents any "
+                "more; stop it, or start a new node with an empty data directory",
+                why,
+            )
+
+    def _refused_as_removed_now(self, peer: Peer, refusal: str) -> None:
+        """Counts a handshake refusal that names this node's own incarnation removed (a
+        node rejoining under a new incarnation is refused for its old one until the peers
+        hear of the new one: that is no evidence)."""
+        me = self.members.me if self.members is not None else None
+        named = re.search(r"\(incarnation (\d+)\)", refusal)
+        if me is None or named is None or int(named.group(1)) != me.incarnation:
+            return
+        self._refused_as_removed.add(peer.node_id)
+        if 2 * len(self._refused_as_removed) > len(self.peers):
+            self._note_removed(f"most peers refuse it as removed ({refusal})")
 
     def _joining(self) -> bool:
         return self.members is not None and self.members.state == "joining"
@@ -331,6 +364,8 @@ class Replicator:
                     delay = max(REFUSED_RETRY_SECONDS, config.reconnect_max)
                     if str(exc).startswith("unknown_node") and "removed" not in str(exc):
                         delay = max(JOIN_RETRY_SECONDS, config.reconnect_max)
+                    if str(exc).startswith("unknown_node") and "was removed from" in str(exc):
+                        self._refused_as_removed_now(peer, str(exc))
             except (OSError, TimeoutError, websockets.WebSocketException) as exc:
                 peer.last_error = f"cannot connect to {peer.address}: {exc or type(exc).__name__}"
                 if peer.state != "refused":
@@ -378,6 +413,8 @@ class Replicator:
         log.info(
             "link to %s closed: %s", peer.node_id, peer.last_error, extra={"peer": peer.node_id}
         )
+        if closed.by_peer and closed.code == "removed":  # said over the authenticated link
+            self._note_removed(f"{peer.node_id} closed its link: {closed.reason}")
 
     # -- deltas ---------------------------------------------------------------------------
 
