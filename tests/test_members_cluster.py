@@ -312,6 +312,17 @@ def test_a_joiner_killed_half_way_resumes_and_serves_only_a_full_share(tmp_path:
         cluster.close()
 
 
+def wait_active(new: NodeProcess, seed_url: str) -> str:
+    """The id of the joiner ``new``, once the node at ``seed_url`` lists it as active."""
+    node_id = next(n for n, e in members_of(new.url).items() if e["liveness"] == "self")
+    wait_for(
+        lambda: members_of(seed_url)[node_id]["state"] == "active",
+        timeout=30,
+        what="the joiner active",
+    )
+    return node_id
+
+
 def test_a_dead_node_is_removed_and_its_documents_move(tmp_path: Path) -> None:
     # Two regions hold each document: the dead node's documents have a copy in eu-west.
     placement = {**PLACEMENT, "replicas": 2}
@@ -320,12 +331,7 @@ def test_a_dead_node_is_removed_and_its_documents_move(tmp_path: Path) -> None:
     east, west = cluster["us-east-1"], cluster["eu-west-1"]
     new = joiner(cluster, tmp_path / "new", "us-east", f"127.0.0.1:{east.port}").start()
     try:
-        node_id = next(n for n, e in members_of(new.url).items() if e["liveness"] == "self")
-        wait_for(
-            lambda: members_of(east.url)[node_id]["state"] == "active",
-            timeout=30,
-            what="the joiner active",
-        )
+        node_id = wait_active(new, east.url)
         doc_ids = [f"d{i}" for i in range(40)]
         for doc_id in doc_ids:  # home us-east: held by one node there, and by eu-west-1
             append(east.url, doc_id, "kept")
@@ -362,12 +368,7 @@ def test_a_node_removed_while_it_runs_serves_nothing_more(tmp_path: Path) -> Non
     east = cluster["us-east-1"]
     new = joiner(cluster, tmp_path / "new", "us-east", f"127.0.0.1:{east.port}").start()
     try:
-        node_id = next(n for n, e in members_of(new.url).items() if e["liveness"] == "self")
-        wait_for(
-            lambda: members_of(east.url)[node_id]["state"] == "active",
-            timeout=30,
-            what="the joiner active",
-        )
+        node_id = wait_active(new, east.url)
         remove = meridian("node", "remove", node_id, "--url", east.url)
         assert remove.returncode == 0, remove.stdout + remove.stderr
 
