@@ -491,6 +491,7 @@ def torture_command(args: argparse.Namespace) -> int:
             workloads=workloads,
             data=Path(args.data) if args.data else None,
             converge_timeout=args.converge_timeout,
+            converge_target=args.converge_target,
             max_rss_mb=args.max_rss_mb,
         )
     )
@@ -663,7 +664,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--documents", type=int, default=6, help="documents written to")
     p.add_argument(
         "--faults",
-        default="partition,bridge,one-way,kill,pause,restart,rolling,disk-full",
+        default="partition,node-partition,bridge,one-way,kill,pause,restart,rolling,upgrade,"
+        "disk-full",
         help="comma-separated faults the nemesis draws from, or 'none'",
     )
     p.add_argument(
@@ -682,6 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=60.0,
         help="seconds after the heal for every copy to converge",
+    )
+    p.add_argument(
+        "--converge-target",
+        type=float,
+        default=5.0,
+        help="seconds the copies may take to converge once every node is up and every link "
+        "open again (longer fails the run)",
     )
     p.add_argument("--max-rss-mb", type=float, default=1024.0, help="memory bound per node")
     p.set_defaults(func=torture_command, log_level="warning")

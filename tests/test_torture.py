@@ -11,8 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from app.tools.torture import Fault, partition_sides
+from app.cli import build_parser
+from app.tools.torture import FAULTS, Sample
 from app.tools.torture_check import Copy, Op, check, outcome_of
+from app.tools.torture_nemesis import HELD_BACK_VERSION, held_back
+from app.tools.torture_report import (
+    Fault,
+    availability,
+    fault_sides,
+    memory_trend,
+    partition_sides,
+)
 
 from .support import REPO, TIMEOUT_FACTOR
 
@@ -71,6 +80,47 @@ def test_partition_sides() -> None:
     bridge = Fault("bridge", "us-east|ap-south (both reach eu-west)", 0.0)
     assert partition_sides(bridge, regions) == ({"us-east-1"}, {"eu-west-1", "ap-south-1"})
     assert partition_sides(Fault("kill", "us-east-1", 0.0), regions) is None
+    node = Fault("node-partition", "eu-west-1", 0.0)
+    assert partition_sides(node, regions) == ({"eu-west-1"}, {"us-east-1", "ap-south-1"})
+
+
+def test_availability_on_each_side_of_a_fault() -> None:
+    regions = {"a-1": "a", "a-2": "a", "b-1": "b"}
+    assert fault_sides(Fault("kill", "b-1", 0.0), regions) == ({"b-1"}, {"a-1", "a-2"})
+    assert fault_sides(Fault("partition", "a", 0.0), regions) == ({"a-1", "a-2"}, {"b-1"})
+    assert fault_sides(Fault("rolling", "every node, one at a time", 0.0), regions) is None
+    assert fault_sides(Fault("one-way", "a->b", 0.0), regions) is None
+    ops = [
+        Op("1", "d", "a-1", "ok", 0.0, 0.1),
+        Op("2", "d", "a-2", "info", 0.0, 0.1),
+        Op("3", "d", "b-1", "fail", 0.0, 0.1),
+        Op("4", "d", "a-1", "ok", 0.0, 0.1),
+    ]
+    assert availability(ops, {"a-1", "a-2"}) == "67% of 3"
+    assert availability(ops, {"b-1"}) == "0% of 1"
+    assert availability(ops, {"c-1"}) == "no writes"
+
+
+def test_memory_grows_when_the_last_third_peaks_above_the_middle_one() -> None:
+    def samples(node: str, rss: list[float]) -> list[Sample]:
+        return [Sample(600 * i / len(rss), node, mb) for i, mb in enumerate(rss)]
+
+    # Warm-up in the first third is not growth; restarts drop memory now and then.
+    steady = samples("n1", [50, 120, 150, 148, 90, 152, 149, 100, 151])
+    growing = samples("n2", [50, 120, 150, 160, 170, 180, 200, 220, 240])
+    verdict, problems = memory_trend(steady + growing, 600)
+    assert problems == ["n2 peak 180 -> 240 MB"]
+    assert "n1 152->151 MB" in verdict
+    assert memory_trend(growing, 60) == ("not judged (runs of 600 s or more)", [])
+
+
+def test_the_upgrade_holds_every_node_back_only_in_runs_long_enough_for_it() -> None:
+    assert held_back(FAULTS, 60) == ["--max-protocol-version", str(HELD_BACK_VERSION)]
+    assert held_back(FAULTS, 25) == []
+    assert held_back(("kill",), 600) == []
+    # The command's default faults are all of them.
+    args = build_parser().parse_args(["torture"])
+    assert tuple(args.faults.split(",")) == FAULTS
 
 
 def test_a_short_torture_run_passes(tmp_path: Path) -> None:
@@ -96,6 +146,8 @@ def test_a_short_torture_run_passes(tmp_path: Path) -> None:
     history = (data / "history.jsonl").read_text().splitlines()
     assert len(history) > 100, output
     assert any('"fault"' in line for line in history), output
+    assert "every peer link at protocol version" in output
+    assert "copies converged in" in output
 
 
 @pytest.mark.parametrize(

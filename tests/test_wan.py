@@ -445,3 +445,33 @@ def test_wan_emulator_cuts_isolates_and_heals_by_region() -> None:
             assert wan.links() == ()
 
     run(scenario)
+
+
+def test_wan_emulator_cuts_one_node_off_from_every_other() -> None:
+    async def scenario() -> None:
+        wan = WanEmulator(seed=4)
+        async with Peer(echo=True).serving() as b_node, Peer(echo=True).serving() as c_node:
+            # Three nodes: a and b in eu, c in us; every link named by its nodes.
+            a_b = await wan.add_link("eu", "eu", b_node.address, 0, nodes=("a", "b"))
+            a_c = await wan.add_link("eu", "us", c_node.address, 5, nodes=("a", "c"))
+            b_c = await wan.add_link("eu", "us", c_node.address, 5, nodes=("b", "c"))
+
+            def cut(proxy: LinkProxy) -> bool:
+                return proxy.is_cut("forward") and proxy.is_cut("backward")
+
+            wan.isolate_node("a")
+            assert cut(a_b) and cut(a_c) and not b_c.is_cut("forward")
+            assert wan.statistics().isolated_nodes == frozenset({"a"})
+            async with connected(b_c.address) as (reader, writer):
+                writer.write(b"b to c")  # the others still reach each other
+                assert await within(reader.readexactly(6)) == b"b to c"
+            wan.isolate("us")  # a region cut stays when the node rejoins
+            wan.rejoin_node("a")
+            assert not a_b.is_cut("forward") and cut(a_c) and cut(b_c)
+            wan.isolate_node("b")
+            wan.heal()
+            assert not any(link.proxy.is_cut("forward") for link in wan.links())
+            assert wan.statistics().isolated_nodes == frozenset()
+            await wan.aclose()
+
+    run(scenario)

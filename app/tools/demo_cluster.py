@@ -30,7 +30,7 @@ import sys
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -379,6 +379,8 @@ class LocalNode:
     data_dir: Path
     #: ``--peer NODE=HOST:PORT`` arguments: the WAN proxies this node dials through.
     peer_args: list[str] = field(default_factory=list)
+    #: More arguments of ``meridian serve`` (e.g. ``--max-protocol-version``).
+    extra_args: list[str] = field(default_factory=list)
     process: asyncio.subprocess.Process | None = None
     #: The process's last lines of output (stdout and stderr), shown if it fails.
     output: deque[str] = field(default_factory=lambda: deque(maxlen=200))
@@ -402,6 +404,7 @@ class LocalNode:
             sys.executable, "-m", "app", "serve", "--region", self.region,
             "--listen", self.member.address, "--data", str(self.data_dir),
             "--config", str(config_path), "--log-level", "warning", *self.peer_args,
+            *self.extra_args,
         ]  # fmt: skip
 
     def exit_failure(self) -> str:
@@ -427,11 +430,18 @@ class LocalCluster:
         data_root: Path,
         secret: str,
         say: Callable[[str], None] | None = None,
+        *,
+        links_inside_regions: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.config, self.config_path = config, config_path.resolve()
         self.nodes = {
-            m.node_id: LocalNode(m, data_root.resolve() / m.node_id) for m in config.members()
+            m.node_id: LocalNode(m, data_root.resolve() / m.node_id, extra_args=[*extra_args])
+            for m in config.members()
         }
+        #: Whether links between two nodes of one region pass through the WAN emulator too
+        #: (with no added latency), so that one node can be cut off from every other.
+        self.links_inside_regions = links_inside_regions
         self.wan = WanEmulator()
         self.observer = Observer(self.nodes.values(), say)
         self._env = {**os.environ, config.secret_env: secret}
@@ -468,17 +478,19 @@ class LocalCluster:
         self.check_addresses()
         for dialer in self.nodes.values():
             for acceptor in self.nodes.values():
-                if dialer.region == acceptor.region or dialer.node_id >= acceptor.node_id:
+                inside = dialer.region == acceptor.region
+                if (inside and not self.links_inside_regions) or dialer.node_id >= acceptor.node_id:
                     continue
                 host, port = parse_listen(acceptor.member.address)
-                latency = self.config.latency_ms(dialer.region, acceptor.region) or 0.0
+                latency = 0.0 if inside else self.config.latency_ms(dialer.region, acceptor.region)
                 proxy = await self.wan.add_link(
                     dialer.region,
                     acceptor.region,
                     (host, port),
-                    latency,
-                    JITTER_MS,
+                    latency or 0.0,
+                    0.0 if inside else JITTER_MS,
                     name=f"{dialer.node_id}->{acceptor.node_id}",
+                    nodes=(dialer.node_id, acceptor.node_id),
                 )
                 proxy_host, proxy_port = proxy.address
                 dialer.peer_args += ["--peer", f"{acceptor.node_id}={proxy_host}:{proxy_port}"]
@@ -577,11 +589,23 @@ async def open_cluster(
     data_root: Path,
     secret: str,
     say: Callable[[str], None] | None = None,
+    *,
+    links_inside_regions: bool = False,
+    extra_args: Sequence[str] = (),
 ) -> AsyncIterator[LocalCluster]:
     """Starts the proxies and processes of ``config``'s nodes; stops them all on exit (also
     when starting failed half-way); ``say`` hears how slow waits go. Raises DemoError (see
-    :meth:`LocalCluster.check_addresses`)."""
-    cluster = LocalCluster(config, config_path, data_root, secret, say)
+    :meth:`LocalCluster.check_addresses`). ``links_inside_regions`` and ``extra_args``: see
+    :class:`LocalCluster` and :attr:`LocalNode.extra_args`."""
+    cluster = LocalCluster(
+        config,
+        config_path,
+        data_root,
+        secret,
+        say,
+        links_inside_regions=links_inside_regions,
+        extra_args=extra_args,
+    )
     try:
         await cluster.start()
         yield cluster

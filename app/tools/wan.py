@@ -358,6 +358,10 @@ class WanLink:
     a_region: str
     b_region: str
     proxy: LinkProxy
+    #: The node the proxy's clients are, and the node it forwards to ("" when not named):
+    #: what :meth:`WanEmulator.isolate_node` cuts by.
+    a_node: str = ""
+    b_node: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -366,6 +370,7 @@ class WanStatistics:
     #: Directed (from region, to region) flows cut by cut(); isolate() is listed apart.
     cut_flows: frozenset[tuple[str, str]]
     isolated: frozenset[str]
+    isolated_nodes: frozenset[str] = frozenset()
 
 
 class WanEmulator:
@@ -373,7 +378,9 @@ class WanEmulator:
 
     A flow "a→b" is the traffic going from region a to region b: the forward direction of
     links added as (a, b) and the backward direction of links added as (b, a). Cuts and
-    isolations are kept per region pair, so links added later obey them too.
+    isolations are kept per region pair, so links added later obey them too. A link added
+    with the ``nodes`` at its ends can also be cut by node (:meth:`isolate_node`): the links
+    between two nodes of one region go through an emulator only for that.
     """
 
     def __init__(self, *, seed: int | None = None) -> None:
@@ -383,6 +390,8 @@ class WanEmulator:
         self._cut: set[tuple[str, str]] = set()
         # Regions cut from every other by isolate(), undone by rejoin() or heal().
         self._isolated: set[str] = set()
+        # Nodes cut from every other by isolate_node(), undone by rejoin_node() or heal().
+        self._isolated_nodes: set[str] = set()
 
     async def add_link(
         self,
@@ -393,9 +402,11 @@ class WanEmulator:
         jitter_ms: float = 0,
         name: str = "",
         listen: tuple[str, int] = ("127.0.0.1", 0),
+        nodes: tuple[str, str] = ("", ""),
     ) -> LinkProxy:
         """Starts a proxy for traffic from ``a_region`` to a node of ``b_region`` at ``target``,
-        accepting on ``listen`` (a free loopback port by default).
+        accepting on ``listen`` (a free loopback port by default); ``nodes`` names the node
+        the proxy's clients are and the one at ``target``, for :meth:`isolate_node`.
 
         Connect the region-a client to the returned proxy's ``address``. Raises ValueError
         for a duplicate name or a negative latency, OSError if binding fails.
@@ -413,7 +424,7 @@ class WanEmulator:
             name=name,
         )
         await proxy.start()
-        self._links.append(WanLink(a_region, b_region, proxy))
+        self._links.append(WanLink(a_region, b_region, proxy, *nodes))
         self._apply()
         return proxy
 
@@ -437,10 +448,21 @@ class WanEmulator:
         self._isolated.discard(region)
         self._apply()
 
+    def isolate_node(self, node: str) -> None:
+        """Cuts every link named with ``node`` at one of its ends (see :meth:`add_link`)."""
+        self._isolated_nodes.add(node)
+        self._apply()
+
+    def rejoin_node(self, node: str) -> None:
+        """Undoes :meth:`isolate_node` for ``node`` (region cuts stay)."""
+        self._isolated_nodes.discard(node)
+        self._apply()
+
     def heal(self) -> None:
         """Restores every flow: clears all cuts and isolations."""
         self._cut.clear()
         self._isolated.clear()
+        self._isolated_nodes.clear()
         self._apply()
 
     def is_cut(self, a: str, b: str) -> bool:
@@ -456,6 +478,7 @@ class WanEmulator:
             links=tuple(link.proxy.statistics() for link in self._links),
             cut_flows=frozenset(self._cut),
             isolated=frozenset(self._isolated),
+            isolated_nodes=frozenset(self._isolated_nodes),
         )
 
     async def aclose(self) -> None:
@@ -466,5 +489,6 @@ class WanEmulator:
     def _apply(self) -> None:
         for link in self._links:
             a, b, proxy = link.a_region, link.b_region, link.proxy
-            proxy.cut("forward") if self.is_cut(a, b) else proxy.restore("forward")
-            proxy.cut("backward") if self.is_cut(b, a) else proxy.restore("backward")
+            alone = bool({link.a_node, link.b_node} & self._isolated_nodes)
+            proxy.cut("forward") if alone or self.is_cut(a, b) else proxy.restore("forward")
+            proxy.cut("backward") if alone or self.is_cut(b, a) else proxy.restore("backward")
