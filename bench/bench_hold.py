@@ -10,11 +10,11 @@ Run from the repository root with the project's virtualenv (see bench/README.md)
 - The node: one standalone ``python -m app serve`` on a loopback port, on a fresh data
   directory (``bench_live.MeridianNode``).
 - The clients: ``bench_live``'s y-websocket clients (sync step 1/2 by hand; no awareness, no
-  pings). They are opened by ``--workers`` processes (this script with ``--worker``), and
-  client i follows document i mod ``--documents``. When the node ends a connection, the
-  client reconnects as y-websocket does (backoff from 0.1 s, doubling up to 2.5 s). It then
-  asks for the whole document again (sync step 1 with an empty state vector), so what it
-  missed arrives in the server's step 2.
+  pings), in bench/hold_clients.py. They are opened by ``--workers`` processes (this script
+  with ``--worker``), and client i follows document i mod ``--documents``. When the node
+  ends a connection, the client reconnects as y-websocket does (backoff from 0.1 s, doubling
+  up to 2.5 s). It then asks for the whole document again (sync step 1 with an empty state
+  vector), so what it missed arrives in the server's step 2.
 - The writer: this process. It sends ``POST /v1/docs/{id}/update`` open loop, paced at
   ``--rate`` updates/s in all, for ``--duration`` seconds (``bench_single_node.paced``; a
   document's updates always use the same keep-alive connection, so they stay in order).
@@ -43,7 +43,6 @@ Checks (exit status 1 if any fails):
 from __future__ import annotations
 
 import argparse
-import array
 import asyncio
 import collections
 import contextlib
@@ -70,11 +69,8 @@ if str(REPO) not in sys.path:
 
 import bench_live as live  # noqa: E402  (this directory)
 import bench_single_node as single  # noqa: E402  (this directory)
+from hold_clients import BUCKET_SECONDS, doc_id, worker_main  # noqa: E402  (this directory)
 from progress import Progress  # noqa: E402  (this directory)
-from websockets.asyncio.client import ClientConnection  # noqa: E402
-from websockets.exceptions import ConnectionClosed, WebSocketException  # noqa: E402
-from websockets.frames import Close, CloseCode  # noqa: E402
-from websockets.protocol import State  # noqa: E402
 
 clock = live.clock
 progress = Progress("hold")
@@ -90,12 +86,6 @@ MIN_SLOPE_WINDOW = 120.0
 #: well under 0.1 MiB/min (50 updates/s of ~20 bytes). 2 MiB/min over the default run is
 #: ~7 bytes per delivered frame (5,000 frames/s): a leak per frame or per update shows.
 RSS_SLOPE_BOUND = 2.0
-#: Delivery delays are counted in buckets of 0.1 ms: exact enough, and mergeable over workers.
-BUCKET_SECONDS = 1e-4
-#: y-websocket's reconnect backoff: 100 ms doubling up to 2.5 s (maxBackoffTime).
-BACKOFF_FIRST, BACKOFF_MAX = 0.1, 2.5
-#: Disconnections each worker reports in full (all of them are counted).
-DISCONNECTS_LISTED = 200
 
 
 @dataclass(frozen=True)
@@ -125,16 +115,7 @@ class Plan:
         return -(-(per_lane * self.lanes) // self.documents)
 
 
-def doc_id(index: int) -> str:
-    return f"hold-{index:04d}"
-
-
-def doc_index(path: str) -> int:
-    """The document index of a sync URL's path (``/v1/sync/hold-0042`` -> 42)."""
-    return int(path.rsplit("-", 1)[1])
-
-
-# -- pure logic: slope, percentiles, close causes -------------------------------------------
+# -- slope and percentiles ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -170,197 +151,12 @@ def histogram_percentile(counts: Mapping[int, int], q: float) -> float:
     raise AssertionError("unreachable")
 
 
-def close_cause(close: Close | None) -> tuple[int | None, str]:
-    """(code, reason) of the close frame the server sent; code None for a silent drop: no
-    close frame, or one without a code (1005)."""
-    if close is None:
-        return None, "connection dropped without a close frame"
-    if close.code == CloseCode.NO_STATUS_RCVD:
-        return None, "close frame without a code"
-    return int(close.code), close.reason
-
-
 def merge_counts(parts: Iterable[Mapping[str, int]]) -> collections.Counter[int]:
     """Histograms from the workers' JSON (string keys) added up."""
     total: collections.Counter[int] = collections.Counter()
     for part in parts:
         total.update({int(bucket): count for bucket, count in part.items()})
     return total
-
-
-# -- worker side: the clients ----------------------------------------------------------------
-
-
-@dataclass
-class HoldClient:
-    """One y-websocket client following one document, and what it received."""
-
-    doc: int
-    websocket: ClientConnection
-    last_message: float
-    #: Per update number of its document: when it first arrived (0.0: not yet).
-    arrivals: array.array[float]
-    received: int = 0
-    #: Update numbers that first arrived in a resync (a server step 2), not as an update.
-    recovered: set[int] = field(default_factory=set)
-    duplicates: int = 0
-    other_frames: int = 0  # keep-alives (empty awareness) and anything else
-    longest_silence: float = 0.0
-    reconnects: int = 0
-
-    def receive(self, frame: bytes | str, now: float) -> None:
-        self.longest_silence = max(self.longest_silence, now - self.last_message)
-        self.last_message = now
-        if not isinstance(frame, bytes):
-            self.other_frames += 1
-            return
-        live_update = frame.startswith(live.UPDATE)
-        if not live_update and not frame.startswith(live.SERVER_STEP2):
-            self.other_frames += 1
-            return
-        for match in live.FANOUT_MARKER.finditer(frame):
-            number = int(match[1])
-            if number >= len(self.arrivals):
-                self.arrivals.extend([0.0] * (number + 1 - len(self.arrivals)))
-            if self.arrivals[number]:
-                self.duplicates += live_update  # a resync repeats what it had: no duplicate
-                continue
-            self.arrivals[number] = now
-            self.received += 1
-            if not live_update:
-                self.recovered.add(number)
-
-
-async def reconnect(
-    url: str, slots: asyncio.Semaphore, failures: collections.Counter[str]
-) -> ClientConnection:
-    """A new synced connection to ``url``, retried with y-websocket's backoff."""
-    delay = BACKOFF_FIRST
-    while True:
-        await asyncio.sleep(delay)
-        try:
-            return await live.open_synced(url, False, slots)
-        except (OSError, TimeoutError, WebSocketException) as exc:
-            failures[type(exc).__name__] += 1
-        delay = min(delay * 2, BACKOFF_MAX)
-
-
-async def follow(
-    client: HoldClient,
-    url: str,
-    slots: asyncio.Semaphore,
-    disconnects: list[dict[str, Any]],
-    failures: collections.Counter[str],
-) -> None:
-    """Reads the client's frames for as long as it runs; when the node ends the connection,
-    records why and reconnects, asking for the whole document again."""
-    while True:
-        with contextlib.suppress(ConnectionClosed):
-            async for frame in client.websocket:
-                client.receive(frame, clock())
-        code, reason = close_cause(client.websocket.protocol.close_rcvd)
-        disconnects.append({"doc": client.doc, "at": clock(), "code": code, "reason": reason})
-        client.websocket = await reconnect(url, slots, failures)
-        client.reconnects += 1
-        with contextlib.suppress(ConnectionClosed):
-            await client.websocket.send(live.STEP1_EMPTY)  # answered with the whole document
-
-
-def delivery_report(
-    clients: Sequence[HoldClient], sends: Sequence[Sequence[float]], start: float
-) -> dict[str, Any]:
-    """Updates expected, received live, recovered by a resync and missing; the delays of
-    those received live as histograms (overall and by minute of the hold they were sent in)."""
-    overall: collections.Counter[int] = collections.Counter()
-    by_minute: dict[int, collections.Counter[int]] = collections.defaultdict(collections.Counter)
-    expected = received = recovered = 0
-    incomplete: list[list[int]] = []
-    for client in clients:
-        times = sends[client.doc]
-        arrivals = client.arrivals
-        expected += len(times)
-        got = sum(1 for n in range(min(len(times), len(arrivals))) if arrivals[n])
-        received += got
-        recovered += len(client.recovered)
-        if got < len(times):
-            incomplete.append([client.doc, len(times), got])
-        for number, sent in enumerate(times[: len(arrivals)]):
-            arrived = arrivals[number]
-            if arrived and number not in client.recovered:
-                bucket = max(0, round((arrived - sent) / BUCKET_SECONDS))
-                overall[bucket] += 1
-                by_minute[int((sent - start) // 60)][bucket] += 1
-    return {
-        "expected": expected,
-        "received": received,
-        "recovered": recovered,
-        "complete_clients": len(clients) - len(incomplete),
-        "incomplete": incomplete[:20],
-        "incomplete_count": len(incomplete),
-        "duplicates": sum(c.duplicates for c in clients),
-        "delays": overall,
-        "delays_by_minute": by_minute,
-    }
-
-
-async def hold_worker(task: dict[str, Any], commands: live.Commands) -> None:
-    """Clients connected and synced, then following their documents until told to finish;
-    the finish command carries when each update was sent, to time its arrivals."""
-    base, per_document = task["base"], int(task["per_document"])
-    started = clock()
-    connections, errors = await live.open_many(
-        [base + doc_id(d) for d in task["docs"]], False, concurrency=200
-    )
-    now = clock()
-    clients = [
-        HoldClient(doc_index(c.request.path), c, now, array.array("d", bytes(8 * per_document)))
-        for c in connections
-        if c.request is not None
-    ]
-    live.emit("ready", connected=len(clients), failed=len(errors), errors=errors[:5],
-              seconds=now - started)  # fmt: skip
-    slots = asyncio.Semaphore(50)
-    disconnects: list[dict[str, Any]] = []
-    failures: collections.Counter[str] = collections.Counter()
-    followers = [
-        asyncio.ensure_future(follow(c, base + doc_id(c.doc), slots, disconnects, failures))
-        for c in clients
-    ]
-    finish = await commands.next()
-    sends: list[list[float]] = finish["sends"]
-    deadline = clock() + float(finish["drain"])
-    # Polled: a few thousand counters 4 times a second cost nothing, an event would cost a
-    # check in every receive.
-    while clock() < deadline and any(c.received < len(sends[c.doc]) for c in clients):  # noqa: ASYNC110
-        await asyncio.sleep(0.25)
-    now = clock()
-    open_at_end = sum(c.websocket.protocol.state is State.OPEN for c in clients)
-    for follower in followers:
-        follower.cancel()
-    await asyncio.gather(*followers, return_exceptions=True)
-    report = delivery_report(clients, sends, float(finish["start"]))
-    live.emit(
-        "done",
-        open=open_at_end,
-        disconnects=disconnects[:DISCONNECTS_LISTED],
-        disconnect_count=len(disconnects),
-        disconnect_causes=collections.Counter(
-            f"{d['code']} {d['reason']}" for d in disconnects
-        ).most_common(),
-        reconnects=sum(c.reconnects for c in clients),
-        reconnect_failures=dict(failures),
-        longest_silence=max((max(c.longest_silence, now - c.last_message) for c in clients),
-                            default=0.0),
-        other_frames=sum(c.other_frames for c in clients),
-        **report,
-    )  # fmt: skip
-    await live.close_all([c.websocket for c in clients])
-
-
-async def worker_main() -> None:
-    live.raise_fd_limit()
-    commands = await live.Commands.open()
-    await hold_worker(await commands.next(), commands)
 
 
 # -- coordinator: the node, the writer, the samples ------------------------------------------

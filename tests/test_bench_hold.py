@@ -1,4 +1,5 @@
-"""The pure logic of bench/bench_hold.py (the benchmark itself is run by hand): the RSS trend,
+"""The pure logic of bench/bench_hold.py and bench/hold_clients.py (the benchmark itself is run
+by hand): the RSS trend,
 percentiles of delay histograms, close causes and the per-client delivery accounting."""
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ if str(BENCH) not in sys.path:
 import bench_hold as hold  # noqa: E402
 import bench_live as live  # noqa: E402
 import bench_single_node as single  # noqa: E402
+import hold_clients as clients  # noqa: E402
 import pycrdt  # noqa: E402
 from websockets.frames import Close  # noqa: E402
 
@@ -44,9 +46,9 @@ def test_histogram_percentile_is_the_nearest_rank_of_the_delays() -> None:
 
 
 def test_a_disconnect_has_a_reason_only_with_a_close_code() -> None:
-    assert hold.close_cause(Close(1013, "too slow; reconnect")) == (1013, "too slow; reconnect")
-    assert hold.close_cause(Close(1005, ""))[0] is None
-    assert hold.close_cause(None)[0] is None
+    assert clients.close_cause(Close(1013, "too slow; reconnect")) == (1013, "too slow; reconnect")
+    assert clients.close_cause(Close(1005, ""))[0] is None
+    assert clients.close_cause(None)[0] is None
 
 
 def test_delivery_counts_live_updates_resyncs_and_gaps() -> None:
@@ -54,8 +56,8 @@ def test_delivery_counts_live_updates_resyncs_and_gaps() -> None:
     updates = [live.sync_frame(2, u) for u in raw]
     sends = [[10.0, 11.0, 12.0, 13.0]]
 
-    def client() -> hold.HoldClient:
-        return hold.HoldClient(0, cast(Any, None), 10.0, array.array("d", bytes(8 * 4)))
+    def client() -> clients.HoldClient:
+        return clients.HoldClient(0, cast(Any, None), 10.0, array.array("d", bytes(8 * 4)))
 
     steady, resynced = client(), client()
     for number in range(4):
@@ -65,7 +67,7 @@ def test_delivery_counts_live_updates_resyncs_and_gaps() -> None:
     resynced.receive(updates[0], 10.002)
     # Reconnected: the server's step 2 holds the whole document, updates 0-2 with it.
     resynced.receive(live.sync_frame(1, pycrdt.merge_updates(*raw[:3])), 12.5)
-    report = hold.delivery_report([steady, resynced], sends, start=10.0)
+    report = clients.delivery_report([steady, resynced], sends, start=10.0)
     assert report["expected"] == 8
     assert (report["received"], report["recovered"], report["duplicates"]) == (7, 2, 1)
     assert report["incomplete"] == [[0, 4, 3]]
