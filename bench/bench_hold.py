@@ -300,6 +300,9 @@ async def hold(plan: Plan, work: Path) -> Outcome:
             with progress.step(f"holding {plan.duration:g} s, writing {plan.rate:g} updates/s"):
                 meter = single.CpuMeter(server.pid)
                 result, sends = await write(server.port, plan, meter)
+            sampler.cancel()  # the samples cover the hold: the writes, clients connected
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
             outcome.writes = sum(len(s) for s in sends)
             outcome.write_errors, outcome.unsent = result.errors, result.unsent
             outcome.ack_p50 = result.percentile(50) * 1e3
@@ -310,9 +313,6 @@ async def hold(plan: Plan, work: Path) -> Outcome:
                     w.send({"command": "finish", "drain": DRAIN_SECONDS, "start": start,
                             "sends": [[round(t, 6) for t in s] for s in sends]})  # fmt: skip
                 outcome.reports = [await w.expect("done", DRAIN_SECONDS + 300) for w in workers]
-            sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sampler
     return outcome
 
 
