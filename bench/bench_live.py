@@ -430,9 +430,11 @@ class Worker:
         self.process = process
 
     @classmethod
-    async def start(cls, task: dict[str, Any]) -> Worker:
+    async def start(cls, task: dict[str, Any], script: str = __file__) -> Worker:
+        """Starts ``script --worker`` (this script by default; bench_hold.py has its own
+        workers) and sends it ``task``."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, __file__, "--worker",
+            sys.executable, script, "--worker",
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=1 << 28,  # the fan-out results are one line of a few MB
         )  # fmt: skip
@@ -472,9 +474,12 @@ class Worker:
 
 
 @contextlib.asynccontextmanager
-async def open_workers(tasks: Sequence[dict[str, Any]]) -> AsyncIterator[list[Worker]]:
-    """One worker per task; each is waited for (stdin closed) on the way out."""
-    workers = [await Worker.start(task) for task in tasks]
+async def open_workers(
+    tasks: Sequence[dict[str, Any]], script: str = __file__
+) -> AsyncIterator[list[Worker]]:
+    """One worker (``script --worker``) per task; each is waited for (stdin closed) on the
+    way out."""
+    workers = [await Worker.start(task, script) for task in tasks]
     try:
         yield workers
     finally:

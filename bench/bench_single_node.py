@@ -338,7 +338,12 @@ async def closed_loop(
 
 
 async def paced(
-    port: int, lanes: Sequence[Sequence[bytes]], rate: float, duration: float, meter: CpuMeter
+    port: int,
+    lanes: Sequence[Sequence[bytes]],
+    rate: float,
+    duration: float,
+    meter: CpuMeter,
+    on_send: Callable[[int], None] | None = None,
 ) -> LoadResult:
     """Open loop: request j of the whole run is due at start + j / rate, on lane j mod L
     (each lane is one document and one keep-alive connection, so a document's updates stay
@@ -346,7 +351,8 @@ async def paced(
     is timed from when it was due (no coordinated omission); one sent on time is timed from
     when it was sent, so the generator's timer slack does not count as server latency.
     A node that cannot sustain the rate is cut off at twice the planned duration; the requests
-    not sent by then are counted in ``unsent``."""
+    not sent by then are counted in ``unsent``. ``on_send(j)`` is called just before request
+    j is written (bench_hold.py times each update's delivery from then)."""
     connections = [await HttpConnection.open(port) for _ in lanes]
     count = len(lanes)
     total = int(rate * duration)
@@ -370,6 +376,8 @@ async def paced(
                 break
             if now < due:
                 await asyncio.sleep(due - now)
+            if on_send is not None:
+                on_send(j)
             sent = clock()
             status, _ = await connection.send(requests[k])
             done = clock()
