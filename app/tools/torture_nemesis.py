@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -264,7 +265,16 @@ def small_disk(
     try:
         yield node, directory
     finally:
+        # The node's files outlive the filesystem, for a failed run's evidence (the whole
+        # data root goes with a passing run); the ballast stays behind.
+        kept = directory.with_name(f"{node}.kept")
+        with contextlib.suppress(OSError):
+            shutil.copytree(directory, kept, ignore=shutil.ignore_patterns("ballast"))
         subprocess.run(["umount", "-l", str(directory)], capture_output=True, check=False)
+        if kept.exists():
+            with contextlib.suppress(OSError):
+                directory.rmdir()
+                kept.rename(directory)
 
 
 async def _signal(node: LocalNode, signum: int) -> None:
