@@ -10,6 +10,7 @@ forgotten lately, so the store can tell whether a disk read is still good.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import OrderedDict
 from typing import Any
 
@@ -17,6 +18,9 @@ from .document import Document
 from .records import StoreLimits
 
 __all__ = ["Entry", "HotSet"]
+
+
+_LINEAGES = itertools.count(1)
 
 
 class Entry:
@@ -28,6 +32,7 @@ class Entry:
         "deleted",
         "document",
         "inflight",
+        "lineage",
         "log_rows",
         "writers",
     )
@@ -44,6 +49,9 @@ class Entry:
         self.inflight: asyncio.Future[Any] | None = None
         # Writes between taking this entry and their commit; a used entry is never evicted.
         self.writers = 0
+        # Names this in-memory copy for the storage writer: once one of its writes fails to
+        # commit, the later ones (applied on top of it) must not commit either.
+        self.lineage = next(_LINEAGES)
 
     @property
     def busy(self) -> bool:

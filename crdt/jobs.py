@@ -32,6 +32,10 @@ class Append:
     data: bytes
     create: bool = False
     hint: bool = False
+    #: The in-memory copy the update was applied to (0: none in particular). Once a write of
+    #: a lineage fails, the storage writer fails its later ones: they were applied on top of
+    #: the failed one, and stored without it they would depend on changes that exist nowhere.
+    lineage: int = 0
 
 
 @dataclass(slots=True)

@@ -178,6 +178,9 @@ class _Counters:
 _Answer = tuple[_Pending, Any, BaseException | None]
 
 _STOP = object()
+#: Lineages with a failed write remembered (each write's lineage is its in-memory copy;
+#: a copy whose write failed is dropped at once, so only writes already queued matter).
+_FAILED_LINEAGES = 4096
 
 
 class Storage:
@@ -202,6 +205,8 @@ class Storage:
         # The seq of the next log row or tombstone; only the writer thread advances it.
         self._next_seq = 1
         self._counters = _Counters()
+        # Lineages (see Append.lineage) with a failed write, oldest first; writer thread only.
+        self._failed_lineages: collections.OrderedDict[int, None] = collections.OrderedDict()
         self._closing = False
         #: Called by the writer thread after each committed write transaction (not snapshot
         #: installs), before its callers are answered: (jobs in it, seconds the transaction
@@ -335,6 +340,9 @@ class Storage:
                 self._commit_batch([installs.popleft()])
 
     def _commit_batch(self, batch: list[_Pending]) -> None:
+        batch = self._drop_orphans(batch)
+        if not batch:
+            return
         started = time.perf_counter()
         try:
             results = self._transaction(batch)
@@ -347,6 +355,11 @@ class Storage:
             self._counters.failed_jobs += 1
             log.error("storage job failed: %s: %s", type(batch[0].job).__name__, exc)
             error = exc if isinstance(exc, StorageError) else StorageError(f"commit failed: {exc}")
+            job = batch[0].job
+            if isinstance(job, Append) and job.lineage:
+                self._failed_lineages[job.lineage] = None
+                while len(self._failed_lineages) > _FAILED_LINEAGES:
+                    self._failed_lineages.popitem(last=False)
             self._answer(batch[0], error=error)
             return
         elapsed = time.perf_counter() - started
@@ -366,6 +379,24 @@ class Storage:
                 observer(len(batch), elapsed, [now - p.enqueued for p in batch])
             except Exception:
                 log.exception("the storage commit observer failed")
+
+    def _drop_orphans(self, batch: list[_Pending]) -> list[_Pending]:
+        """Fails the appends of a lineage one of whose writes failed (they build on it) and
+        returns the rest."""
+        failed = self._failed_lineages
+        if not failed:
+            return batch
+        kept = []
+        for pending in batch:
+            job = pending.job
+            if isinstance(job, Append) and job.lineage in failed:
+                self._counters.failed_jobs += 1
+                self._answer(pending, error=StorageError(
+                    f"not stored: an earlier write to {job.doc_id} that this one builds on "
+                    "failed to commit"))  # fmt: skip
+            else:
+                kept.append(pending)
+        return kept
 
     def _forget_known(self, batch: list[_Pending]) -> None:
         """After a commit: the ids whose last job in the batch forgot them have no row now."""

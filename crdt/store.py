@@ -376,7 +376,14 @@ class DocumentStore:
                 await asyncio.shield(hinted)
             return WriteResult(doc_id, document.state_vector(), False, False, document.incarnation)
         hint = hint and self._hints.needed(doc_id)
-        job = Append(doc_id, document.incarnation, data or b"\x00\x00", create=created, hint=hint)
+        job = Append(
+            doc_id,
+            document.incarnation,
+            data or b"\x00\x00",
+            create=created,
+            hint=hint,
+            lineage=entry.lineage,
+        )
         future = self.storage.submit(job)
         if hint:
             self._hints.track(doc_id, future, hinted=True)

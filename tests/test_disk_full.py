@@ -4,6 +4,7 @@ freed — with no restart. A real filesystem of 16 MiB (tmpfs) holds the data di
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import subprocess
@@ -12,6 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from crdt.errors import StorageError
+from crdt.jobs import Append
+from crdt.storage import Storage
 
 from .support import NodeProcess, wait_for
 
@@ -103,3 +108,31 @@ def test_a_full_disk_refuses_writes_cleanly_and_recovers(tmp_path: Path) -> None
                 again.close()
         finally:
             node.close()
+
+
+def test_a_write_built_on_one_that_failed_is_never_stored(tmp_path: Path) -> None:
+    """Once a write of an in-memory copy fails to commit (the disk is full), the writes of
+    that copy queued after it fail too, even when the disk has room again: they were applied
+    on top of the failed one, and stored without it they would depend on changes that exist
+    nowhere (the one-hour torture run's diverged text document). Another copy's write, and
+    the same document's write through a fresh copy, commit."""
+
+    async def scenario(small: Path) -> None:
+        storage = Storage(small / "meridian.duckdb", max_batch=64, memory_limit="64MB")
+        await asyncio.to_thread(storage.open)
+        try:
+            assert await storage.submit(Append("d", 1, b"\x00\x00", create=True, lineage=7))
+            ballast = small / "ballast"
+            await asyncio.to_thread(fill, ballast)
+            with pytest.raises(StorageError):
+                await storage.submit(Append("d", 1, b"\x01" * 300_000, lineage=7))
+            ballast.unlink()
+            with pytest.raises(StorageError, match="builds on failed to commit"):
+                await storage.submit(Append("d", 1, b"\x00\x00", lineage=7))
+            assert await storage.submit(Append("d", 1, b"\x00\x00", lineage=8))
+            assert await storage.submit(Append("e", 1, b"\x00\x00", create=True, lineage=9))
+        finally:
+            await asyncio.to_thread(storage.close)
+
+    with small_filesystem(tmp_path / "small", 16) as small:
+        asyncio.run(scenario(small))
