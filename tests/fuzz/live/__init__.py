@@ -1,0 +1,20 @@
+"""The live fuzzer: random and mutated requests on every route of a real node, frames on
+every WebSocket, and after each batch the checks that matter: the node alive, no 5xx, no
+WebSocket closed with 1011, the seeded documents' digests unchanged. See docs/fuzzing.md,
+"The live fuzzer".
+
+    python -m tests.fuzz.live --duration SECONDS --seed N [--mode M] [--node URL]
+    python -m tests.fuzz.live --replay FILE
+
+Modules: :mod:`.node` (the node process, its modes and limits), :mod:`.seeds` (the seeded
+documents and their check), :mod:`.content` (valid inputs and the oracle), :mod:`.mutate`
+(mutations), :mod:`.base`, :mod:`.http_routes` and :mod:`.ws_routes` (a generator per
+route), :mod:`.wire` (sending over raw sockets and WebSockets), :mod:`.runner` (batches,
+judging, reports, reproducers).
+"""
+
+from __future__ import annotations
+
+from .runner import Failure, Options, Report, format_report, judge, replay, run
+
+__all__ = ["Failure", "Options", "Report", "format_report", "judge", "replay", "run"]

@@ -1,0 +1,514 @@
+"""Runs the live fuzzer: for each mode, a node, its seeded documents, then batches of
+actions from every route's generator, each action judged as it comes back and the node checked
+after each batch; at the end every document is read, the node restarted and checked again.
+
+A failure stops the run: it is printed (seed, mode, batch, the offending actions) and written
+to a reproducer file, which ``--replay`` sends again to a fresh node.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support import TIMEOUT_FACTOR
+
+from .base import Setting
+from .content import Tokens
+from .http_routes import HttpRoutes
+from .mutate import Mutator
+from .node import LIMITS, MODES, ExternalNode, LiveNode, app_routes, log_problems
+from .seeds import Seeded, seed
+from .wire import Action, HttpRequest, Outcome, RawWs, WsSession, describe, from_json, send
+from .wire import to_json as action_json
+from .ws_routes import WsRoutes
+
+__all__ = ["Failure", "Generator", "Options", "Report", "replay", "run"]
+
+#: How often each route is drawn, relative to the others: writes and the sync socket most.
+WEIGHTS = {
+    "POST /v1/docs/{doc_id}/update": 14,
+    "PATCH /v1/docs/{doc_id}": 12,
+    "WS /v1/sync/{doc_id}": 10,
+    "GET /v1/docs/{doc_id}": 8,
+    "GET /v1/docs/{doc_id}/update": 6,
+    "WS /v1/docs/{doc_id}/events": 5,
+    "PUT /v1/docs/{doc_id}/placement": 4,
+    "DELETE /v1/docs/{doc_id}": 3,
+    "GET /v1/docs/{doc_id}/placement": 3,
+    "GET /v1/docs": 3,
+    "wrong method": 3,
+    "no route": 3,
+    "GET /v1/docs/{doc_id}/replicas": 2,
+    "GET /v1/health": 2,
+    "WS /v1/peer": 2,
+    "POST /v1/cluster/join": 1.5,
+}
+#: Every other route: the cluster views, membership, metrics, the dashboard, the API pages.
+OTHER_WEIGHT = 0.6
+
+
+class Generator:
+    """Actions drawn from every route's generator with one seeded ``random.Random``."""
+
+    def __init__(
+        self, rng: random.Random, setting: Setting, seeded: Seeded, tokens: Tokens | None
+    ) -> None:
+        m = Mutator(rng)
+        oracle = seeded.oracle(LIMITS["max_operations"])
+        self.http = HttpRoutes(m, setting, oracle, tokens)
+        self.ws = WsRoutes(m, setting, oracle, tokens)
+        self.routes: dict[str, Callable[[], Action]] = {**self.http.routes, **self.ws.routes}
+        missing = app_routes() - set(self.routes)
+        if missing:
+            raise AssertionError(f"routes of the node without a generator: {sorted(missing)}")
+        self.names = sorted(self.routes)
+        self.weights = [WEIGHTS.get(name, OTHER_WEIGHT) for name in self.names]
+        self.rng = rng
+
+    def batch(self, size: int) -> list[Action]:
+        names = self.rng.choices(self.names, self.weights, k=size)
+        return [self.routes[name]() for name in names]
+
+
+@dataclass(slots=True)
+class Options:
+    duration: float
+    seed: int
+    modes: tuple[str, ...] = MODES
+    node_url: str | None = None
+    secret: bytes | None = None
+    batch_size: int = 200
+    #: Stop each mode after this many batches (None: when its share of the time is up).
+    batches: int | None = None
+    out: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "meridian-fuzz-live")
+    restart: bool = True
+    quiet: bool = False
+
+
+@dataclass(slots=True)
+class Failure:
+    mode: str
+    batch: int
+    problem: str
+    offending: list[Action]
+    actions: list[Action]
+    log: list[str]
+    reproducer: Path | None = None
+
+
+@dataclass(slots=True)
+class Report:
+    """What a run did (the figures docs/fuzzing.md shows)."""
+
+    seed: int
+    seconds: float = 0.0
+    batches: Counter[str] = field(default_factory=Counter)
+    actions: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    by_route: dict[str, Counter[int]] = field(default_factory=dict)
+    close_codes: Counter[int] = field(default_factory=Counter)
+    frames: int = 0
+    raw_frames: int = 0
+    expects: Counter[str] = field(default_factory=Counter)
+    warnings: Counter[str] = field(default_factory=Counter)
+    #: Known problems seen (KNOWN): tolerated, counted.
+    tolerated: Counter[str] = field(default_factory=Counter)
+    rss_kb: dict[str, list[int]] = field(default_factory=dict)
+    slowest: dict[str, float] = field(default_factory=dict)
+    documents_swept: Counter[str] = field(default_factory=Counter)
+    failure: Failure | None = None
+
+    def record(self, action: Action, outcome: Outcome) -> None:
+        self.actions[action.route] += 1
+        self.expects[action.expect] += 1
+        route = self.by_route.setdefault(action.route, Counter())
+        for status in outcome.statuses:
+            self.statuses[status] += 1
+            route[status] += 1
+        self.close_codes.update(outcome.close_codes)
+        if isinstance(action, RawWs):
+            self.raw_frames += outcome.frames_sent
+        else:
+            self.frames += outcome.frames_sent
+        self.slowest[action.route] = max(self.slowest.get(action.route, 0.0), outcome.seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            "seconds": round(self.seconds, 1),
+            "batches": dict(self.batches),
+            "actions": sum(self.actions.values()),
+            "by_route": {r: dict(sorted(c.items())) for r, c in sorted(self.by_route.items())},
+            "actions_by_route": dict(sorted(self.actions.items())),
+            "statuses": dict(sorted(self.statuses.items())),
+            "close_codes": dict(sorted(self.close_codes.items())),
+            "frames": self.frames,
+            "raw_frames": self.raw_frames,
+            "expects": dict(self.expects),
+            "warnings": dict(self.warnings),
+            "tolerated": dict(self.tolerated),
+            "rss_kb": self.rss_kb,
+            "slowest_seconds": {r: round(s, 3) for r, s in sorted(self.slowest.items())},
+            "documents_swept": dict(self.documents_swept),
+            "failure": None if self.failure is None else self.failure.problem,
+        }
+
+
+# -- judging -----------------------------------------------------------------------------------
+
+
+#: Known problems of the node (its dependencies, mostly) that the run tolerates, counts and
+#: reports; docs/fuzzing.md describes each. The log side is app.node's KNOWN_LOG_RECORDS.
+KNOWN = {
+    "uvicorn-invalid-utf8": "uvicorn 0.55's WebSocket protocol (websockets-sansio) logs an "
+    "ERROR with a traceback for every text frame that is not UTF-8; when the client's close "
+    "frame is read in the same chunk, it raises InvalidState out of data_received: asyncio "
+    "logs 'Fatal error on transport' and the connection ends without a close frame (1006)",
+}
+
+
+def _invalid_text(action: Action) -> bool:
+    """Whether a session sent a text frame that is not UTF-8 (see KNOWN)."""
+    if not isinstance(action, WsSession):
+        return False
+    for frame in action.frames:
+        if frame.kind == "text":
+            try:
+                frame.data.decode("utf-8")
+            except UnicodeDecodeError:
+                return True
+    return False
+
+
+def judge(action: Action, outcome: Outcome) -> str | None:
+    """What is wrong with this answer, or None."""
+    if outcome.refused_connection:
+        return "the node refused the connection"
+    if outcome.hung is not None:
+        return f"hang: {outcome.hung}"
+    for status, code in zip(outcome.statuses, outcome.codes, strict=True):
+        if status == 999:
+            return "the answer is not HTTP"
+        if status >= 500:
+            after = isinstance(action, HttpRequest) and action.after
+            if status == 503 and code == "after_not_reached" and after:
+                continue  # documented: the copy does not include the after= state (yet)
+            return f"answered {status} ({code})"
+    for code in outcome.close_codes:
+        if code == 1011:
+            return "a WebSocket closed with 1011 (internal error)"
+        if code == 1006 and isinstance(action, WsSession) and not _invalid_text(action):
+            return "a WebSocket was dropped without a close frame (1006)"
+    if outcome.wrong is not None:
+        return outcome.wrong
+    refused = action.expect == "refuse" and isinstance(action, HttpRequest)
+    if refused and outcome.statuses and 200 <= outcome.statuses[0] < 300:
+        return f"accepted ({outcome.statuses[0]}) a request the node must refuse"
+    return None
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.problem)
+        self.failure = failure
+
+
+class _Session:
+    """One mode: its node, seeded documents and generator."""
+
+    def __init__(self, mode: str, options: Options, report: Report, workdir: Path) -> None:
+        self.mode = mode
+        self.options = options
+        self.report = report
+        if options.node_url is not None:
+            self.node: LiveNode | ExternalNode = ExternalNode(options.node_url, options.secret)
+        else:
+            self.node = LiveNode(mode, workdir)
+        self.node.start()
+        self.tokens = Tokens(self.node.secret) if self.node.auth and self.node.secret else None
+        self.headers = {"Authorization": f"Bearer {self.tokens.admin}"} if self.tokens else {}
+        self.client = httpx.Client(base_url=self.node.url, timeout=30 * TIMEOUT_FACTOR)
+        self.batch = 0
+        self.actions: list[Action] = []
+
+    def close(self) -> None:
+        self.client.close()
+        self.node.close()
+
+    def seed(self) -> Seeded:
+        seeded = seed(self.client, self.headers, self.node.url.replace("http", "ws", 1))
+        self.seeded = seeded
+        self._log_check(None)
+        self.setting = Setting(
+            mode=self.mode,
+            secret=self.node.secret,
+            auth=self.node.auth,
+            node_id=self.node.node_id,
+            max_body=LIMITS["max_body"],
+            max_message=LIMITS["max_message"],
+            seeded=sorted(seeded.records),
+            tombstone=seeded.tombstone,
+            vectors=seeded.vectors(),
+            contents={doc: record.content for doc, record in seeded.records.items()},
+        )
+        return seeded
+
+    def fail(self, problem: str, offending: list[Action]) -> _Stop:
+        return _Stop(
+            Failure(self.mode, self.batch, problem, offending, self.actions, self.node.log_tail())
+        )
+
+    def _log_check(self, action: Action | None) -> None:
+        errors, warnings, known = log_problems(self.node.take_log())
+        self.report.warnings.update(warnings)
+        self.report.tolerated.update(known)
+        if errors:
+            raise self.fail(
+                f"the node logged an error: {errors[0][:500]}", [action] if action else []
+            )
+
+    def run_batch(self, actions: list[Action]) -> None:
+        self.actions = actions
+        node = self.node
+        for action in actions:
+            outcome = send(action, node.host, node.port)
+            self.report.record(action, outcome)
+            problem = judge(action, outcome)
+            if problem is None and not node.alive():
+                problem = f"the node died (exit status {node.exit_status()})"
+            if problem is not None:
+                raise self.fail(problem, [action])
+            self._log_check(action)
+        self.check()
+        self.report.batches[self.mode] += 1
+        rss = node.rss_kb()
+        if rss is not None:
+            self.report.rss_kb.setdefault(self.mode, [rss, rss, rss])[1:] = [
+                rss,
+                max(rss, self.report.rss_kb[self.mode][2]),
+            ]
+
+    def check(self) -> None:
+        """The node lives, answers its health, and every seeded document is as recorded."""
+        if not self.node.alive():
+            raise self.fail(f"the node died (exit status {self.node.exit_status()})", [])
+        try:
+            health = self.client.get("/v1/health")
+            if health.status_code != 200:
+                raise self.fail(f"GET /v1/health answered {health.status_code}", [])
+            problems = self.seeded.verify(self.client, self.headers)
+        except httpx.HTTPError as exc:
+            raise self.fail(f"the node stopped answering: {exc!r}", []) from None
+        if problems:
+            doc, what = problems[0]
+            touched = [a for a in self.actions if a.doc == doc and a.expect != "read"]
+            raise self.fail(f"seeded document {doc} changed: {what}", touched or self.actions)
+        self._log_check(None)
+
+    def sweep(self) -> None:
+        """Reads every document the node lists (with its digest): none may fail to load."""
+        cursor = None
+        count = 0
+        while True:
+            params = {"limit": "50", **({"cursor": cursor} if cursor else {})}
+            page = self.client.get("/v1/docs", params=params, headers=self.headers)
+            if page.status_code != 200:
+                raise self.fail(f"GET /v1/docs answered {page.status_code}: {page.text}", [])
+            listing = page.json()
+            for entry in listing["documents"]:
+                doc = entry["id"]
+                for path in (f"/v1/docs/{doc}", f"/v1/docs/{doc}/update"):
+                    answer = self.client.get(path, params={"digest": "true"}, headers=self.headers)
+                    if answer.status_code >= 500:
+                        raise self.fail(f"reading {doc} answered {answer.status_code}", [])
+                count += 1
+            cursor = listing["next_cursor"]
+            if not cursor:
+                break
+        self.report.documents_swept[self.mode] = count
+        self._log_check(None)
+
+    def restart(self) -> None:
+        """Stops the node (it must stop cleanly), starts it on the same data, checks again."""
+        assert isinstance(self.node, LiveNode)
+        status = self.node.stop()
+        self._log_check(None)
+        if status != 0:
+            raise self.fail(f"the node stopped with status {status} after fuzzing", [])
+        self.node.start()
+        self.client.close()
+        self.client = httpx.Client(base_url=self.node.url, timeout=30 * TIMEOUT_FACTOR)
+        self.check()
+        self.sweep()
+
+
+def run(options: Options, *, out: Callable[[str], None] = print) -> Report:
+    """Fuzzes each mode for its share of ``options.duration`` (or ``options.batches``);
+    returns the report, whose ``failure`` is set when something broke."""
+    say = (lambda _: None) if options.quiet else out
+    report = Report(options.seed)
+    started = time.monotonic()
+    modes = ("external",) if options.node_url else options.modes
+    say(f"live fuzzing: seed {options.seed}, modes {', '.join(modes)}, {options.duration:g} s")
+    for index, mode in enumerate(modes):
+        share = (options.duration - (time.monotonic() - started)) / (len(modes) - index)
+        deadline = time.monotonic() + max(0.0, share)
+        failure = _fuzz_mode(mode, options, report, deadline, say)
+        if failure is not None:
+            report.failure = failure
+            _write_reproducer(options, failure)
+            out(_describe_failure(options, failure))
+            break
+    report.seconds = time.monotonic() - started
+    say(format_report(report))
+    return report
+
+
+def _fuzz_mode(
+    mode: str, options: Options, report: Report, deadline: float, say: Callable[[str], None]
+) -> Failure | None:
+    workdir = Path(tempfile.mkdtemp(prefix=f"meridian-live-{mode}-"))
+    session = None
+    keep = False
+    try:
+        session = _Session(mode, options, report, workdir)
+        seeded = session.seed()
+        rng = random.Random(f"{options.seed}:{mode}")
+        generator = Generator(rng, session.setting, seeded, session.tokens)
+        rss = session.node.rss_kb()
+        if rss is not None:
+            report.rss_kb[mode] = [rss, rss, rss]
+        while time.monotonic() < deadline and (
+            options.batches is None or session.batch < options.batches
+        ):
+            session.run_batch(generator.batch(options.batch_size))
+            session.batch += 1
+            if session.batch % 10 == 0:
+                say(f"  {mode}: {session.batch} batches, RSS {session.node.rss_kb()} KiB")
+        session.sweep()
+        if options.restart and isinstance(session.node, LiveNode):
+            session.restart()
+        say(f"  {mode}: {session.batch} batches, no failure")
+        return None
+    except _Stop as stop:
+        keep = True
+        return stop.failure
+    finally:
+        if session is not None:
+            session.close()
+        if keep:
+            print(f"  the node's data directory is kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- failures and reports ----------------------------------------------------------------------
+
+
+def _write_reproducer(options: Options, failure: Failure) -> None:
+    options.out.mkdir(parents=True, exist_ok=True)
+    path = options.out / f"live-{failure.mode}-seed{options.seed}-batch{failure.batch}.json"
+    path.write_text(
+        json.dumps(
+            {
+                "seed": options.seed,
+                "mode": failure.mode,
+                "batch": failure.batch,
+                "batch_size": options.batch_size,
+                "problem": failure.problem,
+                "offending": [action_json(a) for a in failure.offending],
+                "actions": [action_json(a) for a in failure.actions],
+                "log": failure.log,
+            },
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    failure.reproducer = path
+
+
+def _describe_failure(options: Options, failure: Failure) -> str:
+    lines = [
+        f"FAILURE (seed {options.seed}, mode {failure.mode}, batch {failure.batch}): "
+        f"{failure.problem}"
+    ]
+    for action in failure.offending[:10]:
+        lines.append(describe(action))
+    if len(failure.offending) > 10:
+        lines.append(f"... and {len(failure.offending) - 10} more")
+    lines.append("the node's last lines:")
+    lines += [f"  {line}" for line in failure.log[-15:]]
+    lines.append(f"reproducer: {failure.reproducer}")
+    lines.append(
+        f"again: python -m tests.fuzz.live --seed {options.seed} --mode {failure.mode} "
+        f"--batch-size {options.batch_size}  (or --replay {failure.reproducer})"
+    )
+    return "\n".join(lines)
+
+
+def format_report(report: Report) -> str:
+    total = sum(report.actions.values())
+    lines = [
+        f"seed {report.seed}: {total:,} actions in {sum(report.batches.values())} batches, "
+        f"{report.seconds:.0f} s",
+        f"  batches by mode: {dict(report.batches)}",
+        f"  WebSocket frames sent: {report.frames:,} (+ {report.raw_frames:,} hand-built)",
+        f"  statuses: {dict(sorted(report.statuses.items()))}",
+        f"  close codes: {dict(sorted(report.close_codes.items()))}",
+        f"  expectations: {dict(report.expects)}",
+        f"  node warnings by logger: {dict(report.warnings)}",
+        f"  known problems tolerated: {dict(report.tolerated)}",
+        f"  documents read at the end: {dict(report.documents_swept)}",
+    ]
+    for mode, (start, end, peak) in report.rss_kb.items():
+        lines.append(
+            f"  RSS {mode}: {start / 1024:.0f} MiB after seeding, {end / 1024:.0f} MiB at the "
+            f"end, {peak / 1024:.0f} MiB at most"
+        )
+    lines.append("  actions by route (statuses):")
+    for route in sorted(report.actions):
+        statuses = ", ".join(f"{s}: {n}" for s, n in sorted(report.by_route[route].items()))
+        lines.append(
+            f"    {route:40} {report.actions[route]:7,}  slowest "
+            f"{report.slowest[route]:.2f}s  {statuses}"
+        )
+    return "\n".join(lines)
+
+
+def replay(path: Path, *, out: Callable[[str], None] = print) -> Failure | None:
+    """Sends a reproducer's batch to a fresh node of its mode (seeded the same way) and
+    judges it as the run did; returns the failure, if it happens again."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    actions = [from_json(item) for item in data["actions"]]
+    options = Options(duration=0, seed=data["seed"], modes=(data["mode"],))
+    report = Report(options.seed)
+    workdir = Path(tempfile.mkdtemp(prefix="meridian-live-replay-"))
+    session = _Session(data["mode"], options, report, workdir)
+    try:
+        session.seed()
+        session.run_batch(actions)
+        out(f"replayed {len(actions)} actions: no failure")
+        return None
+    except _Stop as stop:
+        out(f"replayed: {stop.failure.problem}")
+        for action in stop.failure.offending[:10]:
+            out(describe(action))
+        return stop.failure
+    finally:
+        session.close()
+        shutil.rmtree(workdir, ignore_errors=True)
