@@ -40,6 +40,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="where reproducers go")
     parser.add_argument("--json", type=Path, help="write the report as JSON here")
     parser.add_argument("--no-restart", action="store_true", help="skip the final restart")
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        help="every other batch sends this many actions at once (default 4; 1: never)",
+    )
+    parser.add_argument(
+        "--restart-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="restart the node every N batches, SIGKILL every other time (default: never)",
+    )
     parser.add_argument("--replay", type=Path, metavar="FILE", help="send a reproducer again")
     args = parser.parse_args(argv)
 
@@ -55,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         batches=args.batches,
         restart=not args.no_restart,
+        concurrency=args.concurrency,
+        restart_every=args.restart_every,
     )
     if args.out is not None:
         options.out = args.out

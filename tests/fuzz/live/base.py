@@ -74,8 +74,9 @@ class Setting:
     seeded: list[str] = field(default_factory=list)
     tombstone: str = "seed-gone"
     vectors: list[bytes] = field(default_factory=list)
-    #: Each seeded live document's JSON view.
+    #: Each seeded live document's JSON view and digest.
     contents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
 
 
 class Base:

@@ -111,6 +111,18 @@ def random_update(rng: random.Random) -> tuple[bytes, bytes]:
     return bytes(doc.get_update()), bytes(doc.get_update(state))
 
 
+def big_update(rng: random.Random) -> bytes:
+    """A valid update of 50 to 200 KB (a long text, a long array): below the body limit,
+    it takes documents toward theirs."""
+    doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=_client(rng))
+    size = rng.randrange(50_000, 200_000)
+    if rng.random() < 0.5:
+        doc.get("body", type=pycrdt.Text).insert(0, rng.choice("ab😀é") * (size // 4))
+    else:
+        doc.get("items", type=pycrdt.Array).extend(list(range(size // 8)))
+    return bytes(doc.get_update())
+
+
 def random_ops(m: Mutator) -> dict[str, Any]:
     """A PATCH body of valid-looking operations on the shared roots: mostly ones that apply
     to any document (set, append, insert at 0), some that need content already there."""

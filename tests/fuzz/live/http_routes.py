@@ -20,7 +20,7 @@ from app.cluster.membership import MemberEntry, MembershipError
 from app.http.forward import sign_forwarded
 
 from .base import Base
-from .content import random_ops, random_update, seed_updates
+from .content import big_update, random_ops, random_update, seed_updates
 from .wire import HttpRequest
 
 __all__ = ["HttpRoutes"]
@@ -186,15 +186,21 @@ class HttpRoutes(Base):
         return request
 
     def get_document(self) -> HttpRequest:
-        return self._doc_read("GET /v1/docs/{doc_id}", b"", ["after", "digest", "local"])
+        request = self._doc_read("GET /v1/docs/{doc_id}", b"", ["after", "digest", "local"])
+        if request.doc in self.setting.contents:
+            request.content = self.setting.contents[request.doc]  # a 200 shows it
+        return request
 
     def get_replicas(self) -> HttpRequest:
         return self._doc_read("GET /v1/docs/{doc_id}/replicas", b"/replicas", ["local"])
 
     def get_update(self) -> HttpRequest:
-        return self._doc_read(
+        request = self._doc_read(
             "GET /v1/docs/{doc_id}/update", b"/update", ["since", "after", "local"]
         )
+        if request.doc in self.setting.digests and b"since=" not in request.target:
+            request.digest = self.setting.digests[request.doc]  # a 200 is its whole state
+        return request
 
     def get_placement(self) -> HttpRequest:
         return self._doc_read("GET /v1/docs/{doc_id}/placement", b"/placement", [])
@@ -206,7 +212,7 @@ class HttpRoutes(Base):
         roll = m.rng.randrange(20)
         whole, later = random_update(m.rng)
         if roll < 6:
-            return whole
+            return big_update(m.rng) if m.chance(0.04) else whole
         if roll < 8:
             return later  # depends on changes nobody sent: it waits
         if roll < 10:

@@ -217,6 +217,12 @@ class LiveNode:
         status = self.process.terminate(timeout=60)
         return status
 
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs."""
+        assert self.process is not None
+        self.take_log()
+        self.process.kill()
+
     def close(self) -> None:
         if self.process is not None:
             self.process.close()

@@ -16,12 +16,15 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+from websockets.exceptions import InvalidHandshake
 
+from crdt import CrdtError, Document
 from tests.support import TIMEOUT_FACTOR
 
 from .base import Setting
@@ -30,7 +33,17 @@ from .http_routes import HttpRoutes
 from .mutate import Mutator
 from .node import LIMITS, MODES, ExternalNode, LiveNode, app_routes, log_problems
 from .seeds import Seeded, seed
-from .wire import Action, HttpRequest, Outcome, RawWs, WsSession, describe, from_json, send
+from .wire import (
+    Action,
+    HttpRequest,
+    Outcome,
+    RawWs,
+    Watcher,
+    WsSession,
+    describe,
+    from_json,
+    send,
+)
 from .wire import to_json as action_json
 from .ws_routes import WsRoutes
 
@@ -57,6 +70,9 @@ WEIGHTS = {
 }
 #: Every other route: the cluster views, membership, metrics, the dashboard, the API pages.
 OTHER_WEIGHT = 0.6
+#: An action that takes longer is a failure (a request that holds the node's event loop for
+#: seconds holds every other client too); hangs are caught by the wire's own timeout.
+SLOW_SECONDS = 8.0 * TIMEOUT_FACTOR
 
 
 class Generator:
@@ -94,6 +110,10 @@ class Options:
     batches: int | None = None
     out: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "meridian-fuzz-live")
     restart: bool = True
+    #: Batches sent ``concurrency`` actions at once: every other one (1: none).
+    concurrency: int = 4
+    #: Restart the node every this many batches, killing it every other time (0: never).
+    restart_every: int = 0
     quiet: bool = False
 
 
@@ -128,6 +148,9 @@ class Report:
     rss_kb: dict[str, list[int]] = field(default_factory=dict)
     slowest: dict[str, float] = field(default_factory=dict)
     documents_swept: Counter[str] = field(default_factory=Counter)
+    restarts: Counter[str] = field(default_factory=Counter)
+    #: Messages the watchers received.
+    watched: int = 0
     failure: Failure | None = None
 
     def record(self, action: Action, outcome: Outcome) -> None:
@@ -162,6 +185,8 @@ class Report:
             "rss_kb": self.rss_kb,
             "slowest_seconds": {r: round(s, 3) for r, s in sorted(self.slowest.items())},
             "documents_swept": dict(self.documents_swept),
+            "restarts": dict(self.restarts),
+            "watched_messages": self.watched,
             "failure": None if self.failure is None else self.failure.problem,
         }
 
@@ -192,12 +217,35 @@ def _invalid_text(action: Action) -> bool:
     return False
 
 
+def _wrong_content(request: HttpRequest, body: bytes) -> str | None:
+    """What a 200 answer about a seeded document got wrong: its JSON content, or the digest
+    of the whole state it carries."""
+    if request.content is not None:
+        try:
+            content = json.loads(body)["content"]
+        except (ValueError, KeyError, TypeError):
+            return f"a 200 answer that is no document view: {body[:200]!r}"
+        if content != request.content:
+            return f"a seeded document shows other content: {str(content)[:300]}"
+    if request.digest is not None:
+        copy = Document("copy")
+        try:
+            copy.apply_update(body)
+        except CrdtError as exc:
+            return f"a seeded document's state does not apply: {exc}"
+        if copy.digest() != request.digest:
+            return "a seeded document's whole state has another digest"
+    return None
+
+
 def judge(action: Action, outcome: Outcome) -> str | None:
     """What is wrong with this answer, or None."""
     if outcome.refused_connection:
         return "the node refused the connection"
     if outcome.hung is not None:
         return f"hang: {outcome.hung}"
+    if outcome.seconds > SLOW_SECONDS and not (isinstance(action, HttpRequest) and action.raw):
+        return f"slow: the node took {outcome.seconds:.1f} s (at most {SLOW_SECONDS:g} s)"
     for status, code in zip(outcome.statuses, outcome.codes, strict=True):
         if status == 999:
             return "the answer is not HTTP"
@@ -213,6 +261,10 @@ def judge(action: Action, outcome: Outcome) -> str | None:
             return "a WebSocket was dropped without a close frame (1006)"
     if outcome.wrong is not None:
         return outcome.wrong
+    if isinstance(action, HttpRequest) and outcome.statuses[:1] == [200]:
+        wrong = _wrong_content(action, outcome.body)
+        if wrong is not None:
+            return wrong
     refused = action.expect == "refuse" and isinstance(action, HttpRequest)
     if refused and outcome.statuses and 200 <= outcome.statuses[0] < 300:
         return f"accepted ({outcome.statuses[0]}) a request the node must refuse"
@@ -265,6 +317,7 @@ class _Session:
             tombstone=seeded.tombstone,
             vectors=seeded.vectors(),
             contents={doc: record.content for doc, record in seeded.records.items()},
+            digests={doc: record.digest for doc, record in seeded.records.items()},
         )
         return seeded
 
@@ -282,26 +335,61 @@ class _Session:
                 f"the node logged an error: {errors[0][:500]}", [action] if action else []
             )
 
-    def run_batch(self, actions: list[Action]) -> None:
+    def run_batch(self, actions: list[Action], concurrency: int = 1) -> None:
+        """Sends ``actions`` (one at a time, or ``concurrency`` at once), judging each answer,
+        then checks the node."""
         self.actions = actions
         node = self.node
-        for action in actions:
-            outcome = send(action, node.host, node.port)
-            self.report.record(action, outcome)
-            problem = judge(action, outcome)
-            if problem is None and not node.alive():
-                problem = f"the node died (exit status {node.exit_status()})"
-            if problem is not None:
-                raise self.fail(problem, [action])
-            self._log_check(action)
+        watchers = self._watch()
+        try:
+            self._send_all(actions, concurrency)
+        finally:
+            problems = [problem for w in watchers if (problem := w.stop()) is not None]
+        self.report.watched += sum(w.messages for w in watchers)
+        if problems:
+            raise self.fail(problems[0], [a for a in actions if a.doc in self.watched])
         self.check()
         self.report.batches[self.mode] += 1
         rss = node.rss_kb()
         if rss is not None:
-            self.report.rss_kb.setdefault(self.mode, [rss, rss, rss])[1:] = [
-                rss,
-                max(rss, self.report.rss_kb[self.mode][2]),
-            ]
+            start, _, peak = self.report.rss_kb.setdefault(self.mode, [rss, rss, rss])
+            self.report.rss_kb[self.mode] = [start, rss, max(rss, peak)]
+
+    def _watch(self) -> list[Watcher]:
+        """Two events streams and a y-websocket client of fuzz documents, open through the
+        batch (the same documents every batch: they see every kind of write)."""
+        self.watched = ("fz-1", "fz-2", "fz-3")
+        kinds = ("events", "events", "sync")
+        watchers = []
+        try:
+            for kind, doc in zip(kinds, self.watched, strict=True):
+                watchers.append(Watcher(self.node.host, self.node.port, kind, doc, self.headers))
+        except (OSError, InvalidHandshake) as exc:
+            for watcher in watchers:
+                watcher.stop()
+            raise self.fail(f"a watcher could not connect: {exc!r}", []) from None
+        return watchers
+
+    def _send_all(self, actions: list[Action], concurrency: int) -> None:
+        node = self.node
+        if concurrency > 1:
+            with ThreadPoolExecutor(concurrency, thread_name_prefix="live-fuzz") as pool:
+                outcomes = list(pool.map(lambda a: send(a, node.host, node.port), actions))
+            for action, outcome in zip(actions, outcomes, strict=True):
+                self._judge(action, outcome)
+            self._log_check(None)
+        else:
+            for action in actions:
+                self._judge(action, send(action, node.host, node.port))
+                self._log_check(action)
+
+    def _judge(self, action: Action, outcome: Outcome) -> None:
+        self.report.record(action, outcome)
+        problem = judge(action, outcome)
+        if problem is None and not self.node.alive():
+            problem = f"the node died (exit status {self.node.exit_status()})"
+        if problem is not None:
+            raise self.fail(problem, [action])
 
     def check(self) -> None:
         """The node lives, answers its health, and every seeded document is as recorded."""
@@ -343,18 +431,23 @@ class _Session:
         self.report.documents_swept[self.mode] = count
         self._log_check(None)
 
-    def restart(self) -> None:
-        """Stops the node (it must stop cleanly), starts it on the same data, checks again."""
+    def restart(self, *, kill: bool = False) -> None:
+        """Stops the node (SIGTERM: it must stop cleanly; or SIGKILL), starts it on the same
+        data, and checks it again: the seeded documents, every document readable."""
         assert isinstance(self.node, LiveNode)
-        status = self.node.stop()
-        self._log_check(None)
-        if status != 0:
-            raise self.fail(f"the node stopped with status {status} after fuzzing", [])
+        if kill:
+            self.node.kill()
+        else:
+            status = self.node.stop()
+            self._log_check(None)
+            if status != 0:
+                raise self.fail(f"the node stopped with status {status} after fuzzing", [])
         self.node.start()
         self.client.close()
         self.client = httpx.Client(base_url=self.node.url, timeout=30 * TIMEOUT_FACTOR)
         self.check()
         self.sweep()
+        self.report.restarts[self.mode] += 1
 
 
 def run(options: Options, *, out: Callable[[str], None] = print) -> Report:
@@ -396,8 +489,12 @@ def _fuzz_mode(
         while time.monotonic() < deadline and (
             options.batches is None or session.batch < options.batches
         ):
-            session.run_batch(generator.batch(options.batch_size))
+            concurrency = options.concurrency if session.batch % 2 else 1
+            session.run_batch(generator.batch(options.batch_size), concurrency)
             session.batch += 1
+            every = options.restart_every
+            if every and session.batch % every == 0 and isinstance(session.node, LiveNode):
+                session.restart(kill=session.batch // every % 2 == 1)
             if session.batch % 10 == 0:
                 say(f"  {mode}: {session.batch} batches, RSS {session.node.rss_kb()} KiB")
         session.sweep()
@@ -467,13 +564,15 @@ def format_report(report: Report) -> str:
         f"seed {report.seed}: {total:,} actions in {sum(report.batches.values())} batches, "
         f"{report.seconds:.0f} s",
         f"  batches by mode: {dict(report.batches)}",
-        f"  WebSocket frames sent: {report.frames:,} (+ {report.raw_frames:,} hand-built)",
+        f"  WebSocket frames sent: {report.frames:,} (+ {report.raw_frames:,} hand-built); "
+        f"{report.watched:,} messages to the watchers",
         f"  statuses: {dict(sorted(report.statuses.items()))}",
         f"  close codes: {dict(sorted(report.close_codes.items()))}",
         f"  expectations: {dict(report.expects)}",
         f"  node warnings by logger: {dict(report.warnings)}",
         f"  known problems tolerated: {dict(report.tolerated)}",
         f"  documents read at the end: {dict(report.documents_swept)}",
+        f"  restarts (checked after each): {dict(report.restarts)}",
     ]
     for mode, (start, end, peak) in report.rss_kb.items():
         lines.append(

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -33,6 +34,7 @@ __all__ = [
     "HttpRequest",
     "Outcome",
     "RawWs",
+    "Watcher",
     "WsSession",
     "from_json",
     "send",
@@ -84,6 +86,10 @@ class HttpRequest:
     version: bytes = b"HTTP/1.1"
     #: Bytes sent instead of a request built from the fields above (not HTTP at all).
     raw: bytes = b""
+    #: A seeded document's JSON content, which a 200 answer must show.
+    content: dict[str, Any] | None = None
+    #: A seeded document's digest, which the whole state a 200 answer carries must have.
+    digest: str | None = None
 
 
 @dataclass(slots=True)
@@ -139,6 +145,8 @@ class Outcome:
 
     statuses: list[int] = field(default_factory=list)
     codes: list[str | None] = field(default_factory=list)
+    #: The first HTTP answer's body.
+    body: bytes = b""
     close_codes: list[int] = field(default_factory=list)
     frames_sent: int = 0
     hung: str | None = None
@@ -254,6 +262,8 @@ def _read_http(
     while True:
         parsed, buffer = _parse_answers(buffer, closed, head_only)
         for status, body in parsed:
+            if not outcome.statuses:
+                outcome.body = body
             outcome.statuses.append(status)
             outcome.codes.append(_error_code(body))
         if len(outcome.statuses) >= expected or closed:
@@ -560,6 +570,8 @@ def to_json(action: Action) -> dict[str, Any]:
             "after": action.after,
             "version": _b(action.version),
             "raw": _b(action.raw),
+            "content": action.content,
+            "digest": action.digest,
         }
     if isinstance(action, WsSession):
         return {
@@ -604,6 +616,8 @@ def from_json(data: dict[str, Any]) -> Action:
             after=data["after"],
             version=_u(data["version"]),
             raw=_u(data["raw"]),
+            content=data.get("content"),
+            digest=data.get("digest"),
         )
     if data["type"] == "ws":
         return WsSession(
@@ -654,3 +668,86 @@ def describe(action: Action, limit: int = 64) -> str:
     lines = [f"{action.route} [{action.expect}] raw WebSocket", f"  {action.request[:400]!r}"]
     lines += [f"  frame ({len(f)} bytes): {f[:limit].hex()}" for f in action.frames]
     return "\n".join(lines)
+
+
+# -- watchers ----------------------------------------------------------------------------------
+
+
+class Watcher:
+    """A WebSocket kept open through a batch, reading everything the node sends: an events
+    stream (each message a JSON event of its document) or a y-websocket client (each update
+    must apply to a copy: a node must never relay what its own engine refuses). Closed, and
+    judged, at the end of the batch."""
+
+    def __init__(self, host: str, port: int, kind: str, doc: str, headers: dict[str, str]) -> None:
+        self.kind = kind
+        self.doc = doc
+        path = f"/v1/docs/{doc}/events" if kind == "events" else f"/v1/sync/{doc}"
+        self.target = path
+        self.problem: str | None = None
+        self.messages = 0
+        self.close_code: int | None = None
+        self._copy: Any = None
+        self._ws = connect(
+            f"ws://{host}:{port}{path}",
+            additional_headers=headers,
+            compression=None,
+            proxy=None,
+            open_timeout=TIMEOUT,
+            close_timeout=TIMEOUT,
+            ping_interval=None,
+            max_size=None,
+            logger=_CLIENT_LOG,
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        from crdt import CrdtError, Document
+
+        self._copy = Document(self.doc)
+        try:
+            for message in self._ws:
+                self.messages += 1
+                if self.problem is None:
+                    self.problem = self._wrong(message, CrdtError)
+        except ConnectionClosed:
+            pass
+        received = self._ws.protocol.close_rcvd
+        self.close_code = received.code if received is not None else 1006
+
+    def _wrong(self, message: str | bytes, refused: type[Exception]) -> str | None:
+        if self.kind == "events":
+            try:
+                event = json.loads(message)
+            except (TypeError, ValueError):
+                return f"an events message that is not JSON: {message[:100]!r}"
+            if event.get("id") != self.doc or not isinstance(event.get("type"), str):
+                return f"an events message of another document: {str(event)[:200]}"
+            return None
+        if not isinstance(message, bytes) or message[:1] not in (b"\x00", b"\x01", b"\x03"):
+            return f"a y-websocket message a client cannot read: {message[:40]!r}"
+        if message[:2] in (b"\x00\x01", b"\x00\x02"):
+            from app.sync.protocol import SyncProtocolError, SyncStep2, SyncUpdate, decode
+
+            try:
+                decoded = decode(message)
+            except SyncProtocolError as exc:
+                return f"a sync message that does not decode: {exc}"
+            if isinstance(decoded, SyncStep2 | SyncUpdate):
+                try:
+                    self._copy.apply_update(decoded.update)
+                except refused as exc:
+                    return f"the node relayed an update its engine refuses: {exc}"
+        return None
+
+    def stop(self) -> str | None:
+        """Closes the connection; what was wrong, if anything."""
+        with contextlib.suppress(ConnectionClosed):
+            self._ws.close()
+        self._thread.join(TIMEOUT)
+        if self._thread.is_alive():
+            return f"{self.kind} watcher of {self.doc}: its reader did not stop"
+        if self.close_code in (1011, 1006):
+            return f"{self.kind} watcher of {self.doc} was closed with {self.close_code}"
+        return self.problem
