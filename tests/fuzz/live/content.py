@@ -119,7 +119,10 @@ def big_update(rng: random.Random) -> bytes:
     if rng.random() < 0.5:
         doc.get("body", type=pycrdt.Text).insert(0, rng.choice("ab😀é") * (size // 4))
     else:
-        doc.get("items", type=pycrdt.Array).extend(list(range(size // 8)))
+        # A few long strings: pycrdt inserts array elements one at a time, each walking the
+        # array from its start (many small elements take minutes: finding 2 of the docs).
+        chunk = "x" * 1000
+        doc.get("items", type=pycrdt.Array).extend([chunk] * (size // 1000))
     return bytes(doc.get_update())
 
 

@@ -356,36 +356,38 @@ def _error_code(body: bytes) -> str | None:
 def _send_ws(session: WsSession, host: str, port: int) -> Outcome:
     outcome = Outcome()
     url = f"ws://{host}:{port}{session.target}"
-    try:
-        ws = connect(
-            url,
-            additional_headers=session.headers,
-            subprotocols=[Subprotocol(name) for name in session.subprotocols] or None,
-            compression=None,
-            proxy=None,
-            open_timeout=TIMEOUT,
-            close_timeout=TIMEOUT,
-            ping_interval=None,
-            max_size=None,
-            user_agent_header=None,
-            logger=_CLIENT_LOG,
-        )
-    except InvalidStatus as exc:
-        outcome.statuses.append(exc.response.status_code)
-        outcome.codes.append(_error_code(exc.response.body or b""))
-        return outcome
-    except TimeoutError:
-        outcome.hung = f"no WebSocket handshake answer within {TIMEOUT:g}s"
-        return outcome
-    except (InvalidHandshake, OSError) as exc:
-        if isinstance(exc, ConnectionRefusedError):
-            raise
+    with contextlib.ExitStack() as stack:
+        try:
+            ws = stack.enter_context(
+                connect(
+                    url,
+                    additional_headers=session.headers,
+                    subprotocols=[Subprotocol(name) for name in session.subprotocols] or None,
+                    compression=None,
+                    proxy=None,
+                    open_timeout=TIMEOUT,
+                    close_timeout=TIMEOUT,
+                    ping_interval=None,
+                    max_size=None,
+                    user_agent_header=None,
+                    logger=_CLIENT_LOG,
+                )
+            )
+        except InvalidStatus as exc:
+            outcome.statuses.append(exc.response.status_code)
+            outcome.codes.append(_error_code(exc.response.body or b""))
+            return outcome
+        except TimeoutError:
+            outcome.hung = f"no WebSocket handshake answer within {TIMEOUT:g}s"
+            return outcome
+        except (InvalidHandshake, OSError) as exc:
+            if isinstance(exc, ConnectionRefusedError):
+                raise
+            outcome.statuses.append(101)
+            outcome.codes.append(f"handshake: {type(exc).__name__}")
+            return outcome
         outcome.statuses.append(101)
-        outcome.codes.append(f"handshake: {type(exc).__name__}")
-        return outcome
-    outcome.statuses.append(101)
-    outcome.codes.append(None)
-    with ws:
+        outcome.codes.append(None)
         try:
             if session.snapshot is not None:
                 _check_snapshot(ws, session.snapshot, outcome)
@@ -688,16 +690,20 @@ class Watcher:
         self.messages = 0
         self.close_code: int | None = None
         self._copy: Any = None
-        self._ws = connect(
-            f"ws://{host}:{port}{path}",
-            additional_headers=headers,
-            compression=None,
-            proxy=None,
-            open_timeout=TIMEOUT,
-            close_timeout=TIMEOUT,
-            ping_interval=None,
-            max_size=None,
-            logger=_CLIENT_LOG,
+        # Closed by stop() (a connection is used as a context manager, as websockets wants).
+        self._stack = contextlib.ExitStack()
+        self._ws = self._stack.enter_context(
+            connect(
+                f"ws://{host}:{port}{path}",
+                additional_headers=headers,
+                compression=None,
+                proxy=None,
+                open_timeout=TIMEOUT,
+                close_timeout=TIMEOUT,
+                ping_interval=None,
+                max_size=None,
+                logger=_CLIENT_LOG,
+            )
         )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -744,7 +750,7 @@ class Watcher:
     def stop(self) -> str | None:
         """Closes the connection; what was wrong, if anything."""
         with contextlib.suppress(ConnectionClosed):
-            self._ws.close()
+            self._stack.close()
         self._thread.join(TIMEOUT)
         if self._thread.is_alive():
             return f"{self.kind} watcher of {self.doc}: its reader did not stop"
