@@ -178,8 +178,10 @@ class Document:
         self._evidence: dict[str, set[str]] = {}
         # The state vector at the last full inference of root types (see root_kinds).
         self._inferred_at: bytes | None = None
-        # Roots already cast in ``_doc`` and the kind they were cast to.
-        self._cast: dict[str, RootKind] = {}
+        # Roots already cast in ``_doc``: the kind each was cast to and the pycrdt object of
+        # that kind. Kept here because ``_doc[name]`` is always of a root's first cast (Yrs
+        # keeps a branch's first type), whatever a later cast asked for.
+        self._cast: dict[str, tuple[RootKind, Any]] = {}
         # Updates that held parts Yrs could not integrate yet (missing dependencies).
         self._pending: list[tuple[bytes, dict[int, int]]] = []
         #: Bytes of the updates in ``_pending``, and how many may wait at most.
@@ -313,11 +315,16 @@ class Document:
         return {name: classify(self._evidence.get(name, set())) for name in names}
 
     def root(self, name: str, kind: RootKind) -> Any:
-        """The root ``name`` as the pycrdt type for ``kind`` (cast on first use)."""
-        if self._cast.get(name) is not kind:
-            self._doc.get(name, type=ROOT_TYPES[kind])
-            self._cast[name] = kind
-        return self._doc[name]
+        """The root ``name`` as the pycrdt type for ``kind`` (cast on first use, and again when
+        its inferred kind changes: a root first read as an array may turn out to be text)."""
+        cast = self._cast.get(name)
+        if cast is None or cast[0] is not kind:
+            # Not _doc[name]: read as its first cast's type, a root written since as text
+            # showed its characters as array elements, or (a character of several bytes)
+            # hung Yrs for ever (found by the live fuzzer, docs/fuzzing.md).
+            cast = (kind, self._doc.get(name, type=ROOT_TYPES[kind]))
+            self._cast[name] = cast
+        return cast[1]
 
     def to_json(self) -> dict[str, Any]:
         """The JSON view: ``{root name: value}`` for every root that has a known type."""

@@ -14,9 +14,12 @@ compaction every 8 updates, 0.25 s for ``after=`` and durability waits.
 from __future__ import annotations
 
 import collections
+import os
 import re
 import secrets
+import signal
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -123,6 +126,21 @@ def _known(logger: str, message: str, text: str) -> str | None:
     return None
 
 
+#: How the node is started: ``meridian serve`` with faulthandler listening to SIGUSR1, so
+#: that a hang can be diagnosed (every thread's stack on stderr: where the event loop is).
+_LAUNCHER = (
+    "import faulthandler, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+    "from app.cli import main; sys.argv[0] = 'meridian'; sys.exit(main())"
+)
+
+
+class _Process(NodeProcess):
+    def command(self) -> list[str]:
+        command = super().command()
+        assert command[1:3] == ["-m", "app"], command
+        return [command[0], "-c", _LAUNCHER, *command[3:]]
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind(("127.0.0.1", 0))
@@ -162,7 +180,7 @@ class LiveNode:
             # Yrs panics on some refused updates (caught, answered 400): no backtraces.
             "RUST_BACKTRACE": "0",
         }
-        self.process = NodeProcess(
+        self.process = _Process(
             self.data, config=self.config, env=env, listen=f"127.0.0.1:{self.port}"
         ).start()
         self.port = int(self.process.url.rsplit(":", 1)[1])
@@ -216,6 +234,23 @@ class LiveNode:
         assert self.process is not None
         status = self.process.terminate(timeout=60)
         return status
+
+    def dump_stacks(self) -> list[str]:
+        """Every thread's stack, as faulthandler writes it on SIGUSR1 (read back from the
+        node's output once it stops growing)."""
+        if not self.alive() or self.pid is None:
+            return []
+        self.take_log()
+        os.kill(self.pid, signal.SIGUSR1)
+        lines: list[str] = []
+        deadline = time.monotonic() + 5 * TIMEOUT_FACTOR
+        while time.monotonic() < deadline:
+            more = self.take_log()
+            lines += more
+            if lines and not more:
+                break
+            time.sleep(0.2)  # output arrives through a pipe: no event to wait on
+        return [line.rstrip() for line in lines]
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs."""

@@ -322,9 +322,8 @@ class _Session:
         return seeded
 
     def fail(self, problem: str, offending: list[Action]) -> _Stop:
-        return _Stop(
-            Failure(self.mode, self.batch, problem, offending, self.actions, self.node.log_tail())
-        )
+        log = self.node.log_tail() + getattr(self, "stacks", [])
+        return _Stop(Failure(self.mode, self.batch, problem, offending, self.actions, log))
 
     def _log_check(self, action: Action | None) -> None:
         errors, warnings, known = log_problems(self.node.take_log())
@@ -389,7 +388,26 @@ class _Session:
         if problem is None and not self.node.alive():
             problem = f"the node died (exit status {self.node.exit_status()})"
         if problem is not None:
+            if outcome.hung is not None or outcome.seconds > SLOW_SECONDS:
+                problem += self._diagnose(action)
             raise self.fail(problem, [action])
+
+    def _diagnose(self, action: Action) -> str:
+        """After a hang: does the node still answer, and the same request? Its threads'
+        stacks go to the log (where its event loop is)."""
+        node = self.node
+        try:
+            health = self.client.get("/v1/health", timeout=5 * TIMEOUT_FACTOR).status_code
+        except httpx.HTTPError as exc:
+            health = repr(exc)  # type: ignore[assignment]
+        again = send(action, node.host, node.port)
+        stacks = node.dump_stacks() if isinstance(node, LiveNode) else []
+        self.stacks = stacks
+        return (
+            f"; then GET /v1/health: {health}; the same action again: statuses "
+            f"{again.statuses}, hung {again.hung}, {again.seconds:.1f} s; "
+            f"{len(stacks)} lines of thread stacks in the log"
+        )
 
     def check(self) -> None:
         """The node lives, answers its health, and every seeded document is as recorded."""
@@ -549,7 +567,7 @@ def _describe_failure(options: Options, failure: Failure) -> str:
     if len(failure.offending) > 10:
         lines.append(f"... and {len(failure.offending) - 10} more")
     lines.append("the node's last lines:")
-    lines += [f"  {line}" for line in failure.log[-15:]]
+    lines += [f"  {line}" for line in failure.log[-60:]]
     lines.append(f"reproducer: {failure.reproducer}")
     lines.append(
         f"again: python -m tests.fuzz.live --seed {options.seed} --mode {failure.mode} "
