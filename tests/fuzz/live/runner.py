@@ -370,19 +370,27 @@ class _Session:
         return watchers
 
     def _send_all(self, actions: list[Action], concurrency: int) -> None:
-        node = self.node
         if concurrency > 1:
             with ThreadPoolExecutor(concurrency, thread_name_prefix="live-fuzz") as pool:
-                outcomes = list(pool.map(lambda a: send(a, node.host, node.port), actions))
+                outcomes = list(pool.map(self._send, actions))
             for action, outcome in zip(actions, outcomes, strict=True):
                 self._judge(action, outcome)
             self._log_check(None)
         else:
             for action in actions:
-                self._judge(action, send(action, node.host, node.port))
+                self._judge(action, self._send(action))
                 self._log_check(action)
 
-    def _judge(self, action: Action, outcome: Outcome) -> None:
+    def _send(self, action: Action) -> Outcome | Exception:
+        try:
+            return send(action, self.node.host, self.node.port)
+        except Exception as exc:  # the fuzzer's own bug: reported as such, never hidden
+            return exc
+
+    def _judge(self, action: Action, outcome: Outcome | Exception) -> None:
+        if isinstance(outcome, Exception):
+            problem = f"the fuzzer itself failed to send this action: {outcome!r}"
+            raise self.fail(problem, [action]) from outcome
         self.report.record(action, outcome)
         problem = judge(action, outcome)
         if problem is None and not self.node.alive():

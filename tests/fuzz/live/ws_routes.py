@@ -6,6 +6,7 @@ unmasked frames, lengths that lie, compressed frames."""
 from __future__ import annotations
 
 import base64
+import re
 import struct
 import urllib.parse
 import zlib
@@ -21,6 +22,9 @@ from .mutate import HUGE_VARINTS
 from .wire import Action, Frame, RawWs, WsSession
 
 __all__ = ["WsRoutes"]
+
+#: An HTTP token (RFC 9110 tchar): what a subprotocol may be.
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 class WsRoutes(Base):
@@ -46,10 +50,12 @@ class WsRoutes(Base):
         if self.tokens is not None and m.chance(0.9):
             token = self.tokens.pick(m)
             printable = token is not None and all(33 <= ord(c) < 127 for c in token)
+            # A subprotocol is an HTTP token: the client refuses anything else.
+            tchar = token is not None and _TOKEN.fullmatch(SUBPROTOCOL_PREFIX + token)
             place = m.rng.randrange(3)
             if token is not None and printable and place == 0:
                 headers.append(("Authorization", "Bearer " + token))
-            elif token is not None and printable and place == 1:
+            elif token is not None and tchar and place == 1:
                 subprotocols.append(SUBPROTOCOL_PREFIX + token)
             elif token is not None:
                 query = "token=" + urllib.parse.quote(token, safe="")
