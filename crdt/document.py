@@ -26,6 +26,7 @@ from .errors import InvalidUpdate, LimitExceeded
 from .lib0 import DecodeError
 from .nesting import NestingIndex, NestingTooDeep
 from .statevector import covers, decode_state_vector, encode_state_vector
+from .yupdate import _EVIDENCE_TEXT as TEXT_EVIDENCE
 from .yupdate import (
     RootKind,
     canonical_delete_set,
@@ -178,6 +179,8 @@ class Document:
         self._evidence: dict[str, set[str]] = {}
         # The state vector at the last full inference of root types (see root_kinds).
         self._inferred_at: bytes | None = None
+        # The state vector when array roots were last looked at for text (see root_kinds).
+        self._probed_at: bytes | None = None
         # Roots already cast in ``_doc``: the kind each was cast to and the pycrdt object of
         # that kind. Kept here because ``_doc[name]`` is always of a root's first cast (Yrs
         # keeps a branch's first type), whatever a later cast asked for.
@@ -312,7 +315,24 @@ class Document:
             # its content garbage-collected): follow the origins of the others, once per state.
             self._inferred_at = state
             self._absorb(_infer(self.id, bytes(self._doc.get_update())))
-        return {name: classify(self._evidence.get(name, set())) for name in names}
+        kinds = {name: classify(self._evidence.get(name, set())) for name in names}
+        arrays = [name for name, kind in kinds.items() if kind is RootKind.ARRAY]
+        if arrays and self._probed_at != (state := self.state_vector()):
+            self._probed_at = state
+            for name in arrays:
+                if self._holds_text(name):
+                    self._evidence.setdefault(name, set()).add(TEXT_EVIDENCE)
+                    kinds[name] = RootKind.TEXT
+        return kinds
+
+    def _holds_text(self, name: str) -> bool:
+        """Whether array root ``name`` holds text. Characters typed after an array's items
+        name no root (their origin places them), so the update that brings them brings no
+        evidence of text; a copy loaded from storage follows origins and sees it (``load``).
+        Read through an array, text with a character of several UTF-8 bytes hangs Yrs for
+        ever (found by the live fuzzer, docs/fuzzing.md): look at the root as text first."""
+        self.root(name, RootKind.ARRAY)  # cast as an array first, as a copy reading it would be
+        return str(self._doc.get(name, type=pycrdt.Text)) != ""
 
     def root(self, name: str, kind: RootKind) -> Any:
         """The root ``name`` as the pycrdt type for ``kind`` (cast on first use, and again when

@@ -9,12 +9,12 @@ import random
 import pytest
 
 from tests.fuzz.live import Options, format_report, judge, run
+from tests.fuzz.live.actions import Expect, Frame, HttpRequest, Outcome, WsSession
 from tests.fuzz.live.base import Setting
 from tests.fuzz.live.http_routes import HttpRoutes
 from tests.fuzz.live.mutate import Mutator
 from tests.fuzz.live.node import MODES, app_routes, log_problems
 from tests.fuzz.live.seeds import Seeded
-from tests.fuzz.live.wire import Expect, Frame, HttpRequest, Outcome, WsSession
 from tests.fuzz.live.ws_routes import WsRoutes
 
 #: Batches of each mode in the short runs (the same work on any machine).

@@ -8,13 +8,17 @@ WebSocket closed with 1011, the seeded documents' digests unchanged. See docs/fu
 
 Modules: :mod:`.node` (the node process, its modes and limits), :mod:`.seeds` (the seeded
 documents and their check), :mod:`.content` (valid inputs and the oracle), :mod:`.mutate`
-(mutations), :mod:`.base`, :mod:`.http_routes` and :mod:`.ws_routes` (a generator per
-route), :mod:`.wire` (sending over raw sockets and WebSockets), :mod:`.runner` (batches,
-judging, reports, reproducers).
+(mutations), :mod:`.base`, :mod:`.http_routes`, :mod:`.other_routes` and :mod:`.ws_routes`
+(a generator per route), :mod:`.actions` (what is sent, as records), :mod:`.wire` (sending
+them over raw sockets and WebSockets), :mod:`.watchers` (WebSockets open through a batch),
+:mod:`.judge` (what an answer may not be), :mod:`.report`, :mod:`.runner` (batches, checks,
+reproducers).
 """
 
 from __future__ import annotations
 
-from .runner import Failure, Options, Report, format_report, judge, replay, run
+from .judge import judge
+from .report import Failure, Report, format_report
+from .runner import Options, replay, run
 
 __all__ = ["Failure", "Options", "Report", "format_report", "judge", "replay", "run"]

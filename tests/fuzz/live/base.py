@@ -15,9 +15,9 @@ from app.auth import Right
 from app.http.forward import sign_forwarded
 from crdt import DOCUMENT_ID
 
+from .actions import Framing, HttpRequest
 from .content import Oracle, Tokens
 from .mutate import Mutator
-from .wire import Framing, HttpRequest
 
 __all__ = ["Base", "Setting"]
 

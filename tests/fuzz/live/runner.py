@@ -14,40 +14,31 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 from websockets.exceptions import InvalidHandshake
 
-from crdt import CrdtError, Document
 from tests.support import TIMEOUT_FACTOR
 
+from .actions import Action, Outcome, describe, from_json
+from .actions import to_json as action_json
 from .base import Setting
 from .content import Tokens
 from .http_routes import HttpRoutes
+from .judge import SLOW_SECONDS, judge
 from .mutate import Mutator
 from .node import LIMITS, MODES, ExternalNode, LiveNode, app_routes, log_problems
+from .report import Failure, Report, format_report
 from .seeds import Seeded, seed
-from .wire import (
-    Action,
-    HttpRequest,
-    Outcome,
-    RawWs,
-    Watcher,
-    WsSession,
-    describe,
-    from_json,
-    send,
-)
-from .wire import to_json as action_json
+from .watchers import Watcher
+from .wire import send
 from .ws_routes import WsRoutes
 
-__all__ = ["Failure", "Generator", "Options", "Report", "replay", "run"]
+__all__ = ["Generator", "Options", "replay", "run"]
 
 #: How often each route is drawn, relative to the others: writes and the sync socket most.
 WEIGHTS = {
@@ -70,9 +61,6 @@ WEIGHTS = {
 }
 #: Every other route: the cluster views, membership, metrics, the dashboard, the API pages.
 OTHER_WEIGHT = 0.6
-#: An action that takes longer is a failure (a request that holds the node's event loop for
-#: seconds holds every other client too); hangs are caught by the wire's own timeout.
-SLOW_SECONDS = 8.0 * TIMEOUT_FACTOR
 
 
 class Generator:
@@ -115,160 +103,6 @@ class Options:
     #: Restart the node every this many batches, killing it every other time (0: never).
     restart_every: int = 0
     quiet: bool = False
-
-
-@dataclass(slots=True)
-class Failure:
-    mode: str
-    batch: int
-    problem: str
-    offending: list[Action]
-    actions: list[Action]
-    log: list[str]
-    reproducer: Path | None = None
-
-
-@dataclass(slots=True)
-class Report:
-    """What a run did (the figures docs/fuzzing.md shows)."""
-
-    seed: int
-    seconds: float = 0.0
-    batches: Counter[str] = field(default_factory=Counter)
-    actions: Counter[str] = field(default_factory=Counter)
-    statuses: Counter[int] = field(default_factory=Counter)
-    by_route: dict[str, Counter[int]] = field(default_factory=dict)
-    close_codes: Counter[int] = field(default_factory=Counter)
-    frames: int = 0
-    raw_frames: int = 0
-    expects: Counter[str] = field(default_factory=Counter)
-    warnings: Counter[str] = field(default_factory=Counter)
-    #: Known problems seen (KNOWN): tolerated, counted.
-    tolerated: Counter[str] = field(default_factory=Counter)
-    rss_kb: dict[str, list[int]] = field(default_factory=dict)
-    slowest: dict[str, float] = field(default_factory=dict)
-    documents_swept: Counter[str] = field(default_factory=Counter)
-    restarts: Counter[str] = field(default_factory=Counter)
-    #: Messages the watchers received.
-    watched: int = 0
-    failure: Failure | None = None
-
-    def record(self, action: Action, outcome: Outcome) -> None:
-        self.actions[action.route] += 1
-        self.expects[action.expect] += 1
-        route = self.by_route.setdefault(action.route, Counter())
-        for status in outcome.statuses:
-            self.statuses[status] += 1
-            route[status] += 1
-        self.close_codes.update(outcome.close_codes)
-        if isinstance(action, RawWs):
-            self.raw_frames += outcome.frames_sent
-        else:
-            self.frames += outcome.frames_sent
-        self.slowest[action.route] = max(self.slowest.get(action.route, 0.0), outcome.seconds)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "seed": self.seed,
-            "seconds": round(self.seconds, 1),
-            "batches": dict(self.batches),
-            "actions": sum(self.actions.values()),
-            "by_route": {r: dict(sorted(c.items())) for r, c in sorted(self.by_route.items())},
-            "actions_by_route": dict(sorted(self.actions.items())),
-            "statuses": dict(sorted(self.statuses.items())),
-            "close_codes": dict(sorted(self.close_codes.items())),
-            "frames": self.frames,
-            "raw_frames": self.raw_frames,
-            "expects": dict(self.expects),
-            "warnings": dict(self.warnings),
-            "tolerated": dict(self.tolerated),
-            "rss_kb": self.rss_kb,
-            "slowest_seconds": {r: round(s, 3) for r, s in sorted(self.slowest.items())},
-            "documents_swept": dict(self.documents_swept),
-            "restarts": dict(self.restarts),
-            "watched_messages": self.watched,
-            "failure": None if self.failure is None else self.failure.problem,
-        }
-
-
-# -- judging -----------------------------------------------------------------------------------
-
-
-#: Known problems of the node (its dependencies, mostly) that the run tolerates, counts and
-#: reports; docs/fuzzing.md describes each. The log side is app.node's KNOWN_LOG_RECORDS.
-KNOWN = {
-    "uvicorn-invalid-utf8": "uvicorn 0.55's WebSocket protocol (websockets-sansio) logs an "
-    "ERROR with a traceback for every text frame that is not UTF-8; when the client's close "
-    "frame is read in the same chunk, it raises InvalidState out of data_received: asyncio "
-    "logs 'Fatal error on transport' and the connection ends without a close frame (1006)",
-}
-
-
-def _invalid_text(action: Action) -> bool:
-    """Whether a session sent a text frame that is not UTF-8 (see KNOWN)."""
-    if not isinstance(action, WsSession):
-        return False
-    for frame in action.frames:
-        if frame.kind == "text":
-            try:
-                frame.data.decode("utf-8")
-            except UnicodeDecodeError:
-                return True
-    return False
-
-
-def _wrong_content(request: HttpRequest, body: bytes) -> str | None:
-    """What a 200 answer about a seeded document got wrong: its JSON content, or the digest
-    of the whole state it carries."""
-    if request.content is not None:
-        try:
-            content = json.loads(body)["content"]
-        except (ValueError, KeyError, TypeError):
-            return f"a 200 answer that is no document view: {body[:200]!r}"
-        if content != request.content:
-            return f"a seeded document shows other content: {str(content)[:300]}"
-    if request.digest is not None:
-        copy = Document("copy")
-        try:
-            copy.apply_update(body)
-        except CrdtError as exc:
-            return f"a seeded document's state does not apply: {exc}"
-        if copy.digest() != request.digest:
-            return "a seeded document's whole state has another digest"
-    return None
-
-
-def judge(action: Action, outcome: Outcome) -> str | None:
-    """What is wrong with this answer, or None."""
-    if outcome.refused_connection:
-        return "the node refused the connection"
-    if outcome.hung is not None:
-        return f"hang: {outcome.hung}"
-    if outcome.seconds > SLOW_SECONDS and not (isinstance(action, HttpRequest) and action.raw):
-        return f"slow: the node took {outcome.seconds:.1f} s (at most {SLOW_SECONDS:g} s)"
-    for status, code in zip(outcome.statuses, outcome.codes, strict=True):
-        if status == 999:
-            return "the answer is not HTTP"
-        if status >= 500:
-            after = isinstance(action, HttpRequest) and action.after
-            if status == 503 and code == "after_not_reached" and after:
-                continue  # documented: the copy does not include the after= state (yet)
-            return f"answered {status} ({code})"
-    for code in outcome.close_codes:
-        if code == 1011:
-            return "a WebSocket closed with 1011 (internal error)"
-        if code == 1006 and isinstance(action, WsSession) and not _invalid_text(action):
-            return "a WebSocket was dropped without a close frame (1006)"
-    if outcome.wrong is not None:
-        return outcome.wrong
-    if isinstance(action, HttpRequest) and outcome.statuses[:1] == [200]:
-        wrong = _wrong_content(action, outcome.body)
-        if wrong is not None:
-            return wrong
-    refused = action.expect == "refuse" and isinstance(action, HttpRequest)
-    if refused and outcome.statuses and 200 <= outcome.statuses[0] < 300:
-        return f"accepted ({outcome.statuses[0]}) a request the node must refuse"
-    return None
 
 
 # -- running -----------------------------------------------------------------------------------
@@ -581,37 +415,6 @@ def _describe_failure(options: Options, failure: Failure) -> str:
         f"again: python -m tests.fuzz.live --seed {options.seed} --mode {failure.mode} "
         f"--batch-size {options.batch_size}  (or --replay {failure.reproducer})"
     )
-    return "\n".join(lines)
-
-
-def format_report(report: Report) -> str:
-    total = sum(report.actions.values())
-    lines = [
-        f"seed {report.seed}: {total:,} actions in {sum(report.batches.values())} batches, "
-        f"{report.seconds:.0f} s",
-        f"  batches by mode: {dict(report.batches)}",
-        f"  WebSocket frames sent: {report.frames:,} (+ {report.raw_frames:,} hand-built); "
-        f"{report.watched:,} messages to the watchers",
-        f"  statuses: {dict(sorted(report.statuses.items()))}",
-        f"  close codes: {dict(sorted(report.close_codes.items()))}",
-        f"  expectations: {dict(report.expects)}",
-        f"  node warnings by logger: {dict(report.warnings)}",
-        f"  known problems tolerated: {dict(report.tolerated)}",
-        f"  documents read at the end: {dict(report.documents_swept)}",
-        f"  restarts (checked after each): {dict(report.restarts)}",
-    ]
-    for mode, (start, end, peak) in report.rss_kb.items():
-        lines.append(
-            f"  RSS {mode}: {start / 1024:.0f} MiB after seeding, {end / 1024:.0f} MiB at the "
-            f"end, {peak / 1024:.0f} MiB at most"
-        )
-    lines.append("  actions by route (statuses):")
-    for route in sorted(report.actions):
-        statuses = ", ".join(f"{s}: {n}" for s, n in sorted(report.by_route[route].items()))
-        lines.append(
-            f"    {route:40} {report.actions[route]:7,}  slowest "
-            f"{report.slowest[route]:.2f}s  {statuses}"
-        )
     return "\n".join(lines)
 
 

@@ -16,10 +16,10 @@ from app.auth import SUBPROTOCOL_PREFIX, token_from_websocket
 from app.replication import messages
 from app.sync import protocol as sync
 
+from .actions import Action, Frame, RawWs, WsSession
 from .base import Base
 from .content import awareness_update, random_update, state_vector
 from .mutate import HUGE_VARINTS
-from .wire import Action, Frame, RawWs, WsSession
 
 __all__ = ["WsRoutes"]
 
