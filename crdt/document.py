@@ -26,6 +26,7 @@ from .errors import InvalidUpdate, LimitExceeded
 from .lib0 import DecodeError
 from .nesting import NestingIndex, NestingTooDeep
 from .statevector import covers, decode_state_vector, encode_state_vector
+from .yupdate import _EVIDENCE_TEXT as TEXT_EVIDENCE
 from .yupdate import (
     RootKind,
     canonical_delete_set,
@@ -178,8 +179,12 @@ class Document:
         self._evidence: dict[str, set[str]] = {}
         # The state vector at the last full inference of root types (see root_kinds).
         self._inferred_at: bytes | None = None
-        # Roots already cast in ``_doc`` and the kind they were cast to.
-        self._cast: dict[str, RootKind] = {}
+        # The state vector when array roots were last looked at for text (see root_kinds).
+        self._probed_at: bytes | None = None
+        # Roots already cast in ``_doc``: the kind each was cast to and the pycrdt object of
+        # that kind. Kept here because ``_doc[name]`` is always of a root's first cast (Yrs
+        # keeps a branch's first type), whatever a later cast asked for.
+        self._cast: dict[str, tuple[RootKind, Any]] = {}
         # Updates that held parts Yrs could not integrate yet (missing dependencies).
         self._pending: list[tuple[bytes, dict[int, int]]] = []
         #: Bytes of the updates in ``_pending``, and how many may wait at most.
@@ -319,14 +324,36 @@ class Document:
             # its content garbage-collected): follow the origins of the others, once per state.
             self._inferred_at = state
             self._absorb(_infer(self.id, bytes(self._doc.get_update())))
-        return {name: classify(self._evidence.get(name, set())) for name in names}
+        kinds = {name: classify(self._evidence.get(name, set())) for name in names}
+        arrays = [name for name, kind in kinds.items() if kind is RootKind.ARRAY]
+        if arrays and self._probed_at != (state := self.state_vector()):
+            self._probed_at = state
+            for name in arrays:
+                if self._holds_text(name):
+                    self._evidence.setdefault(name, set()).add(TEXT_EVIDENCE)
+                    kinds[name] = RootKind.TEXT
+        return kinds
+
+    def _holds_text(self, name: str) -> bool:
+        """Whether array root ``name`` holds text. Characters typed after an array's items
+        name no root (their origin places them), so the update that brings them brings no
+        evidence of text; a copy loaded from storage follows origins and sees it (``load``).
+        Read through an array, text with a character of several UTF-8 bytes hangs Yrs for
+        ever (found by the live fuzzer, docs/fuzzing.md): look at the root as text first."""
+        self.root(name, RootKind.ARRAY)  # cast as an array first, as a copy reading it would be
+        return str(self._doc.get(name, type=pycrdt.Text)) != ""
 
     def root(self, name: str, kind: RootKind) -> Any:
-        """The root ``name`` as the pycrdt type for ``kind`` (cast on first use)."""
-        if self._cast.get(name) is not kind:
-            self._doc.get(name, type=ROOT_TYPES[kind])
-            self._cast[name] = kind
-        return self._doc[name]
+        """The root ``name`` as the pycrdt type for ``kind`` (cast on first use, and again when
+        its inferred kind changes: a root first read as an array may turn out to be text)."""
+        cast = self._cast.get(name)
+        if cast is None or cast[0] is not kind:
+            # Not _doc[name]: read as its first cast's type, a root written since as text
+            # showed its characters as array elements, or (a character of several bytes)
+            # hung Yrs for ever (found by the live fuzzer, docs/fuzzing.md).
+            cast = (kind, self._doc.get(name, type=ROOT_TYPES[kind]))
+            self._cast[name] = cast
+        return cast[1]
 
     def to_json(self) -> dict[str, Any]:
         """The JSON view: ``{root name: value}`` for every root that has a known type."""
