@@ -87,8 +87,8 @@ class Placement(BaseModel):
     )
     deleted_incarnation: int = Field(
         default=0,
-        description="The highest incarnation known to be deleted (0: none); a write kept "
-        "blind as a hint goes to the one after it",
+        description="The highest incarnation known to be deleted (0: none); a client's "
+        "write never goes to an incarnation at or below it",
     )
 
 

@@ -114,11 +114,13 @@ class Plan:
 
     @property
     def floor(self) -> int:
-        """For a hint: the lowest incarnation a client's write may go to here, the one after
-        the highest the record knows deleted (0: no floor). A hint written without a copy
-        (none was reachable to fetch) would otherwise start a first incarnation, which the
-        holders discard once the document has been deleted and created again."""
-        if not self.hint or callable(self.placement):
+        """The lowest incarnation a client's write may go to here: the one after the highest
+        the record knows deleted (0: no floor). A hint written without a copy (none was
+        reachable to fetch) would otherwise start a first incarnation, and a copy here that
+        has not heard of the last delete yet (a follower, a holder behind) would take it into
+        the deleted one: either way the write is discarded once the copies meet, although
+        this node knew of the delete before it."""
+        if callable(self.placement):
             return 0
         deleted = self.placement.deleted
         return deleted + 1 if deleted else 0
