@@ -229,9 +229,9 @@ class DocumentStore:
         apply the next update of an ordered stream while this one commits). ``hint`` records
         a hint for the document (see :meth:`add_hint`) in the transaction of the update, so
         it is committed when this returns; an update ignored for its incarnation records none.
-        ``floor`` (a client's write, kept blind as a hint): the lowest incarnation it may go
-        to, the one after the highest known to be deleted; a copy held here of an earlier
-        one is left behind, as a copy of a later incarnation received from a peer would."""
+        ``floor`` (a client's write): the lowest incarnation it may go to, the one after the
+        highest known to be deleted; a copy held here of an earlier one is left behind, as a
+        copy of a later incarnation received from a peer would leave it."""
         check_document_id(doc_id)
         writable = await self._writable(doc_id, incarnation, floor)
         if isinstance(writable, WriteResult):
