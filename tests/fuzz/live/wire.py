@@ -150,24 +150,16 @@ def _read_http(
         if remaining <= 0:
             outcome.hung = f"no complete answer within {patience:g}s ({len(buffer)} bytes came)"
             return
-        chunk = _receive(sock, remaining)
-        if chunk is None:
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
             continue
+        except ConnectionResetError:
+            chunk = b""
         if not chunk:
             closed = True
         buffer += chunk
-
-
-def _receive(sock: socket.socket, seconds: float) -> bytes | None:
-    """The next bytes from ``sock`` within ``seconds`` (None when none came; ``b""`` when
-    the other side closed or reset the connection)."""
-    sock.settimeout(seconds)
-    try:
-        return sock.recv(65536)
-    except TimeoutError:
-        return None
-    except ConnectionResetError:
-        return b""
 
 
 def _parse_answers(
@@ -361,9 +353,13 @@ def _read_head(sock: socket.socket, outcome: Outcome) -> tuple[bytes | None, byt
         if remaining <= 0:
             outcome.hung = f"no handshake answer within {TIMEOUT:g}s"
             return None, b""
-        chunk = _receive(sock, remaining)
-        if chunk is None:
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
             continue
+        except ConnectionResetError:
+            chunk = b""
         if not chunk:
             if buffer:
                 break
@@ -390,9 +386,13 @@ def _read_close(sock: socket.socket, buffer: bytes, outcome: Outcome) -> None:
         if remaining <= 0:
             outcome.hung = f"no close frame within {TIMEOUT:g}s"
             return
-        chunk = _receive(sock, remaining)
-        if chunk is None:
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
             continue
+        except ConnectionResetError:
+            chunk = b""
         if not chunk:
             outcome.close_codes.append(1006)
             return
